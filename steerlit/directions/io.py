@@ -1,0 +1,138 @@
+"""Direction files: one safetensors file per run.
+
+Tensor names are ``<method>/<site>`` (e.g. ``diffmean/resid_post.12``), each (H,) float32.
+Metadata (strings, as safetensors requires): ``model_id``, ``hidden_size``, ``methods`` (JSON list),
+``concept``, ``position`` (reduction used when caching), ``n_per_class`` (JSON {label: n}),
+``norms`` (JSON {name: float}), ``steerlit_version``, and any extra keys given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import steerlit
+
+
+class DirectionFileError(ValueError):
+    """A direction file that is malformed or does not fit the model it is used with."""
+
+
+@dataclass
+class DirectionSet:
+    """Directions keyed by ``(method, site)`` with the file's metadata."""
+
+    vectors: dict[tuple[str, str], torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted({m for m, _ in self.vectors})
+
+    @property
+    def hidden_size(self) -> int:
+        return int(next(iter(self.vectors.values())).shape[0])
+
+    def sites(self, method: str) -> list[str]:
+        return [s for m, s in self.vectors if m == method]
+
+    def for_method(self, method: str) -> dict[str, torch.Tensor]:
+        """``{site: vector}`` of one method."""
+        if method not in self.methods:
+            raise DirectionFileError(f"No directions for method {method!r}; this file has {self.methods}.")
+        return {s: v for (m, s), v in self.vectors.items() if m == method}
+
+    def get(self, method: str, site: str) -> torch.Tensor:
+        vectors = self.for_method(method)
+        if site not in vectors:
+            raise DirectionFileError(f"No {method!r} direction for site {site!r}; it has {sorted(vectors)}.")
+        return vectors[site]
+
+    def validate(self, adapter) -> None:
+        """Check hidden size, site names and finiteness against a loaded model."""
+        for (method, site), vec in self.vectors.items():
+            adapter.parse_site(site)
+            if vec.shape != (adapter.hidden_size,):
+                raise DirectionFileError(
+                    f"Direction {method}/{site} has size {tuple(vec.shape)} but model {adapter.model_id} has hidden "
+                    f"size {adapter.hidden_size}; these directions were computed on another model "
+                    f"({self.metadata.get('model_id', 'unknown')})."
+                )
+        check_finite(self.vectors)
+
+
+def check_finite(vectors: Mapping[tuple[str, str], torch.Tensor]) -> None:
+    bad = [f"{m}/{s}" for (m, s), v in vectors.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise DirectionFileError(f"Directions {bad[:5]} contain NaN or inf; recompute them.")
+
+
+def save_directions(
+    path: str | Path,
+    vectors: Mapping[tuple[str, str], torch.Tensor],
+    *,
+    model_id: str,
+    concept: str = "",
+    position: str = "",
+    n_per_class: Mapping[str, int] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> Path:
+    """Write directions atomically (temp file + rename)."""
+    if not vectors:
+        raise DirectionFileError("No directions to save.")
+    check_finite(vectors)
+    sizes = {int(v.shape[-1]) for v in vectors.values()}
+    if len(sizes) != 1 or any(v.dim() != 1 for v in vectors.values()):
+        raise DirectionFileError(f"Directions must all be 1-D of one size, got sizes {sorted(sizes)}.")
+    tensors = {f"{m}/{s}": v.detach().float().cpu().contiguous() for (m, s), v in vectors.items()}
+    meta = {
+        "model_id": str(model_id),
+        "hidden_size": str(sizes.pop()),
+        "methods": json.dumps(sorted({m for m, _ in vectors})),
+        "concept": concept,
+        "position": position,
+        "n_per_class": json.dumps(dict(n_per_class or {})),
+        "norms": json.dumps({k: round(float(v.norm()), 6) for k, v in tensors.items()}),
+        "steerlit_version": steerlit.__version__,
+    }
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_directions(path: str | Path, adapter=None) -> DirectionSet:
+    """Read a direction file (safetensors only, no pickle); validate against ``adapter`` if given."""
+    path = Path(path)
+    if not path.exists():
+        raise DirectionFileError(f"Direction file {path} does not exist; run `steerlit fit` to create it.")
+    vectors = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            for name in f.keys():
+                if "/" not in name:
+                    raise DirectionFileError(f"Tensor {name!r} in {path} is not named '<method>/<site>'.")
+                method, site = name.split("/", 1)
+                vectors[(method, site)] = f.get_tensor(name).float()
+    except DirectionFileError:
+        raise
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise DirectionFileError(f"{path} is not a readable safetensors direction file: {err}") from err
+    if not vectors:
+        raise DirectionFileError(f"{path} holds no directions.")
+    ds = DirectionSet(vectors, metadata)
+    check_finite(vectors)
+    if adapter is not None:
+        ds.validate(adapter)
+    return ds

@@ -1,0 +1,148 @@
+"""Tempo (BPM), beat times and onset rate with librosa, plus MIREX-style tempo accuracy.
+
+The estimator is librosa's autocorrelation tempogram with a log-normal prior centred on
+``start_bpm``; like every such estimator it makes octave errors (x2, x1/2, sometimes x3 / x1/3)
+on material whose metrical levels are ambiguous. Report :func:`tempo_accuracy2` (octave aware)
+next to :func:`tempo_accuracy1`, and prefer relative change over absolute BPM when comparing
+steered against unsteered clips.
+
+Shapes: ``audio`` is mono float ``(samples,)``; ``TempoEstimate.beat_times`` is ``(num_beats,)``
+in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steerlit.metrics._audio import as_mono
+
+# Clips shorter than this, or whose peak is below SILENCE_PEAK, get bpm = nan.
+MIN_DURATION_S = 1.0
+SILENCE_PEAK = 1e-5  # -100 dBFS
+OCTAVE_FACTORS = (1.0, 2.0, 3.0, 1.0 / 2.0, 1.0 / 3.0)
+_LEAD_IN_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class TempoEstimate:
+    """Result of :func:`estimate_tempo`.
+
+    Attributes:
+        bpm: global tempo in beats per minute; ``nan`` for silent or too-short audio.
+        beat_times: beat positions in seconds, ``(num_beats,)`` float64 (empty if none).
+        onset_rate: detected onsets per second of audio (0.0 for silent audio).
+    """
+
+    bpm: float
+    beat_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    onset_rate: float = 0.0
+
+    @property
+    def num_beats(self) -> int:
+        return int(self.beat_times.size)
+
+
+def _fold_into_range(bpm: float, min_bpm: float, max_bpm: float) -> float:
+    """Move ``bpm`` by octaves (x2 / x1/2) into [min_bpm, max_bpm] where possible."""
+    if not np.isfinite(bpm) or bpm <= 0:
+        return float("nan")
+    while bpm < min_bpm and bpm * 2.0 <= max_bpm:
+        bpm *= 2.0
+    while bpm > max_bpm and bpm / 2.0 >= min_bpm:
+        bpm /= 2.0
+    return float(bpm)
+
+
+def estimate_tempo(
+    audio: np.ndarray,
+    sr: int,
+    *,
+    start_bpm: float = 120.0,
+    min_bpm: float = 40.0,
+    max_bpm: float = 240.0,
+    hop_length: int = 256,
+) -> TempoEstimate:
+    """Estimate the global tempo, the beats and the onset rate of one clip.
+
+    Uses one onset-strength envelope for everything: ``librosa.feature.tempo`` (prior centred on
+    ``start_bpm``, ``max_tempo=max_bpm``; a result below ``min_bpm`` is doubled into the range),
+    ``librosa.beat.beat_track`` seeded with that tempo, and ``librosa.onset.onset_detect``.
+
+    Args:
+        audio: mono float audio ``(samples,)`` (``(channels, samples)`` is averaged to mono).
+        sr: sample rate in Hz.
+        start_bpm: centre of the tempo prior (librosa's default 120).
+        min_bpm, max_bpm: allowed tempo range.
+        hop_length: hop of the onset envelope in samples (256 at 16-22 kHz gives ~1.5-2% BPM steps).
+
+    Returns:
+        :class:`TempoEstimate`; ``bpm`` is ``nan`` (and no beats) when the clip is silent (peak
+        below -100 dBFS), shorter than ``MIN_DURATION_S`` or has a flat onset envelope.
+    """
+    import librosa
+
+    if not 0 < min_bpm < max_bpm:
+        raise ValueError(f"need 0 < min_bpm < max_bpm, got {min_bpm}, {max_bpm}")
+    y = as_mono(audio)
+    duration = y.size / float(sr)
+    empty = np.zeros(0, dtype=np.float64)
+    if duration < MIN_DURATION_S or y.size == 0 or float(np.max(np.abs(y))) < SILENCE_PEAK:
+        return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=0.0)
+
+    # Lead-in silence so that an onset at t = 0 produces a rise in the envelope (otherwise the
+    # first frame already contains it and it is never detected); times are shifted back below.
+    pad = _LEAD_IN_FRAMES * hop_length
+    oenv = librosa.onset.onset_strength(
+        y=np.concatenate([np.zeros(pad, y.dtype), y]), sr=sr, hop_length=hop_length
+    )
+    onsets = librosa.onset.onset_detect(onset_envelope=oenv, sr=sr, hop_length=hop_length, units="time")
+    onset_rate = float(np.count_nonzero(onsets >= pad / sr - 1e-9) / duration)
+    if not np.isfinite(oenv).all() or float(np.max(oenv)) <= 0.0:
+        return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=onset_rate)
+
+    tempo = librosa.feature.tempo(
+        onset_envelope=oenv, sr=sr, hop_length=hop_length, start_bpm=start_bpm, max_tempo=max_bpm
+    )
+    bpm = _fold_into_range(float(np.atleast_1d(tempo)[0]), min_bpm, max_bpm)
+    if not np.isfinite(bpm):
+        return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=onset_rate)
+    _, beats = librosa.beat.beat_track(
+        onset_envelope=oenv, sr=sr, hop_length=hop_length, start_bpm=start_bpm, bpm=bpm, units="time"
+    )
+    beats = np.asarray(beats, dtype=np.float64) - pad / sr
+    return TempoEstimate(bpm=bpm, beat_times=np.clip(beats, 0.0, None), onset_rate=onset_rate)
+
+
+def _accuracy(est, target, tol: float, factors: tuple[float, ...]):
+    est_a = np.asarray(est, dtype=np.float64)
+    tgt_a = np.asarray(target, dtype=np.float64)
+    est_b, tgt_b = np.broadcast_arrays(est_a, tgt_a)
+    hit = np.zeros(est_b.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for f in factors:
+            ref = f * tgt_b
+            hit |= np.abs(est_b - ref) <= tol * ref
+    hit &= np.isfinite(est_b) & np.isfinite(tgt_b) & (tgt_b > 0)
+    if est_a.ndim == 0 and tgt_a.ndim == 0:
+        return bool(hit)
+    return hit
+
+
+def tempo_accuracy1(est, target, tol: float = 0.04):
+    """MIREX Accuracy1: ``|est - target| <= tol * target``.
+
+    Scalars give a ``bool``; arrays (broadcast together) give a bool array of the broadcast shape.
+    A ``nan`` estimate counts as a miss.
+    """
+    return _accuracy(est, target, tol, (1.0,))
+
+
+def tempo_accuracy2(est, target, tol: float = 0.04):
+    """MIREX Accuracy2: Accuracy1 against any of ``target * (1, 2, 3, 1/2, 1/3)``.
+
+    The tolerance is relative to each scaled target. Scalars give a ``bool``; arrays give a bool
+    array of the broadcast shape. A ``nan`` estimate counts as a miss.
+    """
+    return _accuracy(est, target, tol, OCTAVE_FACTORS)

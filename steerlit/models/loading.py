@@ -1,0 +1,156 @@
+"""One entry point that loads any HF MusicGen checkpoint: hub id, local folder or a short name.
+
+Short names: ``testbed`` (the shipped trained model in ``checkpoints/testbed``), ``tiny``
+(a tiny random model built offline and cached; plumbing only). Anything else is a local folder
+or a hub id such as ``facebook/musicgen-small``. Hub ids are looked up in the local HF cache only,
+unless ``allow_download=True``: offline machines get one clear error at once, never a retry loop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from steerlit.models.adapter import MusicGenAdapter
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINTS_DIR = Path(os.environ.get("STEERLIT_CHECKPOINTS", REPO_ROOT / "checkpoints"))
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded: missing files, unsupported variant, bad option."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STEERLIT_CACHE", Path.home() / ".cache" / "steerlit"))
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}; use one of {sorted(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def resolve_model_path(name: str) -> tuple[Path | None, str]:
+    """Map a short name or folder to a local path; (None, name) for a hub id."""
+    if name == "tiny":
+        path = cache_dir() / "tiny-musicgen-seed0"
+        if not (path / "config.json").exists():
+            from steerlit.models.tiny import build_tiny_musicgen
+
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            build_tiny_musicgen(tmp, seed=0)
+            tmp.replace(path) if not path.exists() else None
+        return path, "tiny"
+    shipped = CHECKPOINTS_DIR / name
+    if "/" not in name and (shipped / "config.json").exists():
+        return shipped, name
+    if "/" not in name and not Path(name).exists():
+        available = sorted(p.name for p in CHECKPOINTS_DIR.glob("*") if (p / "config.json").exists())
+        raise ModelLoadError(
+            f"Unknown model {name!r}: not a folder, not a hub id, not a shipped model. "
+            f"Shipped models: {available + ['tiny']}; or pass a folder or an id like 'facebook/musicgen-small'."
+        )
+    path = Path(name).expanduser()
+    if path.exists():
+        return path, str(path)
+    return None, name
+
+
+def check_local_folder(path: Path) -> None:
+    """Raise one error naming what a MusicGen folder lacks."""
+    if not path.is_dir():
+        raise ModelLoadError(f"Model path {path} is not a folder.")
+    missing = [] if (path / "config.json").exists() else ["config.json"]
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES[:1] + WEIGHT_FILES[2:3]))
+    if not any((path / f).exists() for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json")):
+        missing.append("tokenizer files (tokenizer.json / spiece.model)")
+    if missing:
+        raise ModelLoadError(
+            f"Model folder {path} is missing {', '.join(missing)}. A MusicGen folder is what "
+            "`model.save_pretrained(dir)` and `processor.save_pretrained(dir)` write, e.g. "
+            "`huggingface-cli download facebook/musicgen-small --local-dir DIR` on a machine with network."
+        )
+
+
+def _refuse_variants(config) -> None:
+    model_type = getattr(config, "model_type", "")
+    if model_type == "musicgen_melody":
+        raise ModelLoadError(
+            "MusicGen-Melody is not supported: its decoder sees a prepended chroma/text prefix instead of "
+            "cross-attention, so sites and positions differ. Use facebook/musicgen-small|medium|large or a "
+            "fine-tune of them."
+        )
+    if model_type != "musicgen":
+        raise ModelLoadError(f"Not a MusicGen checkpoint (model_type={model_type!r}); expected 'musicgen'.")
+
+
+def load_model(
+    name_or_path: str = "testbed",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    allow_download: bool = False,
+    attn_implementation: str | None = None,
+) -> MusicGenAdapter:
+    """Load a MusicGen and return a :class:`MusicGenAdapter` in eval mode.
+
+    ``dtype`` applies to the whole model (e.g. ``float16`` on GPU); ``attn_implementation``
+    (``eager``/``sdpa``) is applied to the text encoder and decoder only (EnCodec has none).
+    """
+    from transformers import AutoConfig, AutoProcessor, MusicgenForConditionalGeneration
+
+    torch_dtype = resolve_dtype(dtype)
+    path, model_id = resolve_model_path(str(name_or_path))
+    local_only = not allow_download
+    source = str(path) if path is not None else model_id
+    if path is not None:
+        check_local_folder(path)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+    except OSError as err:
+        raise ModelLoadError(
+            f"Weights for {model_id!r} are not on this machine (looked in the local Hugging Face cache "
+            f"{os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}) and downloads are off. "
+            f"On a machine with network run `huggingface-cli download {model_id} --local-dir DIR` and pass "
+            "model=DIR, or set model.allow_download=true where the hub is reachable."
+        ) from err
+    _refuse_variants(config)
+    kwargs = {"local_files_only": local_only}
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = {
+            "text_encoder": attn_implementation,
+            "decoder": attn_implementation,
+            "audio_encoder": None,
+        }
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(source, **kwargs)
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+    except OSError as err:
+        raise ModelLoadError(
+            f"Could not load {model_id!r} offline: {err}. Download it with "
+            f"`huggingface-cli download {model_id} --local-dir DIR` and pass the folder."
+        ) from err
+    model.to(device).eval()
+    return MusicGenAdapter(model=model, processor=processor, model_id=model_id)

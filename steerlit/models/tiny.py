@@ -1,0 +1,122 @@
+"""Tiny random MusicGen models for fast offline tests (in the spirit of audiocraft's debug builders).
+
+The factory builds a real ``MusicgenForConditionalGeneration`` (T5 text encoder + EnCodec codec +
+MusicGen decoder) with random weights and an offline tokenizer, and writes it with
+``save_pretrained`` so that tests load it through exactly the same path as ``facebook/musicgen-*``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    EncodecConfig,
+    EncodecFeatureExtractor,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    MusicgenProcessor,
+    T5Config,
+)
+
+from steerlit.models.tokenizer import build_t5_tokenizer
+
+
+def tiny_musicgen_config(
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    ffn_dim: int = 64,
+    num_codebooks: int = 4,
+    codebook_size: int = 64,
+    text_d_model: int = 32,
+    text_vocab_size: int = 256,
+    sampling_rate: int = 32000,
+) -> MusicgenConfig:
+    """A MusicGen config with musicgen-small's structure and toy sizes.
+
+    EnCodec at 32 kHz with upsampling ratios (8, 5, 4, 4) (product 640) gives 50 Hz frames;
+    ``target_bandwidths`` is chosen so that exactly ``num_codebooks`` codebooks are used.
+    """
+    ratios = [8, 5, 4, 4]
+    hop = 1
+    for r in ratios:
+        hop *= r
+    frame_rate = sampling_rate / hop
+    bits_per_codebook = (codebook_size - 1).bit_length()
+    bandwidth_kbps = num_codebooks * bits_per_codebook * frame_rate / 1000.0
+    text = T5Config(
+        vocab_size=text_vocab_size,
+        d_model=text_d_model,
+        d_kv=8,
+        d_ff=2 * text_d_model,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    audio = EncodecConfig(
+        sampling_rate=sampling_rate,
+        audio_channels=1,
+        num_filters=4,
+        hidden_size=16,
+        num_residual_layers=1,
+        upsampling_ratios=ratios,
+        codebook_size=codebook_size,
+        codebook_dim=16,
+        target_bandwidths=[bandwidth_kbps],
+        use_causal_conv=False,
+        normalize=False,
+        num_lstm_layers=1,
+        compress=2,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=codebook_size,
+        max_position_embeddings=1024,
+        num_hidden_layers=num_layers,
+        ffn_dim=ffn_dim,
+        num_attention_heads=num_heads,
+        hidden_size=hidden_size,
+        num_codebooks=num_codebooks,
+        pad_token_id=codebook_size,
+        bos_token_id=codebook_size,
+        decoder_start_token_id=codebook_size,
+        audio_channels=1,
+    )
+    config = MusicgenConfig(
+        text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
+    )
+    return config
+
+
+def build_tiny_musicgen(out_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
+    """Build a random tiny MusicGen, save it (model + processor) to ``out_dir`` and return the path.
+
+    ``sizes`` are forwarded to :func:`tiny_musicgen_config` (e.g. ``hidden_size=1024,
+    num_layers=24`` for a musicgen-small-shaped decoder in benchmarks).
+    """
+    out_dir = Path(out_dir)
+    tokenizer = build_t5_tokenizer(vocab_size=sizes.get("text_vocab_size", 256))
+    sizes.setdefault("text_vocab_size", max(len(tokenizer), 8))
+    config = tiny_musicgen_config(**sizes)
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(config)
+    gen = model.generation_config
+    gen.do_sample = True
+    gen.guidance_scale = 3.0
+    gen.max_length = 256
+    gen.top_k = 50
+    gen.decoder_start_token_id = config.decoder.decoder_start_token_id
+    gen.pad_token_id = config.decoder.pad_token_id
+    gen.bos_token_id = config.decoder.bos_token_id
+    feature_extractor = EncodecFeatureExtractor(
+        feature_size=1, sampling_rate=config.audio_encoder.sampling_rate, padding_value=0.0
+    )
+    processor = MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,214 @@
+"""Training a small transformers ``EncodecModel`` with our own residual VQ.
+
+transformers' EnCodec has no quantiser training, so :class:`CodecModule` trains the SEANet
+encoder/decoder of an ``EncodecModel`` as an autoencoder with :class:`~steerlit.testbed.rvq.ResidualVQ`
+in between (L1 waveform + multi-resolution log-STFT + commitment losses). :func:`export_encodec`
+then copies the learned codebooks into ``encodec.quantizer.layers[i].codebook.embed`` so that the
+stock ``EncodecModel.encode`` / ``decode`` (and hence MusicGen's ``generate``) reproduce our codes.
+
+Shapes: waveforms (B, 1, N) at 16 kHz; codes (B, K, T) with T = N / 320 (50 Hz frames).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
+from transformers import EncodecConfig, EncodecModel
+
+from steerlit.testbed.rvq import ResidualVQ
+from steerlit.testbed.synth import SAMPLE_RATE, render, spec_for_index
+
+
+def make_encodec_config(
+    num_filters: int = 8,
+    hidden_size: int = 64,
+    codebook_size: int = 512,
+    num_codebooks: int = 4,
+    upsampling_ratios: tuple[int, ...] = (8, 5, 4, 2),
+    num_lstm_layers: int = 1,
+    sampling_rate: int = SAMPLE_RATE,
+) -> EncodecConfig:
+    """EnCodec config at 16 kHz whose single target bandwidth selects exactly ``num_codebooks``.
+
+    Bandwidth (kbps) = num_codebooks * log2(codebook_size) * frame_rate / 1000 (frame rate
+    16000 / prod(upsampling_ratios) = 50 Hz for the default ratios).
+    """
+    hop = int(np.prod(upsampling_ratios))
+    frame_rate = math.ceil(sampling_rate / hop)
+    bits = int(math.log2(codebook_size))
+    if 2**bits != codebook_size:
+        raise ValueError(f"codebook_size must be a power of two, got {codebook_size}")
+    bandwidth = num_codebooks * bits * frame_rate / 1000.0
+    config = EncodecConfig(
+        sampling_rate=sampling_rate,
+        audio_channels=1,
+        num_filters=num_filters,
+        hidden_size=hidden_size,
+        codebook_dim=hidden_size,
+        codebook_size=codebook_size,
+        upsampling_ratios=list(upsampling_ratios),
+        target_bandwidths=[bandwidth],
+        num_lstm_layers=num_lstm_layers,
+        use_causal_conv=False,
+        normalize=False,
+        num_residual_layers=1,
+    )
+    if config.num_quantizers != num_codebooks:
+        raise ValueError(
+            f"bandwidth {bandwidth} gives {config.num_quantizers} codebooks, not {num_codebooks}"
+        )
+    return config
+
+
+def multi_resolution_stft_loss(
+    x: torch.Tensor, y: torch.Tensor, fft_sizes: tuple[int, ...] = (256, 512, 1024)
+) -> torch.Tensor:
+    """Mean over resolutions of L1(log|X|, log|Y|) + spectral convergence. x, y: (B, N)."""
+    loss = x.new_zeros(())
+    for n_fft in fft_sizes:
+        win = torch.hann_window(n_fft, device=x.device)
+        sx = torch.stft(x, n_fft, n_fft // 4, window=win, return_complex=True).abs()
+        sy = torch.stft(y, n_fft, n_fft // 4, window=win, return_complex=True).abs()
+        log_l1 = F.l1_loss(torch.log(sx + 1e-5), torch.log(sy + 1e-5))
+        sc = torch.linalg.norm(sy - sx) / (torch.linalg.norm(sy) + 1e-7)
+        loss = loss + log_l1 + sc
+    return loss / len(fft_sizes)
+
+
+class ClipCropDataset(IterableDataset):
+    """Endless random crops of synthetic training clips.
+
+    Yields float tensors (1, crop_samples). Clip ``i`` of the pool is ``spec_for_index(i, base_seed)``,
+    so the pool is deterministic; crop positions come from ``seed``.
+    """
+
+    def __init__(self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0):
+        self.num_clips, self.crop = num_clips, int(crop_s * SAMPLE_RATE)
+        self.base_seed, self.seed = base_seed, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            wav = render(spec_for_index(int(rng.integers(self.num_clips)), self.base_seed))
+            # several crops per rendered clip: rendering is the slow part
+            for _ in range(4):
+                start = int(rng.integers(0, len(wav) - self.crop + 1))
+                yield torch.from_numpy(wav[start : start + self.crop].copy())[None]
+
+
+class CodecModule(L.LightningModule):
+    """EnCodec encoder/decoder + :class:`ResidualVQ`, trained as an autoencoder.
+
+    Args:
+        encodec_config: dict of an ``EncodecConfig`` (see :func:`make_encodec_config`).
+        lr: Adam learning rate.
+        w_l1, w_stft, w_commit: loss weights.
+        dead_threshold: EMA usage count below which a code is re-seeded (about one use per 20
+            steps with ~600 vectors per batch and 512 entries).
+        log_audio_every: log an input/reconstruction pair to W&B every this many steps (0 = never).
+    """
+
+    def __init__(
+        self,
+        encodec_config: dict,
+        lr: float = 1e-3,
+        w_l1: float = 1.0,
+        w_stft: float = 1.0,
+        w_commit: float = 1.0,
+        log_audio_every: int = 0,
+        dead_threshold: float = 0.05,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        config = EncodecConfig(**encodec_config)
+        self.encodec = EncodecModel(config)
+        self.rvq = ResidualVQ(
+            config.codebook_dim, config.codebook_size, config.num_quantizers, dead_threshold=dead_threshold
+        )
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """wav (B, 1, N) -> (reconstruction (B, 1, N), codes (B, K, N/320), commitment loss)."""
+        z = self.encodec.encoder(wav)  # (B, D, T)
+        z_q, codes, commit = self.rvq(z)
+        recon = self.encodec.decoder(z_q)[..., : wav.shape[-1]]
+        return recon, codes, commit
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        recon, codes, commit = self(batch)
+        l1 = F.l1_loss(recon, batch)
+        stft = multi_resolution_stft_loss(recon[:, 0], batch[:, 0])
+        hp = self.hparams
+        loss = hp.w_l1 * l1 + hp.w_stft * stft + hp.w_commit * commit
+        used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()
+        self.log_dict(
+            {
+                "codec/loss": loss,
+                "codec/l1": l1,
+                "codec/stft": stft,
+                "codec/commit": commit,
+                "codec/codes_used": used,
+            },
+            prog_bar=True,
+        )
+        if hp.log_audio_every and self.global_step % hp.log_audio_every == 0:
+            self._log_audio(batch[0, 0], recon[0, 0])
+        return loss
+
+    def _log_audio(self, ref: torch.Tensor, rec: torch.Tensor) -> None:
+        logger = self.logger
+        if logger is None or not hasattr(logger, "experiment") or not hasattr(logger.experiment, "log"):
+            return
+        import wandb
+
+        logger.experiment.log(
+            {
+                "codec/audio_input": wandb.Audio(ref.detach().cpu().numpy(), sample_rate=SAMPLE_RATE),
+                "codec/audio_recon": wandb.Audio(rec.detach().float().cpu().numpy(), sample_rate=SAMPLE_RATE),
+                "trainer/global_step": self.global_step,
+            }
+        )
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(
+            list(self.encodec.encoder.parameters()) + list(self.encodec.decoder.parameters()),
+            lr=self.hparams.lr,
+            betas=(0.5, 0.9),
+        )
+
+
+@torch.no_grad()
+def copy_codebooks(rvq: ResidualVQ, encodec: EncodecModel) -> None:
+    """Copy our codebooks into ``encodec.quantizer.layers[i].codebook`` (embed, embed_avg, cluster_size)."""
+    if len(encodec.quantizer.layers) != rvq.num_quantizers:
+        raise ValueError(f"EnCodec has {len(encodec.quantizer.layers)} codebooks, RVQ {rvq.num_quantizers}")
+    for ours, theirs in zip(rvq.layers, encodec.quantizer.layers):
+        cb = theirs.codebook
+        cb.embed.copy_(ours.embed)
+        cb.embed_avg.copy_(ours.embed_avg)
+        cb.cluster_size.copy_(ours.cluster_size)
+        cb.inited.fill_(1.0)
+
+
+def export_encodec(module: CodecModule) -> EncodecModel:
+    """The module's ``EncodecModel`` with our codebooks copied in, in eval mode."""
+    copy_codebooks(module.rvq, module.encodec)
+    return module.encodec.eval()
+
+
+@torch.no_grad()
+def encode_codes(encodec: EncodecModel, wav: torch.Tensor) -> torch.Tensor:
+    """Stock EnCodec encode: wav (B, 1, N) -> codes (B, K, T) int64."""
+    bw = encodec.config.target_bandwidths[0]
+    return encodec.encode(wav, bandwidth=bw).audio_codes[0]
+
+
+@torch.no_grad()
+def decode_codes(encodec: EncodecModel, codes: torch.Tensor) -> torch.Tensor:
+    """Stock EnCodec decode: codes (B, K, T) -> wav (B, 1, T * hop)."""
+    return encodec.decode(codes[None], [None]).audio_values

@@ -1,0 +1,242 @@
+"""One command that builds the testbed: synth -> codec -> codes -> LM -> assembled MusicGen.
+
+    python -m steerlit.testbed.train --config configs/testbed/default.yaml [--stages codec,codes,lm,assemble]
+
+Stages write into ``run_dir`` and skip themselves when their output is already there (``--force``
+redoes them), so an interrupted run can be resumed by re-running the same command:
+
+* ``codec``: trains :class:`~steerlit.testbed.codec.CodecModule` on random crops of synthetic
+  clips and saves the stock ``EncodecModel`` (our codebooks copied in) to ``run_dir/codec/encodec``.
+* ``codes``: renders the training clips, encodes them with that EnCodec and caches codes + captions
+  in ``cache_dir`` (git-ignored).
+* ``lm``: trains T5 encoder + MusicGen decoder (:class:`~steerlit.testbed.lm.MusicgenLM`) on the
+  cached codes; saves the composite model to ``run_dir/lm/model``.
+* ``assemble``: writes the model, tokenizer + ``EncodecFeatureExtractor`` (``MusicgenProcessor``),
+  the probe YAMLs and a model card to ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+STAGES = ("codec", "codes", "lm", "assemble")
+
+
+def _setup_logger(cfg: DictConfig, stage: str):
+    """A Lightning logger per config: ``None`` or an offline W&B logger living inside run_dir."""
+    if cfg.logger == "none":
+        return False
+    if cfg.logger != "wandb":
+        raise ValueError(f"logger must be 'none' or 'wandb', got {cfg.logger!r}")
+    wandb_dir = Path(cfg.run_dir) / "wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["WANDB_MODE"] = "offline"
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        os.environ[var] = str(wandb_dir.resolve())
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(
+        project="steerlit-testbed",
+        name=f"{Path(cfg.run_dir).name}-{stage}",
+        save_dir=str(wandb_dir),
+        offline=True,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    ckpt_dir = Path(cfg.run_dir) / stage / "checkpoints"
+    logger = _setup_logger(cfg, stage)
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=stage_cfg.checkpoint_every, save_last=True)
+    ]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=stage_cfg.max_steps,
+        max_time={"minutes": stage_cfg.max_time_min},
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(Path(cfg.run_dir) / stage),
+        log_every_n_steps=10,
+        gradient_clip_val=1.0,
+        enable_progress_bar=True,
+        enable_model_summary=True,
+    ), ckpt_dir
+
+
+def _resume_path(ckpt_dir: Path) -> str | None:
+    last = ckpt_dir / "last.ckpt"
+    return str(last) if last.exists() else None
+
+
+def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
+    """Train the codec; returns the folder of the exported ``EncodecModel``."""
+    from torch.utils.data import DataLoader
+
+    from steerlit.testbed.codec import ClipCropDataset, CodecModule, export_encodec, make_encodec_config
+
+    out = Path(cfg.run_dir) / "codec" / "encodec"
+    if out.exists() and not force:
+        print(f"[codec] exists, skipping: {out}")
+        return out
+    c = cfg.codec
+    enc_cfg = make_encodec_config(
+        num_filters=c.num_filters,
+        hidden_size=c.hidden_size,
+        codebook_size=c.codebook_size,
+        num_codebooks=c.num_codebooks,
+        num_lstm_layers=c.num_lstm_layers,
+    )
+    torch.manual_seed(cfg.seed)
+    module = CodecModule(
+        enc_cfg.to_dict(), lr=c.lr, log_audio_every=c.log_audio_every if cfg.logger != "none" else 0
+    )
+    data = DataLoader(
+        ClipCropDataset(cfg.data.train_clips, c.crop_s, cfg.data.base_seed, seed=cfg.seed),
+        batch_size=c.batch_size,
+    )
+    trainer, ckpt_dir = _trainer(cfg, c, "codec")
+    t0 = time.time()
+    trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
+    encodec = export_encodec(module)
+    encodec.save_pretrained(out)
+    stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stats.update(steps=trainer.global_step, seconds=time.time() - t0)
+    stats["params"] = sum(p.numel() for p in encodec.parameters())
+    (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
+    print(f"[codec] saved {out}: {stats}")
+    _finish_wandb()
+    return out
+
+
+def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
+    """Render, caption and encode the training clips once; returns the cache file."""
+    from steerlit.testbed.lm import build_code_cache
+
+    encodec_dir = Path(cfg.run_dir) / "codec" / "encodec"
+    cache = Path(cfg.cache_dir) / "codes.pt"
+    if cache.exists() and not force:
+        print(f"[codes] exists, skipping: {cache}")
+        return cache
+    t0 = time.time()
+    build_code_cache(
+        encodec_dir, cache, cfg.data.train_clips, cfg.data.base_seed, cfg.data.clip_s, seed=cfg.seed
+    )
+    print(f"[codes] wrote {cache} in {time.time() - t0:.0f} s")
+    return cache
+
+
+def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
+    """Train the text encoder + MusicGen decoder on the cached codes; returns the model folder."""
+    from torch.utils.data import DataLoader
+
+    from steerlit.testbed.captions import training_corpus
+    from steerlit.testbed.lm import CodeDataset, MusicgenLM, build_musicgen
+
+    out = Path(cfg.run_dir) / "lm" / "model"
+    if out.exists() and not force:
+        print(f"[lm] exists, skipping: {out}")
+        return out
+    from steerlit.models.tokenizer import build_t5_tokenizer
+
+    tok_dir = Path(cfg.run_dir) / "lm" / "tokenizer"
+    if tok_dir.exists():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    else:
+        tokenizer = build_t5_tokenizer(training_corpus(), vocab_size=cfg.lm.text_vocab_size)
+        tokenizer.save_pretrained(tok_dir)
+    torch.manual_seed(cfg.seed)
+    model = build_musicgen(cfg, Path(cfg.run_dir) / "codec" / "encodec", text_vocab_size=len(tokenizer))
+    dataset = CodeDataset(Path(cfg.cache_dir) / "codes.pt", tokenizer, seed=cfg.seed)
+    data = DataLoader(
+        dataset, batch_size=cfg.lm.batch_size, shuffle=True, collate_fn=dataset.collate, drop_last=True
+    )
+    module = MusicgenLM(
+        model,
+        lr=cfg.lm.lr,
+        warmup_steps=cfg.lm.warmup_steps,
+        max_steps=cfg.lm.max_steps,
+        cond_dropout=cfg.lm.cond_dropout,
+        log_audio_every=cfg.lm.log_audio_every if cfg.logger != "none" else 0,
+        tokenizer=tokenizer,
+    )
+    trainer, ckpt_dir = _trainer(cfg, cfg.lm, "lm")
+    trainer.max_epochs = -1
+    trainer.fit_loop.max_epochs = -1
+    t0 = time.time()
+    trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stats.update(steps=trainer.global_step, seconds=time.time() - t0)
+    (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
+    print(f"[lm] saved {out}: {stats}")
+    _finish_wandb()
+    return out
+
+
+def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
+    """Write model + processor + probes + model card into ``out_dir``."""
+    from steerlit.testbed.captions import write_probe_sets
+    from steerlit.testbed.lm import assemble
+
+    out = Path(cfg.out_dir)
+    lm_dir = Path(cfg.run_dir) / "lm" / "model"
+    assemble(lm_dir, out, cfg)
+    write_probe_sets(Path("probes"))
+    for name in ("train_stats.json",):
+        src = Path(cfg.run_dir) / "codec" / "encodec" / name
+        if src.exists():
+            shutil.copy(src, out / f"codec_{name}")
+        src = lm_dir / name
+        if src.exists():
+            shutil.copy(src, out / f"lm_{name}")
+    print(f"[assemble] wrote {out}")
+    return out
+
+
+def _finish_wandb() -> None:
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/testbed/default.yaml")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    parser.add_argument("--force", action="store_true", help="redo stages whose output exists")
+    parser.add_argument("overrides", nargs="*", help="OmegaConf dotlist overrides, e.g. lm.max_steps=100")
+    args = parser.parse_args(argv)
+    cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
+    torch.set_num_threads(int(cfg.threads))
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(cfg.run_dir) / "numba_cache"))
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, Path(cfg.run_dir) / "config.yaml")
+    funcs = {"codec": stage_codec, "codes": stage_codes, "lm": stage_lm, "assemble": stage_assemble}
+    for stage in args.stages.split(","):
+        funcs[stage.strip()](cfg, force=args.force)
+
+
+if __name__ == "__main__":
+    main()
