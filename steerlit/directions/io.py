@@ -120,7 +120,7 @@ def load_directions(path: str | Path, adapter=None) -> DirectionSet:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 if "/" not in name:
                     raise DirectionFileError(f"Tensor {name!r} in {path} is not named '<method>/<site>'.")
                 method, site = name.split("/", 1)
