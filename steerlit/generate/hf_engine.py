@@ -54,11 +54,13 @@ def generate(
     top_k: int | None = 250,
     steering: Sequence[RowSteering] | RowSteering | None = None,
     decode_audio: bool = True,
+    **generate_kwargs,
 ) -> GenerationOutput:
     """Generate one clip per prompt.
 
     ``seeds=None`` is greedy decoding; otherwise each row samples from its own counter-based stream
     (:mod:`steerlit.generate.sampling`). ``steering``: one RowSteering per prompt or one for all.
+    ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache=False``).
     """
     prompts = list(prompts)
     if seeds is not None and len(seeds) != len(prompts):
@@ -78,6 +80,7 @@ def generate(
             guidance_scale=guidance_scale,
             logits_processor=processors,
             stopping_criteria=StoppingCriteriaList([capture]),
+            **generate_kwargs,
         )
     sequences = capture.sequences.cpu()
     codes = codes_from_sequences(sequences, adapter.num_codebooks)

@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny random MusicGen saved with save_pretrained and loaded back through load_model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "steerlit-numba-cache"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from steerlit.models.loading import load_model  # noqa: E402
+from steerlit.models.tiny import build_tiny_musicgen  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A folder written by save_pretrained: 4 layers × 32 hidden, 4 codebooks of 64, EnCodec 32 kHz / 50 Hz."""
+    return build_tiny_musicgen(tmp_path_factory.mktemp("tiny-musicgen"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model_dir):
+    torch.set_num_threads(2)
+    return load_model(str(tiny_model_dir))
+
+
+PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar", "dark ambient drone"]

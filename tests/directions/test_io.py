@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from steerlit.directions.io import DirectionFileError, load_directions, save_directions
+
+
+def test_round_trip_and_validation(tmp_path, tiny_adapter):
+    vecs = {("diffmean", f"resid_post.{i}"): torch.randn(32) for i in range(4)}
+    vecs[("logistic", "resid_post.1")] = torch.randn(32)
+    path = save_directions(
+        tmp_path / "d.safetensors",
+        vecs,
+        model_id="tiny",
+        concept="tempo",
+        position="mean",
+        n_per_class={"fast": 3, "slow": 4},
+    )
+    ds = load_directions(path, tiny_adapter)
+    assert ds.methods == ["diffmean", "logistic"]
+    assert torch.equal(ds.get("logistic", "resid_post.1"), vecs[("logistic", "resid_post.1")])
+    assert ds.metadata["concept"] == "tempo" and ds.metadata["hidden_size"] == "32"
+    assert '"fast": 3' in ds.metadata["n_per_class"] and "steerlit_version" in ds.metadata
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_bad_files(tmp_path, tiny_adapter):
+    with pytest.raises(DirectionFileError, match="NaN or inf"):
+        save_directions(
+            tmp_path / "n.safetensors", {("m", "resid_post.0"): torch.full((32,), float("nan"))}, model_id="x"
+        )
+    save_directions(tmp_path / "w.safetensors", {("m", "resid_post.0"): torch.ones(48)}, model_id="other")
+    with pytest.raises(DirectionFileError, match="hidden size 32"):
+        load_directions(tmp_path / "w.safetensors", tiny_adapter)
+    save_directions(tmp_path / "s.safetensors", {("m", "resid_post.9"): torch.ones(32)}, model_id="x")
+    with pytest.raises(ValueError, match="out of range"):
+        load_directions(tmp_path / "s.safetensors", tiny_adapter)
+    with pytest.raises(DirectionFileError, match="does not exist"):
+        load_directions(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(DirectionFileError, match="not a readable"):
+        load_directions(tmp_path / "junk.safetensors")
+    ds = load_directions(tmp_path / "s.safetensors")
+    with pytest.raises(DirectionFileError, match="No directions for method"):
+        ds.for_method("probe")

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from steerlit.intervene.injection import explicit_map, gram_schmidt, inject, one_to_all, one_to_one
+
+DIRS = {f"resid_post.{i}": torch.full((4,), float(i)) for i in range(3)}
+
+
+def test_one_to_one_and_one_to_all():
+    m = one_to_one(DIRS, [0, 2])
+    assert sorted(m) == ["resid_post.0", "resid_post.2"] and m["resid_post.2"][0] == 2
+    m = inject("one_to_all", DIRS, [1], num_layers=3)
+    assert sorted(m) == ["resid_post.0", "resid_post.1", "resid_post.2"]
+    assert all(torch.equal(v, DIRS["resid_post.1"]) for v in m.values())
+    assert sorted(one_to_all(DIRS["resid_post.0"], 3, targets=[1])) == ["resid_post.1"]
+
+
+def test_explicit_map():
+    m = explicit_map(DIRS, {"resid_post.2": ["resid_post.0", "mlp_out.1"]})
+    assert torch.equal(m["mlp_out.1"], DIRS["resid_post.2"])
+    with pytest.raises(ValueError, match="two sources"):
+        explicit_map(DIRS, {"resid_post.0": ["resid_post.1"], "resid_post.2": ["resid_post.1"]})
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="one source layer"):
+        inject("one_to_all", DIRS, [0, 1], 3)
+    with pytest.raises(ValueError, match="Unknown injection strategy"):
+        inject("all_to_one", DIRS, [0], 3)
+    with pytest.raises(ValueError, match="No direction for site"):
+        one_to_one(DIRS, [5])
+
+
+def test_gram_schmidt():
+    a, b = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 1.0])
+    oa, ob = gram_schmidt([a, b])
+    assert torch.equal(oa, a)
+    assert abs(float(oa @ ob)) < 1e-6
+    torch.testing.assert_close(ob, torch.tensor([0.5, -0.5, 1.0]))

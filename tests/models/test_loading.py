@@ -1,0 +1,63 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from steerlit.models.loading import ModelLoadError, load_model
+from steerlit.models.tiny import build_tiny_musicgen
+
+
+def test_tiny_model_loads_through_from_pretrained(tiny_adapter, tiny_model_dir):
+    a = tiny_adapter
+    assert type(a.model).__name__ == "MusicgenForConditionalGeneration"
+    assert (a.hidden_size, a.num_layers, a.num_codebooks) == (32, 4, 4)
+    assert a.sample_rate == 32000 and a.frame_rate == 50.0
+    assert a.model_id == str(tiny_model_dir)
+    assert a.sites(("resid_post",)) == [f"resid_post.{i}" for i in range(4)]
+    assert len(a.sites()) == 4 * len(a.site_kinds)
+    enc = a.tokenize(["a fast song", "slow"])
+    assert enc["input_ids"].shape[0] == 2 and enc["attention_mask"].shape == enc["input_ids"].shape
+    assert a.seconds_to_steps(1.0) == 50 + 3
+
+
+def test_dtype_option(tiny_model_dir):
+    a = load_model(str(tiny_model_dir), dtype="bfloat16")
+    assert a.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="Unknown dtype"):
+        load_model(str(tiny_model_dir), dtype="float8")
+
+
+def test_hub_id_offline_fails_fast_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelLoadError, match="huggingface-cli download facebook/musicgen-small"):
+        load_model("facebook/musicgen-small")
+
+
+def test_folder_missing_weights_names_the_files(tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="missing model.safetensors"):
+        load_model(str(broken))
+
+
+def test_unknown_short_name_lists_choices():
+    with pytest.raises(ModelLoadError, match="Shipped models"):
+        load_model("no-such-model")
+
+
+def test_melody_variant_is_refused(tiny_model_dir, tmp_path):
+    melody = tmp_path / "melody"
+    shutil.copytree(tiny_model_dir, melody)
+    cfg = json.loads((melody / "config.json").read_text())
+    cfg["model_type"] = "musicgen_melody"
+    (melody / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="Melody is not supported"):
+        load_model(str(melody))
+
+
+def test_factory_sizes_are_configurable(tmp_path):
+    path = build_tiny_musicgen(tmp_path / "m", hidden_size=48, num_layers=2, num_heads=4)
+    a = load_model(str(path))
+    assert (a.hidden_size, a.num_layers) == (48, 2)

@@ -1,0 +1,19 @@
+import pytest
+from transformers import AutoTokenizer
+
+from steerlit.models.tokenizer import build_t5_tokenizer
+
+
+def test_tokenizer_round_trips_offline(tmp_path):
+    tok = build_t5_tokenizer(["fast drums and bright synth", "slow dark pads"], vocab_size=64)
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    text = "slow bright drums"
+    assert again(text).input_ids == tok(text).input_ids
+    assert tok(text).input_ids[-1] == tok.eos_token_id
+
+
+def test_empty_corpus_is_an_error():
+    with pytest.raises(ValueError, match="corpus is empty"):
+        build_t5_tokenizer([])
