@@ -22,7 +22,7 @@ from steerlit.metrics._audio import as_mono
 N_BANDS = 20
 N_MFCC = 20
 DSP_FEATURE_DIM = N_BANDS + N_MFCC
-_LOG_FLOOR = 1e-10  # -100 dB
+_LOG_FLOOR = 1e-8  # -80 dB: quieter detail is inaudible and would dominate the distance
 
 
 def dsp_features(
@@ -36,7 +36,7 @@ def dsp_features(
 ) -> np.ndarray:
     """Frame-level DSP features of one clip, ``(frames, n_bands + n_mfcc)`` float64.
 
-    Columns ``[:n_bands]``: log power (dB re full scale, floored at -100 dB) in ``n_bands`` mel
+    Columns ``[:n_bands]``: log power (dB re full scale, floored at -80 dB) in ``n_bands`` mel
     bands; columns ``[n_bands:]``: the first ``n_mfcc`` MFCCs of a 64-band log-mel spectrogram.
     The levels are absolute, so a gain change moves the features. Clips shorter than ``n_fft``
     are zero-padded to one frame.
@@ -46,11 +46,14 @@ def dsp_features(
     y = as_mono(audio)
     if y.size < n_fft:
         y = np.pad(y, (0, n_fft - y.size))
-    power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, center=True)).astype(np.float64) ** 2
+    stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length, center=True)
+    power = np.ascontiguousarray(np.abs(stft), dtype=np.float64) ** 2
     # Normalise so that a full-scale sine is ~0 dB in its band (Hann window sum = n_fft / 2).
     power /= (n_fft / 4.0) ** 2
-    bands = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_bands, norm=None) @ power
-    mel64 = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=max(64, n_mfcc), norm=None) @ power
+    bands = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_bands, norm=None, dtype=np.float64) @ power
+    mel64 = (
+        librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=max(64, n_mfcc), norm=None, dtype=np.float64) @ power
+    )
     log_bands = 10.0 * np.log10(np.maximum(bands, _LOG_FLOOR))
     log_mel64 = 10.0 * np.log10(np.maximum(mel64, _LOG_FLOOR))
     mfcc = librosa.feature.mfcc(S=log_mel64, n_mfcc=n_mfcc)
@@ -96,7 +99,10 @@ def frechet_distance(
         eps: diagonal offset for the singular case.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
         raise ValueError(f"shape mismatch: mu {mu1.shape}/{mu2.shape}, sigma {sigma1.shape}/{sigma2.shape}")
     diff = mu1 - mu2
@@ -110,7 +116,9 @@ def frechet_distance(
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(np.diagonal(covmean).imag)) if covmean.size else 0.0
         if imag > 1e-3 * max(1.0, np.max(np.abs(np.diagonal(covmean).real))):
-            warnings.warn(f"frechet_distance: dropping imaginary component {imag:.3g}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"frechet_distance: dropping imaginary component {imag:.3g}", RuntimeWarning, stacklevel=2
+            )
         covmean = covmean.real
     value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
     return max(value, 0.0)

@@ -13,6 +13,8 @@ redoes them), so an interrupted run can be resumed by re-running the same comman
   cached codes; saves the composite model to ``run_dir/lm/model``.
 * ``assemble``: writes the model, tokenizer + ``EncodecFeatureExtractor`` (``MusicgenProcessor``),
   the probe YAMLs and a model card to ``out_dir``.
+* ``evaluate``: runs :mod:`steerlit.testbed.evaluate` on ``out_dir``, writes ``eval.json`` there and
+  refreshes the model card with the numbers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-STAGES = ("codec", "codes", "lm", "assemble")
+STAGES = ("codec", "codes", "lm", "assemble", "evaluate")
 
 
 def _setup_logger(cfg: DictConfig, stage: str):
@@ -54,12 +56,13 @@ def _setup_logger(cfg: DictConfig, stage: str):
 
 def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
     ckpt_dir = Path(cfg.run_dir) / stage / "checkpoints"
     logger = _setup_logger(cfg, stage)
     callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=stage_cfg.checkpoint_every, save_last=True)
+        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=stage_cfg.checkpoint_every, save_last=True),
+        TQDMProgressBar(refresh_rate=10),  # readable in a log file, unlike the rich bar
     ]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -67,6 +70,7 @@ def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
         accelerator="cpu",
         devices=1,
         max_steps=stage_cfg.max_steps,
+        max_epochs=-1,
         max_time={"minutes": stage_cfg.max_time_min},
         logger=logger,
         callbacks=callbacks,
@@ -177,8 +181,6 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         tokenizer=tokenizer,
     )
     trainer, ckpt_dir = _trainer(cfg, cfg.lm, "lm")
-    trainer.max_epochs = -1
-    trainer.fit_loop.max_epochs = -1
     t0 = time.time()
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
     model.save_pretrained(out)
@@ -198,16 +200,29 @@ def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
 
     out = Path(cfg.out_dir)
     lm_dir = Path(cfg.run_dir) / "lm" / "model"
-    assemble(lm_dir, out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    for prefix, src in (("codec", Path(cfg.run_dir) / "codec" / "encodec"), ("lm", lm_dir)):
+        if (src / "train_stats.json").exists():
+            shutil.copy(src / "train_stats.json", out / f"{prefix}_train_stats.json")
     write_probe_sets(Path("probes"))
-    for name in ("train_stats.json",):
-        src = Path(cfg.run_dir) / "codec" / "encodec" / name
-        if src.exists():
-            shutil.copy(src, out / f"codec_{name}")
-        src = lm_dir / name
-        if src.exists():
-            shutil.copy(src, out / f"lm_{name}")
+    assemble(lm_dir, out, cfg)
     print(f"[assemble] wrote {out}")
+    return out
+
+
+def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
+    """Run :mod:`steerlit.testbed.evaluate` on ``out_dir``; write ``eval.json`` and refresh the card."""
+    from transformers import MusicgenForConditionalGeneration
+
+    from steerlit.testbed.evaluate import evaluate
+    from steerlit.testbed.model_card import write_model_card
+
+    out = Path(cfg.out_dir)
+    ev = cfg.get("eval", {})
+    results = evaluate(out, ev.get("n_clips", 40), ev.get("n_prompts", 16), cfg.data.heldout_base_seed)
+    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    write_model_card(out, cfg, MusicgenForConditionalGeneration.from_pretrained(out))
+    print(f"[evaluate] wrote {out / 'eval.json'}")
     return out
 
 
@@ -233,7 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(cfg.run_dir) / "numba_cache"))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, Path(cfg.run_dir) / "config.yaml")
-    funcs = {"codec": stage_codec, "codes": stage_codes, "lm": stage_lm, "assemble": stage_assemble}
+    funcs = {
+        "codec": stage_codec,
+        "codes": stage_codes,
+        "lm": stage_lm,
+        "assemble": stage_assemble,
+        "evaluate": stage_evaluate,
+    }
     for stage in args.stages.split(","):
         funcs[stage.strip()](cfg, force=args.force)
 

@@ -12,7 +12,9 @@ def _place(out: np.ndarray, event: np.ndarray, start: int) -> None:
         out[start:end] += event[: end - start]
 
 
-def noise_burst(sr: int, rng: np.random.Generator, *, length_s: float = 0.05, decay_s: float = 0.01) -> np.ndarray:
+def noise_burst(
+    sr: int, rng: np.random.Generator, *, length_s: float = 0.05, decay_s: float = 0.01
+) -> np.ndarray:
     """A short exponentially decaying white-noise burst (a click / hi-hat)."""
     n = int(length_s * sr)
     t = np.arange(n) / sr
@@ -51,7 +53,11 @@ def drum_pattern(bpm: float, sr: int, duration_s: float = 8.0, *, seed: int = 0)
         else:
             _place(out, 0.5 * noise_burst(sr, rng, length_s=0.12, decay_s=0.04), start)
         for half in (0.0, 0.5):
-            _place(out, 0.15 * noise_burst(sr, rng, length_s=0.03, decay_s=0.005), int(round((k + half) * beat * sr)))
+            _place(
+                out,
+                0.15 * noise_burst(sr, rng, length_s=0.03, decay_s=0.005),
+                int(round((k + half) * beat * sr)),
+            )
     return (0.5 * out / np.max(np.abs(out))).astype(np.float32)
 
 

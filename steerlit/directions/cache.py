@@ -1,0 +1,178 @@
+"""Activation cache files: shards, index and loading.
+
+Layout under ``<run>/activations/``::
+
+    index.json                          # config, examples (id, text, label, pole, split, shard), shards + status
+    class_sums.safetensors              # streaming per-split class sums: <split>/sums/<site> (2, H) f64, counts
+    train/shard-00000.safetensors       # one (n, H) tensor per site + "index" (n,) + "labels" (n,)
+    val/shard-00000.safetensors
+    test/...
+
+A shard file is written atomically (temp file + ``os.replace``) and carries the cache fingerprint
+and its example ids in its metadata; a shard counts as complete only if it reads back with the same
+fingerprint and ids and the index does not mark it ``partial``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+INDEX_FILE = "index.json"
+SUMS_FILE = "class_sums.safetensors"
+CACHE_VERSION = 1
+STATUSES = ("pending", "complete", "partial")
+
+
+class CacheError(RuntimeError):
+    """An activation cache that is missing, incomplete or inconsistent."""
+
+
+def activations_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "activations"
+
+
+def shard_path(run_dir: str | Path, shard: str) -> Path:
+    return activations_dir(run_dir) / f"{shard}.safetensors"
+
+
+def fingerprint(config: Mapping) -> str:
+    """Short stable hash of everything that determines the cached values."""
+    return hashlib.sha256(json.dumps(dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def atomic_write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def write_shard(
+    path: Path,
+    acts: Mapping[str, torch.Tensor],
+    *,
+    index: torch.Tensor,
+    labels: torch.Tensor,
+    ids: list[str],
+    fp: str,
+    rank: int = 0,
+) -> None:
+    """Write one shard atomically: ``acts`` {site: (n, H)}, ``index``/``labels`` (n,); ``rank`` that wrote it."""
+    tensors = {site: a.detach().cpu().contiguous() for site, a in acts.items()}
+    tensors["index"] = index.detach().cpu().long().contiguous()
+    tensors["labels"] = labels.detach().cpu().long().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"fingerprint": fp, "ids": json.dumps(ids), "rank": str(rank)})
+    os.replace(tmp, path)
+
+
+def read_shard(path: Path, sites: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """``({site: (n, H), "index": (n,), "labels": (n,)}, metadata)``; raises CacheError if unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            names = list(f.keys())
+            wanted = names if sites is None else [*sites, "index", "labels"]
+            missing = [n for n in wanted if n not in names]
+            if missing:
+                raise CacheError(f"Shard {path} lacks tensors {missing[:5]}.")
+            return {n: f.get_tensor(n) for n in wanted}, meta
+    except CacheError:
+        raise
+    except Exception as err:  # missing or truncated file
+        raise CacheError(f"Shard {path} is unreadable ({err}).") from err
+
+
+def shard_is_complete(path: Path, fp: str, ids: list[str]) -> bool:
+    """True if ``path`` reads back with fingerprint ``fp`` and exactly these example ids."""
+    if not path.exists():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            return meta.get("fingerprint") == fp and json.loads(meta.get("ids", "null")) == ids
+    except Exception:
+        return False
+
+
+def read_index(run_dir: str | Path) -> dict | None:
+    path = activations_dir(run_dir) / INDEX_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a torn index (should not happen: it is written atomically) is rebuilt
+
+
+def write_index(run_dir: str | Path, index: dict) -> None:
+    atomic_write_json(activations_dir(run_dir) / INDEX_FILE, index)
+
+
+def mark_shard(run_dir: str | Path, shard: str, status: str) -> None:
+    """Set one shard's status in ``index.json`` (e.g. ``partial`` to force a redo)."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}")
+    index = read_index(run_dir)
+    if index is None:
+        raise CacheError(f"No activation index in {activations_dir(run_dir)}.")
+    for entry in index["shards"]:
+        if entry["name"] == shard:
+            entry["status"] = status
+    write_index(run_dir, index)
+
+
+def load_activation_cache(
+    run_dir: str | Path, split: str | Iterable[str] | None = None, sites: Iterable[str] | None = None
+) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Load cached activations.
+
+    Returns ``({site: (N, H) tensor}, meta)`` where ``meta[i]`` is the example dict (``index``, ``id``,
+    ``text``, ``label``, ``pole``, ``pair_index``, ``split``, ``shard``) of row ``i``. Rows are in cache
+    order (train, val, test; within a split the probe-set split order), which does not depend on how
+    many processes wrote the cache. ``split``: one split name, several, or None for all.
+    """
+    index = read_index(run_dir)
+    if index is None:
+        raise CacheError(f"No activation cache in {activations_dir(run_dir)}: run extraction first.")
+    wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
+    sites = list(index["sites"] if sites is None else sites)
+    unknown = [s for s in sites if s not in index["sites"]]
+    if unknown:
+        raise CacheError(f"Sites {unknown} are not in the cache (it has {index['sites']}).")
+    by_shard: dict[str, list[dict]] = {}
+    for ex in index["examples"]:
+        by_shard.setdefault(ex["shard"], []).append(ex)
+    chunks: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
+    meta: list[dict] = []
+    for entry in index["shards"]:
+        if wanted is not None and entry["split"] not in wanted:
+            continue
+        if entry["status"] != "complete":
+            raise CacheError(
+                f"Shard {entry['name']} is {entry['status']}: the extraction did not finish; run it again to resume."
+            )
+        tensors, smeta = read_shard(shard_path(run_dir, entry["name"]), sites)
+        examples = by_shard[entry["name"]]
+        if json.loads(smeta.get("ids", "null")) != [e["id"] for e in examples]:
+            raise CacheError(f"Shard {entry['name']} holds other examples than the index lists; re-extract.")
+        for s in sites:
+            chunks[s].append(tensors[s])
+        meta.extend(examples)
+    if not meta:
+        raise CacheError(f"No cached examples for split {split!r} in {activations_dir(run_dir)}.")
+    return {s: torch.cat(c) for s, c in chunks.items()}, meta
+
+
+def labels_of(meta: list[dict]) -> torch.Tensor:
+    """(N,) long labels of a ``meta`` list (1 = positive pole)."""
+    return torch.tensor([m["label"] for m in meta], dtype=torch.long)

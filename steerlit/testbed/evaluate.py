@@ -1,0 +1,201 @@
+"""Evaluate the testbed model: codec round trip, unsteered prompt following, generation speed.
+
+    python -m steerlit.testbed.evaluate --model checkpoints/testbed [--out eval.json]
+
+Prints (and optionally writes as JSON):
+
+* codec round trip on held-out clips (seed stream ``--heldout-seed``): share of clips whose
+  estimated tempo after encode/decode is within 4% of the estimate on the original, and whose
+  spectral centroid is within 10% (targets: >= 90% each);
+* prompt following without steering, on the testbed probe prompts: fast vs slow prompts ->
+  median BPM per pole, octave-aware accuracy (any of bpm, bpm/2, 2*bpm in the pole's caption
+  range) and the AUROC of fast > slow; bright vs dark -> centroid AUROC. The same numbers on
+  real synthetic clips of each pole are given as the estimator's ceiling;
+* CPU seconds to generate 5 s of audio for one prompt (with CFG).
+
+BPM and centroid come from ``steerlit.metrics.attributes.compute_attribute`` when that module is
+importable, else ``librosa.feature.tempo`` / ``librosa.feature.spectral_centroid``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM, probe_sets
+from steerlit.testbed.synth import BPM_RANGE, SAMPLE_RATE, ClipSpec, render, spec_for_index
+
+POLE_RANGES = {"fast": (FAST_BPM, BPM_RANGE[1]), "slow": (BPM_RANGE[0], SLOW_BPM)}
+
+
+def attributes(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[float, float]:
+    """(tempo in BPM, spectral centroid in Hz) of a mono clip ``(samples,)``."""
+    try:
+        from steerlit.metrics.attributes import compute_attribute
+
+        return compute_attribute(y, sr, "bpm"), compute_attribute(y, sr, "centroid_hz")
+    except ImportError:
+        import librosa
+
+        bpm = float(librosa.feature.tempo(y=y, sr=sr)[0])
+        return bpm, float(librosa.feature.spectral_centroid(y=y, sr=sr).mean())
+
+
+def auroc(pos: list[float], neg: list[float]) -> float:
+    """P(random positive > random negative), ties count 1/2 (Mann-Whitney U / (n_pos * n_neg))."""
+    p, n = np.asarray(pos, float)[:, None], np.asarray(neg, float)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def octave_aware_hit(bpm: float, pole: str) -> bool:
+    """True if bpm, bpm/2 or 2*bpm falls in the pole's caption range."""
+    lo, hi = POLE_RANGES[pole]
+    return any(lo <= b <= hi for b in (bpm, bpm / 2, bpm * 2))
+
+
+def plain_hit(bpm: float, pole: str) -> bool:
+    lo, hi = POLE_RANGES[pole]
+    return lo <= bpm <= hi
+
+
+def tempo_summary(bpm: dict[str, list[float]]) -> dict:
+    """Pole medians, plain and octave-aware accuracy, AUROC(fast > slow)."""
+    out = {f"median_bpm_{p}": float(np.median(v)) for p, v in bpm.items()}
+    out["accuracy_plain"] = float(np.mean([plain_hit(b, p) for p, v in bpm.items() for b in v]))
+    out["accuracy_octave_aware"] = float(np.mean([octave_aware_hit(b, p) for p, v in bpm.items() for b in v]))
+    out["auroc_fast_gt_slow"] = auroc(bpm["fast"], bpm["slow"])
+    return out
+
+
+@torch.no_grad()
+def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
+    """Encode/decode ``n`` held-out clips with the stock EnCodec; compare tempo and centroid."""
+    from steerlit.testbed.codec import decode_codes, encode_codes
+
+    tempo_ok, cent_ok, rel_cent = [], [], []
+    for i in range(n):
+        y = render(spec_for_index(i, base_seed))
+        rec = decode_codes(encodec, encode_codes(encodec, torch.from_numpy(y)[None, None]))[0, 0, : len(y)].numpy()
+        (b0, c0), (b1, c1) = attributes(y), attributes(rec)
+        tempo_ok.append(abs(b1 / b0 - 1) <= 0.04)
+        cent_ok.append(abs(c1 / c0 - 1) <= 0.10)
+        rel_cent.append(c1 / c0 - 1)
+    return {
+        "clips": n,
+        "tempo_within_4pct": float(np.mean(tempo_ok)),
+        "centroid_within_10pct": float(np.mean(cent_ok)),
+        "centroid_rel_error_median": float(np.median(rel_cent)),
+    }
+
+
+def reference_clips(n: int = 24, base_seed: int = 1) -> dict:
+    """The estimators on real synthetic clips of each pole (ceiling for prompt following)."""
+    rng = np.random.default_rng([base_seed, 99])
+    bpm = {"fast": [], "slow": []}
+    cent = {"bright": [], "dark": []}
+    for i in range(n):
+        s = spec_for_index(i, base_seed)
+        fast = ClipSpec(float(rng.uniform(FAST_BPM, BPM_RANGE[1])), s.brightness, s.instrument, s.pattern, s.key, s.seed)
+        slow = ClipSpec(float(rng.uniform(BPM_RANGE[0], SLOW_BPM)), s.brightness, s.instrument, s.pattern, s.key, s.seed)
+        bpm["fast"].append(attributes(render(fast))[0])
+        bpm["slow"].append(attributes(render(slow))[0])
+        bright = ClipSpec(s.bpm, float(rng.uniform(BRIGHT_MIN, 1.0)), s.instrument, s.pattern, s.key, s.seed)
+        dark = ClipSpec(s.bpm, float(rng.uniform(0.0, DARK_MAX)), s.instrument, s.pattern, s.key, s.seed)
+        cent["bright"].append(attributes(render(bright))[1])
+        cent["dark"].append(attributes(render(dark))[1])
+    out = {"tempo": tempo_summary(bpm)}
+    out["centroid"] = {
+        "median_hz_bright": float(np.median(cent["bright"])),
+        "median_hz_dark": float(np.median(cent["dark"])),
+        "auroc_bright_gt_dark": auroc(cent["bright"], cent["dark"]),
+    }
+    return out
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], seconds: float, seed: int = 0, batch: int = 16) -> list[np.ndarray]:
+    """Sample audio for each prompt (generation_config defaults: CFG, top-k). -> list of (samples,)."""
+    frames = int(round(seconds * model.config.audio_encoder.frame_rate))
+    k = model.config.decoder.num_codebooks
+    torch.manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch):
+        tok = tokenizer(prompts[i : i + batch], padding=True, return_tensors="pt")
+        audio = model.generate(**tok, max_new_tokens=frames + k - 1)
+        out += [a[0].float().numpy() for a in audio]
+    return out
+
+
+def prompt_following(model, tokenizer, n: int = 16, seconds: float = 4.0, seed: int = 0) -> dict:
+    """Unsteered: fast vs slow and bright vs dark probe prompts (first ``n`` of each pole)."""
+    sets = probe_sets()
+    tempo_prompts, timbre_prompts = sets["testbed_tempo"]["prompts"], sets["testbed_timbre"]["prompts"]
+    bpm = {p: [attributes(y)[0] for y in generate(model, tokenizer, tempo_prompts[p][:n], seconds, seed)] for p in ("fast", "slow")}
+    cent = {
+        p: [attributes(y)[1] for y in generate(model, tokenizer, timbre_prompts[p][:n], seconds, seed)]
+        for p in ("bright", "dark")
+    }
+    out = {"prompts_per_pole": n, "seconds": seconds, "tempo": tempo_summary(bpm)}
+    out["centroid"] = {
+        "median_hz_bright": float(np.median(cent["bright"])),
+        "median_hz_dark": float(np.median(cent["dark"])),
+        "auroc_bright_gt_dark": auroc(cent["bright"], cent["dark"]),
+    }
+    return out
+
+
+def generation_time(model, tokenizer, seconds: float = 5.0, repeats: int = 2) -> dict:
+    """Wall seconds to generate ``seconds`` of audio for one prompt (CFG on), best of ``repeats``."""
+    prompt = probe_sets()["testbed_neutral"]["prompts"][0]
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        generate(model, tokenizer, [prompt], seconds, seed=r)
+        times.append(time.perf_counter() - t0)
+    return {"seconds_audio": seconds, "wall_s": float(min(times)), "threads": torch.get_num_threads()}
+
+
+def evaluate(model_dir: str | Path, n_clips: int = 40, n_prompts: int = 16, heldout_seed: int = 1) -> dict:
+    """All of the above for the saved model in ``model_dir``."""
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    model = MusicgenForConditionalGeneration.from_pretrained(model_dir).eval()
+    tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
+    t0 = time.time()
+    results = {"codec_round_trip": codec_round_trip(model.audio_encoder, n_clips, heldout_seed)}
+    print("codec round trip:", json.dumps(results["codec_round_trip"]), flush=True)
+    results["reference_real_clips"] = reference_clips(n_prompts, heldout_seed)
+    print("reference (real clips):", json.dumps(results["reference_real_clips"]), flush=True)
+    results["prompt_following"] = prompt_following(model, tokenizer, n_prompts)
+    print("prompt following:", json.dumps(results["prompt_following"]), flush=True)
+    results["generation_time"] = generation_time(model, tokenizer)
+    print("generation time:", json.dumps(results["generation_time"]), flush=True)
+    results["eval_wall_s"] = time.time() - t0
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="checkpoints/testbed")
+    parser.add_argument("--n-clips", type=int, default=40, help="held-out clips for the codec round trip")
+    parser.add_argument("--n-prompts", type=int, default=16, help="prompts per pole")
+    parser.add_argument("--heldout-seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache") / "numba"))
+    results = evaluate(args.model, args.n_clips, args.n_prompts, args.heldout_seed)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

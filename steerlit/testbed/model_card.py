@@ -1,0 +1,99 @@
+"""Model card (README.md) for the assembled testbed folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
+
+
+def _params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
+    """Write ``out_dir/README.md`` from the config, the train stats and ``eval.json`` if present."""
+    out_dir = Path(out_dir)
+    codec = _load(out_dir / "codec_train_stats.json") or _load(Path(cfg.run_dir) / "codec/encodec/train_stats.json")
+    lm = _load(out_dir / "lm_train_stats.json") or _load(Path(cfg.run_dir) / "lm/model/train_stats.json")
+    ev = _load(out_dir / "eval.json")
+    ac, dc, tc = model.config.audio_encoder, model.config.decoder, model.config.text_encoder
+    size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-to-audio",
+        "tags: [musicgen, steerlit, testbed, synthetic]",
+        "---",
+        "# steerlit testbed MusicGen",
+        "",
+        "A small text-to-music model in the standard HF MusicGen format (T5 text encoder + EnCodec codec +",
+        "MusicGen decoder), trained from scratch on **synthetic** music whose tempo and brightness are known,",
+        "so that steering experiments can be checked with BPM and spectral-centroid measurements.",
+        "It is a testbed, not a music model: sound quality is that of a 1.8 kbps toy codec.",
+        "",
+        "```python",
+        "from transformers import AutoProcessor, MusicgenForConditionalGeneration",
+        'model = MusicgenForConditionalGeneration.from_pretrained("checkpoints/testbed")',
+        'processor = AutoProcessor.from_pretrained("checkpoints/testbed")',
+        'inputs = processor.tokenizer(["fast bright synth bass over a dance beat"], return_tensors="pt")',
+        "audio = model.generate(**inputs, max_new_tokens=253)  # (1, 1, ~5 s * 16 kHz), CFG 3, top-k",
+        "```",
+        "",
+        "## Architecture",
+        f"- EnCodec: {ac.sampling_rate} Hz mono, ratios {list(ac.upsampling_ratios)} (50 Hz frames), "
+        f"num_filters {ac.num_filters}, {ac.num_quantizers} codebooks x {ac.codebook_size} "
+        f"(dim {ac.codebook_dim}), bandwidth {list(ac.target_bandwidths)} kbps; {_params(model.audio_encoder):,} params.",
+        f"- Text encoder: T5, {tc.num_layers} layers, d_model {tc.d_model}, vocab {tc.vocab_size} (Unigram trained on "
+        f"the caption vocabulary); {_params(model.text_encoder):,} params; trained jointly with the decoder.",
+        f"- Decoder: MusicGen, {dc.num_hidden_layers} layers x {dc.hidden_size} ({dc.num_attention_heads} heads, "
+        f"ffn {dc.ffn_dim}); {_params(model.decoder):,} params.",
+        f"- Total {_params(model):,} params; folder size {size_mb:.1f} MB.",
+        "",
+        "## Data",
+        "- `steerlit.testbed.synth`: 4 s, 16 kHz clips: kick/snare/hat drums + a pitched part (pluck, organ, bass,",
+        "  lead) on a minor-pentatonic riff; tempo 60-180 BPM; brightness in [0, 1] = low-pass cutoff 250 Hz-7 kHz",
+        "  (log scale) applied to the harmonics and to the hat/snare noise; patterns four-on-the-floor / backbeat / shuffle.",
+        f"- Captions (`steerlit.testbed.captions`): fast words for >= {FAST_BPM:.0f} BPM, slow words for <= {SLOW_BPM:.0f};",
+        f"  bright words for brightness >= {BRIGHT_MIN}, dark words for <= {DARK_MAX}; middle values unsaid, and each",
+        "  said attribute dropped with p = 0.1 (~60% of captions leave tempo and/or brightness unsaid).",
+        f"- {cfg.data.train_clips} training clips (`spec_for_index(i, {cfg.data.base_seed})`); evaluation uses",
+        f"  held-out clips from seed stream {cfg.data.heldout_base_seed}. Neutral probe prompts use a sentence template never",
+        "  used in training.",
+        "",
+        "## Training (2 CPU cores)",
+        f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
+        f"L1 + multi-resolution log-STFT + commitment; EMA RVQ with k-means init and dead-code reset; "
+        f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
+        f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min.",
+        f"- LM: {lm.get('steps', '?')} steps, batch {cfg.lm.batch_size} x 4 s (200 frames + delay), "
+        f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG);"
+        f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
+        f"{lm.get('seconds', 0) / 60:.0f} min.",
+        "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml`",
+        "",
+        "## Evaluation",
+    ]
+    if ev:
+        lines += ["`python -m steerlit.testbed.evaluate --model checkpoints/testbed` gave:", "", "```"]
+        lines += [json.dumps(ev, indent=2), "```"]
+    else:
+        lines += ["Not run yet: `python -m steerlit.testbed.evaluate --model checkpoints/testbed`."]
+    lines += [
+        "",
+        "## Configuration",
+        "```yaml",
+        OmegaConf.to_yaml(cfg).strip(),
+        "```",
+        "",
+    ]
+    path = out_dir / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,35 @@
+"""Fixtures for direction tests: a small probe set and one shared activation cache of the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerlit.data.probe_set import ProbeSet, load_probe_set
+from steerlit.directions.extraction import extract_activations
+
+N_PER_POLE = 20
+BATCH = 4
+
+
+@pytest.fixture(scope="session")
+def small_probe_set() -> ProbeSet:
+    """20 fast and 20 slow prompts of the shipped tempo set."""
+    ps = load_probe_set("tempo")
+    return ProbeSet(
+        name=ps.name,
+        description="test subset",
+        positive=ps.positive,
+        negative=ps.negative,
+        positive_prompts=ps.positive_prompts[:N_PER_POLE],
+        negative_prompts=ps.negative_prompts[:N_PER_POLE],
+    )
+
+
+@pytest.fixture(scope="session")
+def cache_run(tmp_path_factory, tiny_adapter, small_probe_set):
+    """A run folder with a complete prompt-source cache (1 process, shards of 4)."""
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("run-cache")
+    extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH)
+    return run

@@ -1,0 +1,112 @@
+"""fit_directions end to end on the tiny model's cache, and the comparison table."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from steerlit.directions import cache as C
+from steerlit.directions.compare import (
+    COLUMNS,
+    cohens_d,
+    compare_directions,
+    evaluate_direction,
+    fit_threshold,
+    log_comparison,
+    read_csv,
+)
+from steerlit.directions.diffmean import diff_mean
+from steerlit.directions.fit import METHODS, fit_directions
+from steerlit.directions.io import load_directions
+
+
+class EpochCounter(Callback):
+    def __init__(self):
+        self.epochs = 0
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs += 1
+
+
+def test_fit_directions_writes_every_method_and_the_comparison(cache_run, tiny_adapter):
+    counter = EpochCounter()
+    path = fit_directions(cache_run, max_epochs=5, callbacks=[counter], check_val_every_n_epoch=5)
+    assert path == cache_run / "directions.safetensors"
+    assert counter.epochs == 10  # the caller's callback ran in both probe Trainers
+    ds = load_directions(path, adapter=tiny_adapter)
+    sites = tiny_adapter.sites(("resid_post",))
+    assert ds.methods == sorted(METHODS)
+    assert {(m, s) for m in METHODS for s in sites} == set(ds.vectors)
+    assert ds.metadata["concept"] == "tempo" and ds.metadata["position"] == "first"
+    # diff-mean equals the plain computation on the train split; other methods share its norm
+    acts, meta = C.load_activation_cache(cache_run, split="train")
+    y = C.labels_of(meta)
+    for s in sites:
+        ref = diff_mean(acts[s][y == 1], acts[s][y == 0])
+        torch.testing.assert_close(ds.get("diffmean", s), ref, atol=1e-6, rtol=1e-5)
+        for m in METHODS:
+            assert abs(float(ds.get(m, s).norm() - ref.norm())) < 1e-5 * max(1.0, float(ref.norm()))
+    assert (cache_run / "probes" / "logistic.safetensors").exists()
+    assert (cache_run / "probes" / "regression.safetensors").exists()
+    rows = read_csv(cache_run / "plots" / "direction_comparison.csv")
+    assert list(rows[0]) == list(COLUMNS) and len(rows) == len(METHODS) * len(sites)
+    assert all(abs(r["cos_diffmean"] - 1) < 1e-6 for r in rows if r["method"] == "diffmean")
+    png = cache_run / "plots" / "direction_comparison.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_directions_subset_and_errors(cache_run, tmp_path):
+    out = tmp_path / "d.safetensors"
+    fit_directions(cache_run, methods=("diffmean", "pca"), scale="unit", out=out)
+    ds = load_directions(out)
+    assert ds.methods == ["diffmean", "pca"]
+    assert abs(float(ds.get("pca", "resid_post.0").norm()) - 1) < 1e-5
+    with pytest.raises(ValueError, match="method"):
+        fit_directions(cache_run, methods=("svm",))
+    with pytest.raises(C.CacheError):
+        fit_directions(tmp_path / "empty")
+
+
+def test_one_dimensional_classifier_metrics():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 4, generator=g)
+    x[:, 0] += 3 * y  # separable along e0
+    e0 = torch.tensor([1.0, 0, 0, 0])
+    m = evaluate_direction(e0, (x[:100], y[:100]), (x[100:], y[100:]))
+    assert m["acc"] > 0.9 and m["auroc"] > 0.95 and m["cohens_d"] > 2
+    flipped = evaluate_direction(-e0, (x[:100], y[:100]), (x[100:], y[100:]))
+    assert flipped["acc"] == m["acc"] and flipped["auroc"] == pytest.approx(
+        m["auroc"]
+    )  # polarity fit on train
+    assert flipped["cohens_d"] == pytest.approx(-m["cohens_d"])
+    t, pol = fit_threshold(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0, 0, 1, 1]))
+    assert pol == 1.0 and 1.0 < t < 2.0
+    assert cohens_d(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0, 0, 1, 1])) > 0
+    rows = compare_directions(
+        {("a", "resid_post.1"): e0, ("diffmean", "resid_post.1"): e0 + 0.1},
+        ({"resid_post.1": x[:100]}, y[:100]),
+        ({"resid_post.1": x[100:]}, y[100:]),
+    )
+    assert [r["method"] for r in rows] == ["a", "diffmean"] and rows[0]["layer"] == 1
+
+
+def test_log_comparison_to_a_wandb_run(monkeypatch, tmp_path):
+    logged = []
+    fake = types.SimpleNamespace(
+        Table=lambda columns, data: ("table", columns, data), Image=lambda path: ("image", path)
+    )
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    run = types.SimpleNamespace(log=logged.append)
+    png = tmp_path / "p.png"
+    png.write_bytes(b"\x89PNG")
+    rows = [dict(zip(COLUMNS, ["diffmean", "resid_post.0", 0, 1.0, 1.0, 1.0, 2.0, 1.0, 0.0]))]
+    log_comparison(rows, png, run)
+    (payload,) = logged
+    assert payload["directions/comparison/table"][1] == list(COLUMNS)
+    assert payload["directions/comparison/plot"] == ("image", str(png))
+    log_comparison(rows, png, None)  # no run: nothing happens

@@ -1,0 +1,65 @@
+import pytest
+
+from steerlit.config import ConfigError, check_layers, compose
+
+EXPERIMENTS = [
+    "alpha_sweep_tempo",
+    "alpha_sweep_timbre",
+    "layer_sweep_tempo",
+    "layer_sweep_timbre",
+    "strategy_tempo",
+    "strategy_timbre",
+    "probe_vs_diffmean_tempo",
+    "probe_vs_diffmean_timbre",
+    "smoke",
+]
+
+
+def test_defaults_and_overrides():
+    cfg = compose(["steer.alphas=[-2,0,2]", "layers=[6,12]", "model=tiny"])
+    assert list(cfg.steer.alphas) == [-2.0, 0.0, 2.0]
+    assert list(cfg.steer.layers) == [6, 12]
+    assert cfg.model.name == "tiny"
+    assert list(cfg.probe.concepts) == ["tempo", "timbre"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    cfg = compose([f"experiment={name}"])
+    assert cfg.experiment == name
+    concept = "timbre" if "timbre" in name else "tempo"
+    if name != "smoke":
+        assert list(cfg.probe.concepts) == [concept]
+
+
+def test_strategy_experiment_compares_both():
+    assert list(compose(["experiment=strategy_tempo"]).steer.strategies) == ["one_to_one", "one_to_all"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["steer.alphaz=[1]"], "Unknown config key 'steer.alphaz'"),
+        (["nonsense=1"], "Unknown config key 'nonsense'"),
+        (["steer.alphas=[]"], "steer.alphas is empty"),
+        (["steer.seconds=abc"], "Bad value for config key 'steer.seconds'"),
+        (["probe.concepts=[no_such_set]"], "no_such_set"),
+        (["experiment=nope"], "Experiment 'nope' not found"),
+        (["steer.operator=mul"], "steer.operator='mul'"),
+        (["steer.methods=[svm]"], "unknown methods"),
+        (["fit.methods=[diffmean]", "steer.methods=[logistic]"], "not fitted"),
+        (["steer.strategies=[all_to_one]"], "steer.strategies"),
+        (["layers=[-1]"], "negative layer"),
+        (["steer.alphas"], "not key=value"),
+    ],
+)
+def test_bad_configs_fail_with_one_message(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)
+
+
+def test_layers_out_of_range_against_the_model():
+    cfg = compose(["layers=[2,7]"])
+    with pytest.raises(ConfigError, match=r"layers \[7\] out of range: the model has 4 layers"):
+        check_layers(cfg, 4)
+    check_layers(compose(["layers=[3]"]), 4)
