@@ -80,8 +80,10 @@ def per_alpha_table(records, attributes: Mapping[str, str], quality_fn: Callable
             row["attribute"] = attributes.get(key[0], "")
             for name in names:
                 row[f"median_{name}"] = _median(r.get(name) for r in rows)
+            if "clap_score" in rows[0]:
+                row["median_clap_score"] = _median(r.get("clap_score") for r in rows)
             if quality_fn is not None:
-                row["dsp_frechet"] = 0.0 if alpha == 0.0 else quality_fn(rows, refs)
+                row.update({"dsp_frechet": 0.0} if alpha == 0.0 else quality_fn(rows, refs))
             out.append(row)
     return out
 

@@ -154,6 +154,7 @@ def make_callback(cfg, adapter, directions, run_root: Path, concepts, wandb_run=
         attributes=dict(cfg.metrics.attributes),
         tempo_kwargs=as_container(cfg.metrics.tempo),
         quality=cfg.metrics.quality,
+        clap_path=cfg.metrics.clap_path,
     )
     return SteeredGenerationCallback(
         adapter,
@@ -222,7 +223,9 @@ def _probe_provider(concept: str):
     from steerlit.directions.io import DirectionSet
 
     def provider(module):
-        vectors = {(module.kind, s): v.detach().float().cpu() for s, v in module.directions("unit").items()}
+        vectors = {
+            (module.kind, s): v.detach().float().cpu() for s, v in module.directions("diffmean").items()
+        }
         return {concept: DirectionSet(vectors)}
 
     return provider

@@ -63,6 +63,7 @@ class MetricSpec:
     attributes: Mapping[str, str] = field(default_factory=dict)  # concept -> attribute overrides
     tempo_kwargs: Mapping = field(default_factory=dict)
     quality: bool = True
+    clap_path: str | None = None  # local CLAP folder: per-clip CLAP score to its prompt, embedding FAD per α
 
 
 DirectionsSource = (
@@ -71,11 +72,10 @@ DirectionsSource = (
 
 
 def write_csv(path: Path, rows: Sequence[Mapping]) -> Path:
-    columns: list[str] = []
-    for r in rows:
-        columns.extend(c for c in r if c not in columns)
+    """Dict rows as CSV, written atomically; NaN as an empty cell."""
     import io
 
+    columns = columns_of(rows)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -83,6 +83,22 @@ def write_csv(path: Path, rows: Sequence[Mapping]) -> Path:
         writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()})
     atomic_write_text(path, buf.getvalue())
     return path
+
+
+def columns_of(rows: Sequence[Mapping]) -> list[str]:
+    """Union of the rows' keys, in first-seen order."""
+    columns: list[str] = []
+    for r in rows:
+        columns.extend(c for c in r if c not in columns)
+    return columns
+
+
+def records_table(rows: Sequence[Mapping]):
+    """A ``wandb.Table`` of dict rows (missing cells are None)."""
+    import wandb
+
+    columns = columns_of(rows)
+    return wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
 
 
 class SteeredGenerationCallback(L.Callback):
@@ -158,6 +174,7 @@ class SteeredGenerationCallback(L.Callback):
         out_dir = self.run_root if stage == "final" else self.run_root / "epochs" / stage
         store = ResultStore(out_dir)
         tempo_kwargs = dict(self.metrics.tempo_kwargs)
+        clap = self._clap()
 
         def metrics_fn(audio: np.ndarray, sr: int) -> dict:
             from steerlit.metrics.attributes import compute_attributes
@@ -178,11 +195,13 @@ class SteeredGenerationCallback(L.Callback):
             progress=self.progress,
         )
         attributes = {c: attribute_for(c, self.metrics.attributes) for c in g.concepts}
-        quality_fn = self._quality_fn(store) if self.metrics.quality else None
+        if clap is not None:
+            self._add_clap_scores(clap, records, store)
+        quality_fn = self._quality_fn(store, clap) if self.metrics.quality else None
         table = per_alpha_table(records, attributes, quality_fn)
         summary = summarize(table, attributes)
         suffix = "" if stage == "final" else f"_{stage}"
-        store.to_csv(out_dir / "metrics.csv")
+        write_csv(out_dir / "metrics.csv", sorted(records, key=lambda r: r["key"]))
         write_csv(out_dir / "per_alpha.csv", table)
         write_csv(out_dir / "summary.csv", summary)
         plot = plot_attribute_vs_alpha(
@@ -194,7 +213,22 @@ class SteeredGenerationCallback(L.Callback):
         self.last_summary = summary
         return summary
 
-    def _quality_fn(self, store: ResultStore):
+    def _clap(self):
+        if not self.metrics.clap_path:
+            return None
+        if getattr(self, "_clap_scorer", None) is None:
+            from steerlit.metrics.clap import ClapScorer
+
+            self._clap_scorer = ClapScorer(self.metrics.clap_path, device=str(self.adapter.device))
+        return self._clap_scorer
+
+    def _add_clap_scores(self, clap, records, store: ResultStore) -> None:
+        audios = [store.read_wav(r["key"])[0] for r in records]
+        scores = clap.clap_score(audios, self.adapter.sample_rate, [r["prompt"] for r in records])
+        for rec, score in zip(records, scores):
+            rec["clap_score"] = float(score)
+
+    def _quality_fn(self, store: ResultStore, clap=None):
         from steerlit.metrics.quality import dsp_frechet
 
         cache: dict[str, np.ndarray] = {}
@@ -204,12 +238,14 @@ class SteeredGenerationCallback(L.Callback):
                 cache[rec["key"]] = store.read_wav(rec["key"])[0]
             return cache[rec["key"]]
 
-        def quality(rows, refs) -> float:
+        def quality(rows, refs) -> dict[str, float]:
             if not rows or not refs:
-                return float("nan")
-            return float(
-                dsp_frechet([load(r) for r in rows], [load(r) for r in refs], self.adapter.sample_rate)
-            )
+                return {"dsp_frechet": float("nan")}
+            steered, reference = [load(r) for r in rows], [load(r) for r in refs]
+            out = {"dsp_frechet": float(dsp_frechet(steered, reference, self.adapter.sample_rate))}
+            if clap is not None and min(len(steered), len(reference)) >= 2:  # covariances need 2 clips
+                out["clap_fad"] = float(clap.embedding_fad(steered, reference, self.adapter.sample_rate))
+            return out
 
         return quality
 
@@ -255,12 +291,8 @@ class SteeredGenerationCallback(L.Callback):
         prefix = f"steer/{stage}"
         data = {
             f"{prefix}/samples": samples,
-            f"{prefix}/per_alpha": wandb.Table(
-                dataframe=None, columns=list(table[0]), data=[list(r.values()) for r in table]
-            ),
-            f"{prefix}/summary": wandb.Table(
-                columns=list(summary[0]), data=[list(r.values()) for r in summary]
-            ),
+            f"{prefix}/per_alpha": records_table(table),
+            f"{prefix}/summary": records_table(summary),
             f"{prefix}/attribute_vs_alpha": wandb.Image(str(plot)),
         }
         if clips:

@@ -104,6 +104,22 @@ def shard_is_complete(path: Path, fp: str, ids: list[str]) -> bool:
         return False
 
 
+def remove_stale_files(run_dir: str | Path, keep: set[str]) -> list[Path]:
+    """Delete shard files whose names are not in ``keep`` and leftover temp files; returns them.
+
+    Called by rank 0 before a (re)run, when no other process writes, so that a cache rebuilt with
+    other splits or shard sizes holds no stale shards.
+    """
+    root = activations_dir(run_dir)
+    removed = []
+    for path in [*root.glob("*/shard-*.safetensors"), *root.glob("*/.shard-*.tmp*"), *root.glob(".*.tmp*")]:
+        name = path.relative_to(root).with_suffix("").as_posix()
+        if path.name.startswith(".") or name not in keep:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def read_index(run_dir: str | Path) -> dict | None:
     path = activations_dir(run_dir) / INDEX_FILE
     if not path.exists():

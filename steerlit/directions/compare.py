@@ -76,17 +76,17 @@ def compare_directions(
     directions: Mapping[tuple[str, str], torch.Tensor],
     train: tuple[Mapping[str, torch.Tensor], torch.Tensor],
     test: tuple[Mapping[str, torch.Tensor], torch.Tensor],
-    reference: str = "diffmean",
+    reference: str | Mapping[str, torch.Tensor] = "diffmean",
 ) -> list[dict]:
     """One row per (method, site) with :data:`COLUMNS`.
 
     ``train``/``test``: ({site: (N, H)}, labels (N,)). ``reference``: the method cosines are taken
-    against (NaN where it is missing).
+    against, or ``{site: (H,)}`` reference vectors (NaN where missing).
     """
     rows = []
     for (method, site), v in directions.items():
         m = evaluate_direction(v, (train[0][site], train[1]), (test[0][site], test[1]))
-        ref = directions.get((reference, site))
+        ref = directions.get((reference, site)) if isinstance(reference, str) else reference.get(site)
         cos = (
             float(torch.nn.functional.cosine_similarity(v.double(), ref.double(), dim=0))
             if ref is not None

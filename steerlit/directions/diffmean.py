@@ -89,7 +89,8 @@ class ClassSums:
     def all_reduce(self, group=None) -> ClassSums:
         """Sum over all processes of the default (or given) process group; no-op without one.
 
-        All ranks must hold the same sites (in the same order once sorted) and hidden sizes.
+        All ranks must hold the same sites (in the same order once sorted) and hidden sizes. With the
+        NCCL backend the (small) flat buffer travels through the current CUDA device.
         """
         import torch.distributed as dist
 
@@ -99,7 +100,10 @@ class ClassSums:
         if not sites:
             return self
         flat = torch.cat([torch.cat([self.sums[s].flatten(), self.counts[s]]) for s in sites])
+        if dist.get_backend(group) == "nccl":  # NCCL reduces CUDA tensors only
+            flat = flat.to(torch.device("cuda", torch.cuda.current_device()))
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        flat = flat.cpu()
         offset = 0
         for s in sites:
             n = self.sums[s].numel()

@@ -128,8 +128,8 @@ class ActivationCacheModule(L.LightningModule):
     def on_predict_start(self) -> None:
         dataset = self._dataset()
         dm = getattr(self.trainer, "datamodule", None)
-        self.config = self.cache_config(dm.config() if hasattr(dm, "config") else None)
-        self.fp = C.fingerprint(self.config)
+        self.cache_cfg = self.cache_config(dm.config() if hasattr(dm, "config") else None)
+        self.fp = C.fingerprint(self.cache_cfg)
         strategy = self.trainer.strategy
         complete = None
         if self.trainer.is_global_zero:
@@ -156,13 +156,14 @@ class ActivationCacheModule(L.LightningModule):
             ids = [r.id for r in shard]
             if name not in partial and C.shard_is_complete(C.shard_path(self.run_dir, name), self.fp, ids):
                 done.append(name)
+        C.remove_stale_files(self.run_dir, {s[0].shard for s in shards})
         return done
 
     def _write_index(self, shards, not_done: set[str]) -> None:
         C.write_index(
             self.run_dir,
             {
-                **self.config,
+                **self.cache_cfg,
                 "fingerprint": self.fp,
                 "examples": [r.to_dict() for shard in shards for r in shard],
                 "shards": [
@@ -268,6 +269,19 @@ class ActivationCacheModule(L.LightningModule):
         return sums
 
 
+def _num_devices(devices) -> int:
+    """Number of processes a ``devices`` argument names; ``"auto"`` and ``-1`` count as one (CPU default)."""
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    try:
+        n = int(devices)
+    except (TypeError, ValueError):
+        return 1  # "auto": one CPU process
+    return n if n > 0 else 1
+
+
 def extract_activations(
     run_dir: str | Path,
     probe_set,
@@ -313,9 +327,8 @@ def extract_activations(
     dm = PromptDataModule(
         probe_set, tokenizer=tokenizer, form=form, fractions=fractions, seed=split_seed, batch_size=batch_size
     )
-    multi = devices not in (1, "1", [0]) and not (isinstance(devices, list) and len(devices) == 1)
     if strategy is None:
-        strategy = cpu_ddp_strategy() if multi and accelerator == "cpu" else "auto"
+        strategy = cpu_ddp_strategy() if accelerator == "cpu" and _num_devices(devices) > 1 else "auto"
     trainer_kwargs.setdefault("logger", False)
     trainer_kwargs.setdefault("enable_progress_bar", False)
     trainer_kwargs.setdefault("enable_model_summary", False)

@@ -51,6 +51,17 @@ def _pairs(meta: list[dict], rows: torch.Tensor, pos_rows: torch.Tensor, neg_row
     return pairs or None
 
 
+def sums_fingerprint(path: Path) -> str | None:
+    """Cache fingerprint stored with the class sums (None if unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("fingerprint")
+    except Exception:
+        return None
+
+
 def diffmean_directions(
     run_dir: str | Path, acts, meta, fit_splits: Sequence[str]
 ) -> dict[str, torch.Tensor]:
@@ -60,7 +71,8 @@ def diffmean_directions(
     sums_path = C.activations_dir(run_dir) / C.SUMS_FILE
     if sums_path.exists():
         by_split = load_class_sums(sums_path)
-        if all(s in by_split for s in fit_splits):
+        index = C.read_index(run_dir) or {}
+        if sums_fingerprint(sums_path) == index.get("fingerprint") and all(s in by_split for s in fit_splits):
             cs = combined(by_split, fit_splits)
             counts = next(iter(cs.counts.values()))
             if (
@@ -216,7 +228,10 @@ def write_comparison(
         eval_rows = fit_rows
     train = ({s: a[fit_rows] for s, a in acts.items()}, y_all[fit_rows])
     test = ({s: a[eval_rows] for s, a in acts.items()}, y_all[eval_rows])
-    rows = compare_directions(vectors, train, test)
+    reference = {s: v for (m, s), v in vectors.items() if m == "diffmean"} or diffmean_directions(
+        run_dir, acts, meta, fit_splits
+    )
+    rows = compare_directions(vectors, train, test, reference=reference)
     index = C.read_index(run_dir) or {}
     _, png = save_comparison(
         rows, Path(run_dir) / "plots", title=f"{index.get('probe_set', '')} ({index.get('model_id', '')})"

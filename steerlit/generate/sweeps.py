@@ -226,11 +226,13 @@ def run_point(
     except Exception as err:  # one failed point must not end the sweep
         log.exception("Sweep point %d failed", index)
         summary.update(status="failed", error=f"{type(err).__name__}: {err}", result={})
-        run.finish(exit_code=1)
+        if wandb.run is run:
+            run.finish(exit_code=1)
         return summary
     scalars = _scalars(result)
-    run.summary.update(scalars)
-    run.finish()
+    if wandb.run is run:  # run_fn may have reused and finished it (Lightning's WandbLogger does)
+        run.summary.update(scalars)
+        run.finish()
     summary.update(status="finished", result=scalars)
     return summary
 
@@ -313,16 +315,27 @@ def run_local_sweep(
     if method == "bayes":
         ok, why = bayes_available()
         if ok:
-            return _finish(_bayes_loop(definition, run_fn, out_dir, name, project), out_dir, definition)
+            history = _bayes_loop(definition, run_fn, out_dir, name, project)
+            _flush_wandb()
+            return _finish(history, out_dir, definition)
         log.warning("bayes sweep %r runs as random search offline: %s.", name, why)
     points = sweep_points(definition, seed)
     if workers == 1:
         if devices[0] is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[0])
         summaries = [run_point(i, p, run_fn, str(out_dir), name, project) for i, p in enumerate(points)]
+        _flush_wandb()
     else:
         summaries = _pool_run(points, run_fn, out_dir, name, project, devices)
     return _finish(summaries, out_dir, definition)
+
+
+def _flush_wandb() -> None:
+    """Offline runs are flushed to their ``.wandb`` files by the W&B service after ``finish()``
+    returns; shutting the service down waits for it (the next ``wandb.init`` starts a new one)."""
+    import wandb
+
+    wandb.teardown()
 
 
 def _pool_run(points, run_fn, out_dir, name, project, devices) -> list[dict]:
@@ -370,6 +383,70 @@ def _finish(summaries: list[dict], out_dir: Path, definition: Mapping) -> list[d
     tmp.write_text(text)
     os.replace(tmp, out_dir / "sweep_summary.json")
     return summaries
+
+
+# ---- reading offline runs ------------------------------------------------------------------
+def _wandb_records(path: Path):
+    """Raw records of a ``.wandb`` file (LevelDB-log framing: 7-byte file header, 32 KiB blocks,
+    records with a 7-byte header: crc32 u32, length u16, type u8 = full/first/middle/last)."""
+    import struct
+
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file.")
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        if kind == 0:  # zero padding up to the end of the block
+            pos += left - 7
+            continue
+        chunk, pos = data[pos : pos + length], pos + length
+        if kind == 1:
+            yield chunk
+        elif kind == 2:
+            buf = chunk
+        elif kind == 3:
+            buf += chunk
+        elif kind == 4:
+            yield buf + chunk
+            buf = b""
+
+
+def read_offline_run(run_folder: str | os.PathLike) -> dict:
+    """Config, summary, group and project of an offline run folder (``.../wandb/offline-run-*``).
+
+    W&B >= 0.2x writes ``files/config.yaml`` only when syncing, so this reads the ``.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2 as pb2
+
+    files = sorted(Path(run_folder).glob("*.wandb"))
+    if not files:
+        raise FileNotFoundError(f"No .wandb file in {run_folder}.")
+    out: dict = {"config": {}, "summary": {}, "group": None, "project": None}
+
+    def items(updates, target):
+        for it in updates:
+            key = it.key or ".".join(it.nested_key)
+            if key:
+                target[key] = json.loads(it.value_json)
+
+    for raw in _wandb_records(files[0]):
+        rec = pb2.Record()
+        rec.ParseFromString(raw)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["group"], out["project"] = rec.run.run_group, rec.run.project
+            items(rec.run.config.update, out["config"])
+        elif kind == "config":
+            items(rec.config.update, out["config"])
+        elif kind == "summary":
+            items(rec.summary.update, out["summary"])
+    out["config"].pop("_wandb", None)
+    return out
 
 
 # ---- online (W&B server) -------------------------------------------------------------------
@@ -445,3 +522,74 @@ def run_sweep(
     if run_fn is None:
         raise ValueError("An offline sweep needs run_fn(overrides) -> metrics.")
     return run_local_sweep(definition, run_fn, out_dir=out_dir, project=project, **kwargs)
+
+
+# ---- the `steerlit sweep` command ----------------------------------------------------------
+def _dotlist_item(key: str, value) -> str:
+    """``key=value`` for OmegaConf dotlists (strings bare, everything else as JSON: lists, numbers)."""
+    return f"{key}={value}" if isinstance(value, str) else f"{key}={json.dumps(value)}"
+
+
+def summary_metrics(summary_rows) -> dict:
+    """Flatten steerlit's summary rows (one per concept/method/layer/strategy group) into sweep
+    metrics: ``summary/best_<col>`` (max over groups) and ``summary/mean_<col>`` per numeric column."""
+    cols: dict[str, list[float]] = {}
+    for row in summary_rows or []:
+        for k, v in dict(row).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                cols.setdefault(k, []).append(float(v))
+    out = {}
+    for k, vals in cols.items():
+        out[f"summary/best_{k}"] = max(vals)
+        out[f"summary/mean_{k}"] = sum(vals) / len(vals)
+    return out
+
+
+def pipeline_point(overrides: Mapping, base_overrides=(), sweep_name: str = "sweep") -> dict:
+    """A sweep point as a full ``steerlit run`` with ``base_overrides`` + the point's overrides."""
+    from steerlit.config import compose
+    from steerlit.pipeline import run_main
+
+    dotlist = list(base_overrides) + [_dotlist_item(k, v) for k, v in overrides.items()]
+    if not any(o.startswith("run_name=") for o in dotlist):
+        dotlist.append(f"run_name={sweep_name}-{point_id(overrides)}")
+    return summary_metrics(run_main(compose(dotlist)))
+
+
+def run_sweep_cli(
+    sweep_file: str | os.PathLike,
+    overrides=(),
+    *,
+    workers: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    project: str | None = None,
+) -> int:
+    """``steerlit sweep SWEEP.yaml [overrides]``: online, W&B agents run ``steerlit run <overrides>
+    <point>`` (unless the definition has its own ``program``/``command``); offline, each point runs
+    :func:`pipeline_point` locally in its own offline W&B run under ``runs/sweeps/<name>-<time>``."""
+    import functools
+    import time
+
+    definition = load_sweep(sweep_file)
+    name = definition.get("name") or Path(sweep_file).stem
+    project = project or definition.get("project") or "steerlit"
+    overrides = list(overrides or [])
+    if wandb_online():
+        command = None
+        if "program" not in definition and "command" not in definition:
+            command = ["${env}", "steerlit", "run", *overrides, "${args_no_hyphens}"]
+        sweep_id, _ = launch_agents(definition, project=project, command=command)
+        print(f"sweep {sweep_id} finished")
+        return 0
+    out_dir = Path(out_dir or Path("runs") / "sweeps" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_fn = functools.partial(pipeline_point, base_overrides=tuple(overrides), sweep_name=name)
+    summaries = run_local_sweep(
+        definition, run_fn, out_dir=out_dir, name=name, project=project, workers=workers
+    )
+    metric = (definition.get("metric") or {}).get("name")
+    for s in summaries:
+        value = s["result"].get(metric) if metric else None
+        mark = " (best)" if s.get("best") else ""
+        print(f"{s['index']:03d} {s['status']:8s} {metric}={value}{mark} {json.dumps(s['overrides'])}")
+    print(f"offline runs in {out_dir}; upload with `wandb sync {out_dir}/*/wandb/offline-run-*`")
+    return 0 if all(s["status"] == "finished" for s in summaries) else 1

@@ -140,7 +140,9 @@ def neutral_prompts(n: int = 24) -> list[str]:
         j = i // (len(PATTERNS) * len(INSTRUMENTS))
         out.append(
             HELDOUT_TEMPLATE.format(
-                genre=GENRE_WORDS[pattern][j % 3], inst=INSTRUMENT_WORDS[inst][j % 3], pat=PATTERN_WORDS[pattern][j % 3]
+                genre=GENRE_WORDS[pattern][j % 3],
+                inst=INSTRUMENT_WORDS[inst][j % 3],
+                pat=PATTERN_WORDS[pattern][j % 3],
             )
         )
     return out

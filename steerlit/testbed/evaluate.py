@@ -81,7 +81,9 @@ def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
     tempo_ok, cent_ok, rel_cent = [], [], []
     for i in range(n):
         y = render(spec_for_index(i, base_seed))
-        rec = decode_codes(encodec, encode_codes(encodec, torch.from_numpy(y)[None, None]))[0, 0, : len(y)].numpy()
+        rec = decode_codes(encodec, encode_codes(encodec, torch.from_numpy(y)[None, None]))[
+            0, 0, : len(y)
+        ].numpy()
         (b0, c0), (b1, c1) = attributes(y), attributes(rec)
         tempo_ok.append(abs(b1 / b0 - 1) <= 0.04)
         cent_ok.append(abs(c1 / c0 - 1) <= 0.10)
@@ -101,8 +103,12 @@ def reference_clips(n: int = 24, base_seed: int = 1) -> dict:
     cent = {"bright": [], "dark": []}
     for i in range(n):
         s = spec_for_index(i, base_seed)
-        fast = ClipSpec(float(rng.uniform(FAST_BPM, BPM_RANGE[1])), s.brightness, s.instrument, s.pattern, s.key, s.seed)
-        slow = ClipSpec(float(rng.uniform(BPM_RANGE[0], SLOW_BPM)), s.brightness, s.instrument, s.pattern, s.key, s.seed)
+        fast = ClipSpec(
+            float(rng.uniform(FAST_BPM, BPM_RANGE[1])), s.brightness, s.instrument, s.pattern, s.key, s.seed
+        )
+        slow = ClipSpec(
+            float(rng.uniform(BPM_RANGE[0], SLOW_BPM)), s.brightness, s.instrument, s.pattern, s.key, s.seed
+        )
         bpm["fast"].append(attributes(render(fast))[0])
         bpm["slow"].append(attributes(render(slow))[0])
         bright = ClipSpec(s.bpm, float(rng.uniform(BRIGHT_MIN, 1.0)), s.instrument, s.pattern, s.key, s.seed)
@@ -119,7 +125,9 @@ def reference_clips(n: int = 24, base_seed: int = 1) -> dict:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], seconds: float, seed: int = 0, batch: int = 16) -> list[np.ndarray]:
+def generate(
+    model, tokenizer, prompts: list[str], seconds: float, seed: int = 0, batch: int = 16
+) -> list[np.ndarray]:
     """Sample audio for each prompt (generation_config defaults: CFG, top-k). -> list of (samples,)."""
     frames = int(round(seconds * model.config.audio_encoder.frame_rate))
     k = model.config.decoder.num_codebooks
@@ -136,7 +144,10 @@ def prompt_following(model, tokenizer, n: int = 16, seconds: float = 4.0, seed: 
     """Unsteered: fast vs slow and bright vs dark probe prompts (first ``n`` of each pole)."""
     sets = probe_sets()
     tempo_prompts, timbre_prompts = sets["testbed_tempo"]["prompts"], sets["testbed_timbre"]["prompts"]
-    bpm = {p: [attributes(y)[0] for y in generate(model, tokenizer, tempo_prompts[p][:n], seconds, seed)] for p in ("fast", "slow")}
+    bpm = {
+        p: [attributes(y)[0] for y in generate(model, tokenizer, tempo_prompts[p][:n], seconds, seed)]
+        for p in ("fast", "slow")
+    }
     cent = {
         p: [attributes(y)[1] for y in generate(model, tokenizer, timbre_prompts[p][:n], seconds, seed)]
         for p in ("bright", "dark")

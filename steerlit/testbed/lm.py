@@ -111,7 +111,9 @@ def delay_inputs_and_labels(codes: torch.Tensor, pad_id: int) -> tuple[torch.Ten
     return inputs, labels
 
 
-def build_musicgen(cfg: DictConfig, encodec_dir: str | Path, text_vocab_size: int) -> MusicgenForConditionalGeneration:
+def build_musicgen(
+    cfg: DictConfig, encodec_dir: str | Path, text_vocab_size: int
+) -> MusicgenForConditionalGeneration:
     """A fresh MusicGen whose audio encoder is the trained EnCodec in ``encodec_dir``."""
     encodec = EncodecModel.from_pretrained(encodec_dir)
     ac = encodec.config
@@ -143,7 +145,9 @@ def build_musicgen(cfg: DictConfig, encodec_dir: str | Path, text_vocab_size: in
         decoder_start_token_id=ac.codebook_size,
         audio_channels=1,
     )
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=ac.to_dict(), decoder=decoder.to_dict())
+    config = MusicgenConfig(
+        text_encoder=text.to_dict(), audio_encoder=ac.to_dict(), decoder=decoder.to_dict()
+    )
     model = MusicgenForConditionalGeneration(config)
     model.audio_encoder.load_state_dict(encodec.state_dict())
     set_generation_defaults(model, cfg)
@@ -195,11 +199,15 @@ class MusicgenLM(L.LightningModule):
             states = states * keep[:, None, None]
             mask = mask * keep[:, None].to(mask.dtype)
         out = self.model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, decoder_input_ids=inputs
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            attention_mask=mask,
+            decoder_input_ids=inputs,
         )
         b, k, s = labels.shape
         logits = out.logits.view(b, k, s, -1)
-        per_cb = torch.stack([F.cross_entropy(logits[:, i].reshape(b * s, -1), labels[:, i].reshape(-1)) for i in range(k)])
+        per_cb = torch.stack(
+            [F.cross_entropy(logits[:, i].reshape(b * s, -1), labels[:, i].reshape(-1)) for i in range(k)]
+        )
         return per_cb.mean(), per_cb
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -212,9 +220,19 @@ class MusicgenLM(L.LightningModule):
         return loss
 
     @torch.no_grad()
-    def _log_audio(self, prompts: tuple[str, ...] = ("fast bright synth bass over a dance beat", "slow dark organ chords with a backbeat")) -> None:
+    def _log_audio(
+        self,
+        prompts: tuple[str, ...] = (
+            "fast bright synth bass over a dance beat",
+            "slow dark organ chords with a backbeat",
+        ),
+    ) -> None:
         logger = self.logger
-        if self.tokenizer is None or logger is None or not hasattr(getattr(logger, "experiment", None), "log"):
+        if (
+            self.tokenizer is None
+            or logger is None
+            or not hasattr(getattr(logger, "experiment", None), "log")
+        ):
             return
         import wandb
 
@@ -225,7 +243,9 @@ class MusicgenLM(L.LightningModule):
         logger.experiment.log(
             {
                 **{
-                    f"lm/sample_{i}": wandb.Audio(audio[i, 0].float().cpu().numpy(), sample_rate=SAMPLE_RATE, caption=p)
+                    f"lm/sample_{i}": wandb.Audio(
+                        audio[i, 0].float().cpu().numpy(), sample_rate=SAMPLE_RATE, caption=p
+                    )
                     for i, p in enumerate(prompts)
                 },
                 "trainer/global_step": self.global_step,
@@ -234,11 +254,18 @@ class MusicgenLM(L.LightningModule):
         self.model.train(was_training)
 
     def configure_optimizers(self):
-        params = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("audio_encoder")]
+        params = [
+            p
+            for n, p in self.model.named_parameters()
+            if p.requires_grad and not n.startswith("audio_encoder")
+        ]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=self.hparams.lr,
             betas=(0.9, 0.95),
         )
@@ -263,7 +290,9 @@ def assemble(lm_dir: str | Path, out_dir: str | Path, cfg: DictConfig) -> Path:
     model = MusicgenForConditionalGeneration.from_pretrained(lm_dir)
     set_generation_defaults(model, cfg)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    fe = EncodecFeatureExtractor(feature_size=1, sampling_rate=model.config.audio_encoder.sampling_rate, padding_value=0.0)
+    fe = EncodecFeatureExtractor(
+        feature_size=1, sampling_rate=model.config.audio_encoder.sampling_rate, padding_value=0.0
+    )
     processor = MusicgenProcessor(feature_extractor=fe, tokenizer=tokenizer)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

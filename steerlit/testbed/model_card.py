@@ -21,7 +21,9 @@ def _load(path: Path) -> dict:
 def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
     """Write ``out_dir/README.md`` from the config, the train stats and ``eval.json`` if present."""
     out_dir = Path(out_dir)
-    codec = _load(out_dir / "codec_train_stats.json") or _load(Path(cfg.run_dir) / "codec/encodec/train_stats.json")
+    codec = _load(out_dir / "codec_train_stats.json") or _load(
+        Path(cfg.run_dir) / "codec/encodec/train_stats.json"
+    )
     lm = _load(out_dir / "lm_train_stats.json") or _load(Path(cfg.run_dir) / "lm/model/train_stats.json")
     ev = _load(out_dir / "eval.json")
     ac, dc, tc = model.config.audio_encoder, model.config.decoder, model.config.text_encoder

@@ -1,4 +1,8 @@
-"""Fixtures for direction tests: a small probe set and one shared activation cache of the tiny model."""
+"""Fixtures for direction tests: a small probe set and one shared activation cache of the tiny model.
+
+The tests run torch with one intra-op thread (restored afterwards): on a shared 2-core machine, two
+OpenMP threads per process were measured 10x slower under load, and DDP ranks use one thread each.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,21 @@ from steerlit.directions.extraction import extract_activations
 
 N_PER_POLE = 20
 BATCH = 4
+
+
+class one_thread:  # noqa: N801 (used like a function)
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +48,7 @@ def small_probe_set() -> ProbeSet:
 @pytest.fixture(scope="session")
 def cache_run(tmp_path_factory, tiny_adapter, small_probe_set):
     """A run folder with a complete prompt-source cache (1 process, shards of 4)."""
-    torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("run-cache")
-    extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH)
+    with one_thread():
+        extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH)
     return run

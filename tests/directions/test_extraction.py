@@ -124,11 +124,15 @@ def test_changed_config_recomputes_shards(tmp_path, tiny_adapter, small_probe_se
     run = tmp_path / "run"
     extract_activations(run, small_probe_set, tiny_adapter, batch_size=8, sites=["resid_post.1"])
     fp_old = C.read_index(run)["fingerprint"]
-    extract_activations(run, small_probe_set, tiny_adapter, batch_size=8, sites=["resid_post.1", "mlp_out.2"])
+    n_old = len(list(C.activations_dir(run).rglob("shard-*.safetensors")))
+    sites = ["resid_post.1", "mlp_out.2"]
+    extract_activations(run, small_probe_set, tiny_adapter, batch_size=16, sites=sites)
     index = C.read_index(run)
-    assert index["fingerprint"] != fp_old and index["sites"] == ["resid_post.1", "mlp_out.2"]
+    assert index["fingerprint"] != fp_old and index["sites"] == sites
     acts, _ = C.load_activation_cache(run)
     assert set(acts) == {"resid_post.1", "mlp_out.2"}
+    files = sorted(C.activations_dir(run).rglob("shard-*.safetensors"))
+    assert len(files) == len(index["shards"]) < n_old  # stale shards of the old layout are gone
 
 
 def test_generate_source_is_deterministic(tmp_path, tiny_adapter):
@@ -160,6 +164,11 @@ def test_two_process_ddp_equals_one_process(tmp_path, cache_run, tiny_adapter, s
     run = tmp_path / "ddp"
     extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH, devices=2)
     _assert_same_cache(cache_run, run)
+    for split in ("train", "val", "test"):  # streaming diff-mean directions (all-reduced sums)
+        one = load_class_sums(C.activations_dir(cache_run) / C.SUMS_FILE)[split].directions()
+        two = load_class_sums(C.activations_dir(run) / C.SUMS_FILE)[split].directions()
+        for site in one:
+            torch.testing.assert_close(one[site], two[site], rtol=0, atol=1e-7)
     ranks = set()
     for entry in C.read_index(run)["shards"]:
         with safe_open(str(C.shard_path(run, entry["name"])), framework="pt") as f:

@@ -9,7 +9,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from steerlit.data.probe_set import ProbeSet
 from steerlit.directions import cache as C
+from steerlit.directions.baselines import pca_diff
 from steerlit.directions.compare import (
     COLUMNS,
     cohens_d,
@@ -20,6 +22,7 @@ from steerlit.directions.compare import (
     read_csv,
 )
 from steerlit.directions.diffmean import diff_mean
+from steerlit.directions.extraction import extract_activations
 from steerlit.directions.fit import METHODS, fit_directions
 from steerlit.directions.io import load_directions
 
@@ -110,3 +113,27 @@ def test_log_comparison_to_a_wandb_run(monkeypatch, tmp_path):
     assert payload["directions/comparison/table"][1] == list(COLUMNS)
     assert payload["directions/comparison/plot"] == ("image", str(png))
     log_comparison(rows, png, None)  # no run: nothing happens
+
+
+def test_pca_uses_twins_of_a_pairs_cache(tmp_path, tiny_adapter):
+    pos = [f"fast {w} track" for w in ("piano", "drum", "synth", "guitar", "organ", "bass", "choir", "flute")]
+    neg = [t.replace("fast", "slow") for t in pos]
+    ps = ProbeSet("tempo", "", "fast", "slow", pos, neg, pairs=list(zip(pos, neg)))
+    extract_activations(tmp_path, ps, tiny_adapter, form="pairs", batch_size=6, fractions=(0.75, 0.0, 0.25))
+    fit_directions(tmp_path, methods=("diffmean", "pca"), scale="unit")
+    ds = load_directions(tmp_path / "directions.safetensors")
+    acts, meta = C.load_activation_cache(tmp_path, split="train")
+    pos_rows = [i for i, m in enumerate(meta) if m["label"] == 1]
+    neg_rows = [i for i, m in enumerate(meta) if m["label"] == 0]
+    pairs = [
+        (pos_rows.index(i), neg_rows.index(j))
+        for i in pos_rows
+        for j in neg_rows
+        if meta[i]["pair_index"] == meta[j]["pair_index"]
+    ]
+    assert len(pairs) == 6
+    for site, a in acts.items():
+        expected = pca_diff(a[pos_rows], a[neg_rows], pairs)
+        torch.testing.assert_close(ds.get("pca", site), expected, atol=1e-5, rtol=1e-4)
+    rows = read_csv(tmp_path / "plots" / "direction_comparison.csv")
+    assert {r["method"] for r in rows} == {"diffmean", "pca"}

@@ -83,9 +83,12 @@ def newton_logistic(x: np.ndarray, y: np.ndarray, lam: float, iters: int = 50) -
 
 @pytest.fixture(scope="module")
 def tempo_cache(tmp_path_factory, tiny_adapter):
+    run, threads = tmp_path_factory.mktemp("tempo-cache"), torch.get_num_threads()
     torch.set_num_threads(1)
-    run = tmp_path_factory.mktemp("tempo-cache")
-    extract_activations(run, "tempo", tiny_adapter, batch_size=64, fractions=(0.6, 0.1, 0.3))
+    try:
+        extract_activations(run, "tempo", tiny_adapter, batch_size=64, fractions=(0.6, 0.1, 0.3))
+    finally:
+        torch.set_num_threads(threads)
     return run
 
 

@@ -1,0 +1,306 @@
+"""A steered decode loop for ``MusicgenForConditionalGeneration`` that does what HF ``generate`` does.
+
+:func:`fast_generate` takes the same arguments as :func:`steerlit.generate.hf_engine.generate` and
+returns the same :class:`~steerlit.generate.hf_engine.GenerationOutput`. Per call:
+
+1. the text encoder runs once; under guidance the batch is ``[cond rows; uncond rows]`` with zeroed
+   encoder states and a zero attention mask for the unconditional half, projected by
+   ``enc_to_dec_proj`` when the widths differ and multiplied by the mask, as in ``forward``;
+2. cross-attention keys/values are computed once; the self-attention cache is preallocated
+   (B', heads, 1 + N, d) and written by index (:mod:`steerlit.generate.fast_layers`);
+3. each step feeds the raw ids with MusicGen's delay-pattern mask applied (the pattern comes from
+   ``decoder.build_delay_pattern_mask``), applies guidance ``u + g·(c − u)`` and picks tokens by
+   argmax (greedy) or with the per-row Gumbel streams of :mod:`steerlit.generate.sampling`
+   (``step`` = sequence length − 1, as :class:`~steerlit.generate.sampling.PerRowSampler`);
+4. steering reuses :class:`steerlit.intervene.steer.Steering` (validation, per-row vector and
+   coefficient tables, CFG-half policy, schedules keyed by the step) at the same four sites;
+5. EnCodec decodes all rows in one call, exactly as HF ``generate`` does.
+
+Without CUDA graphs every step mirrors HF's maths and kernels (fp32 codes identical to HF). On CUDA
+the step is captured into CUDA graphs per KV-length bucket (:mod:`steerlit.generate.fast_graphs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+
+from steerlit.generate.fast_layers import SUPPORTED_ATTN, DecoderWeights, build_buffers, decoder_step
+from steerlit.generate.hf_engine import GenerationOutput, codes_from_sequences
+from steerlit.generate.sampling import gumbel_noise, sample_logits
+from steerlit.intervene.steer import RowSteering, Steering, SteeringError
+
+# generation-config fields that add logits processors or stopping in greedy mode: (name, neutral values)
+_GREEDY_PROCESSORS = {
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "sequence_bias": (None,),
+    "eos_token_id": (None,),
+    "num_beams": (None, 1),
+    "num_return_sequences": (None, 1),
+}
+
+
+def fast_unsupported_reason(adapter) -> str | None:
+    """Why the fast engine cannot reproduce HF ``generate`` for this model (None: it can)."""
+    from transformers import MusicgenForConditionalGeneration
+
+    model = adapter.model
+    if type(model) is not MusicgenForConditionalGeneration:
+        return f"model class {type(model).__name__} is not MusicgenForConditionalGeneration"
+    dec = model.config.decoder
+    if int(getattr(dec, "audio_channels", 1)) != 1:
+        return f"audio_channels={dec.audio_channels} (stereo) is not handled"
+    impl = model.decoder.model.decoder.config._attn_implementation
+    if impl not in SUPPORTED_ATTN:
+        return f"decoder attention implementation {impl!r} is not one of {SUPPORTED_ATTN}"
+    if model.training:
+        return "the model is in training mode (dropout)"
+    for name, mod in model.decoder.named_modules():
+        if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+            return f"decoder linear {name} has a bias (MusicGen's have none)"
+    gen = model.generation_config
+    for name, neutral in _GREEDY_PROCESSORS.items():
+        value = getattr(gen, name, None)
+        if value not in neutral and not (isinstance(value, list | tuple) and not value):
+            return f"generation_config.{name}={value!r} adds processing the fast engine does not mirror"
+    return None
+
+
+def encode_text(adapter, prompts: Sequence[str], cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder states (B', S, H_dec) as the decoder sees them and the 2D encoder mask (B', S)."""
+    model = adapter.model
+    inputs = adapter.tokenize(list(prompts))
+    mask = inputs["attention_mask"]
+    enc = model.text_encoder(input_ids=inputs["input_ids"], attention_mask=mask, return_dict=True)
+    enc = enc.last_hidden_state
+    if cfg:
+        enc = torch.concatenate([enc, torch.zeros_like(enc)], dim=0)
+        mask = torch.concatenate([mask, torch.zeros_like(mask)], dim=0)
+    if (
+        model.text_encoder.config.hidden_size != model.decoder.config.hidden_size
+        and model.decoder.config.cross_attention_hidden_size is None
+    ):
+        enc = model.enc_to_dec_proj(enc)
+    enc = enc * mask[..., None]
+    return enc, mask
+
+
+def steering_tables(adapter, steering, batch: int, cfg: bool, length: int) -> dict:
+    """``{(kind, layer): [(operator, vec (B', H), coef (B', P)), ...]}`` from a Steering spec."""
+    if not steering:
+        return {}
+    st = Steering(adapter, steering)
+    if not st.broadcast and len(st.rows) != batch:
+        raise SteeringError(
+            f"Steering was built for {len(st.rows)} rows but the batch has {batch} prompts; "
+            "give one RowSteering per prompt (or a single one for all)."
+        )
+    if st.slots and length > adapter.max_positions:
+        raise SteeringError(f"Position {length - 1} exceeds the decoder's {adapter.max_positions} positions.")
+    out: dict[tuple[str, int], list] = {}
+    for site, slots in st.slots.items():
+        for slot in slots:
+            vec, coef = slot.tables[cfg]
+            if st.broadcast:
+                vec, coef = vec.repeat_interleave(batch, 0), coef.repeat_interleave(batch, 0)
+            out.setdefault((site.kind, site.layer), []).append((slot.operator, vec, coef))
+    return out
+
+
+def select_tokens(
+    logits: torch.Tensor,
+    *,
+    batch: int,
+    num_codebooks: int,
+    cfg: bool,
+    guidance_scale: float,
+    seeds: torch.Tensor | None,
+    step,
+    temperature: float,
+    top_k: int | None,
+) -> torch.Tensor:
+    """Next ids (B·K,) from logits (B'·K, V) float32: guidance, then argmax or a per-row sample.
+
+    Mirrors ``PerRowSampler`` + ``ClassifierFreeGuidanceLogitsProcessor`` + greedy argmax; ``step``
+    (int or 0-dim device tensor) is the position of the hidden state that produced the logits.
+    """
+    scores = logits
+    if cfg:
+        cond, uncond = logits.split(batch * num_codebooks, dim=0)
+        scores = uncond + (cond - uncond) * guidance_scale
+    if seeds is None:
+        return torch.argmax(scores, dim=-1)
+    noise = gumbel_noise(seeds, step, num_codebooks, scores.shape[-1])
+    out = sample_logits(scores, noise.view(scores.shape), temperature, top_k)
+    if cfg:
+        out = out.clamp_min(torch.finfo(out.dtype).min / 4)
+    return torch.argmax(out, dim=-1)
+
+
+class FastDecoder:
+    """State of one fast generation call: raw ids (B·K, L), delay pattern (B·K, L), device step
+    counter, decoder buffers; :meth:`step` runs one decoding step in place."""
+
+    def __init__(self, adapter, w: DecoderWeights, enc, enc_mask, *, batch, max_new_tokens, steer, sampling):
+        model = adapter.model
+        gen = model.generation_config
+        self.adapter, self.w, self.batch, self.K = adapter, w, batch, adapter.num_codebooks
+        self.length = 1 + max_new_tokens
+        self.cfg = enc.shape[0] == 2 * batch
+        self.sampling = sampling
+        device = enc.device
+        bos = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
+        self.pad = gen.pad_token_id
+        start = torch.full((batch * self.K, 1), int(bos), dtype=torch.long, device=device)
+        start, self.pattern = model.decoder.build_delay_pattern_mask(
+            start, pad_token_id=bos, max_length=self.length
+        )
+        self.raw = torch.zeros(batch * self.K, self.length, dtype=torch.long, device=device)
+        self.raw[:, :1] = start
+        self.step_t = torch.zeros((), dtype=torch.long, device=device)
+        self.buf = build_buffers(w, enc, enc_mask, self.length, steer)
+
+    def input_ids(self, pos: torch.Tensor) -> torch.Tensor:
+        """Decoder input (B', K) at position ``pos`` (1,): raw ids with the delay mask applied."""
+        cur, pat = self.raw.index_select(1, pos), self.pattern.index_select(1, pos)
+        ids = torch.where(pat == -1, cur, pat).view(self.batch, self.K)
+        return torch.cat([ids, ids]) if self.cfg else ids
+
+    def step(self, t: int | None = None, kv_len: int | None = None, **kw) -> None:
+        """One step. ``t`` (host int): exact mode; ``t=None``: bucketed mode at the device step, reading
+        ``kv_len`` cache entries (graph-capturable: no host sync)."""
+        exact = t is not None
+        pos = torch.full((1,), t, dtype=torch.long, device=self.raw.device) if exact else self.step_t.view(1)
+        logits = decoder_step(
+            self.w, self.buf, self.input_ids(pos), pos, t + 1 if exact else kv_len, exact=exact, **kw
+        )
+        tok = select_tokens(
+            logits,
+            batch=self.batch,
+            num_codebooks=self.K,
+            cfg=self.cfg,
+            step=t if exact else self.step_t,
+            **self.sampling,
+        )
+        self.raw.index_copy_(1, pos + 1, tok.view(-1, 1))
+        self.step_t.add_(1)
+
+    def audio(self) -> torch.Tensor:
+        """EnCodec decoding of all rows in one call, as at the end of HF ``generate``: (B, S) float32 CPU."""
+        model = self.adapter.model
+        ids = model.decoder.apply_delay_pattern_mask(self.raw, self.pattern)
+        ids = ids[ids != self.pad].reshape(self.batch, self.K, -1)[None, ...]
+        audio = model.audio_encoder.decode(ids, audio_scales=[None] * self.batch).audio_values
+        return audio[:, 0].float().cpu()
+
+
+def _sdpa_context(w: DecoderWeights, deterministic: bool, device: torch.device):
+    if deterministic and device.type == "cuda" and w.attn_impl == "sdpa":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
+
+
+def fast_generate(
+    adapter,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    guidance_scale: float | None = 3.0,
+    seeds: Sequence[int] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = 250,
+    steering: Sequence[RowSteering] | RowSteering | None = None,
+    decode_audio: bool = True,
+    use_cuda_graphs: bool | None = None,
+    compile: bool = False,
+    deterministic: bool = False,
+    bucket: int = 64,
+    bucketed: bool | None = None,
+) -> GenerationOutput:
+    """Generate one clip per prompt with the fast loop; same results as ``hf_engine.generate``.
+
+    ``use_cuda_graphs`` (default: on for a CUDA model) replays each step from a CUDA graph per
+    ``bucket``-step KV-length bucket, with fused q/k/v and heads (fp16 rounding then differs slightly
+    from HF, as HF's own sdpa does). ``compile``: ``torch.compile`` the layer's LN+projection and MLP.
+    ``deterministic``: plain matmul attention in graphs, the SDPA math backend otherwise.
+    ``bucketed`` (default: ``use_cuda_graphs``): run the graph-shaped step without graphs (any
+    device), the bit-exact reference for graph replay.
+    Raises ValueError for models the loop does not reproduce (see :func:`fast_unsupported_reason`).
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("No prompts to generate: pass at least one prompt.")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt.")
+    if seeds is not None and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use greedy decoding instead.")
+    if max_new_tokens < adapter.num_codebooks:
+        raise ValueError(f"Too few decoding steps ({max_new_tokens}) for {adapter.num_codebooks} codebooks.")
+    reason = fast_unsupported_reason(adapter)
+    if reason:
+        raise ValueError(f"The fast engine does not support this model: {reason}; use engine='hf'.")
+    device = adapter.device
+    graphs = device.type == "cuda" if use_cuda_graphs is None else bool(use_cuda_graphs)
+    if graphs and device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a model on CUDA, this one is on {device}; use_cuda_graphs=False.")
+    if bucket < 1:
+        raise ValueError(f"bucket must be >= 1, got {bucket}.")
+    model = adapter.model
+    batch = len(prompts)
+    cfg = guidance_scale is not None and guidance_scale > 1
+    sampling = {
+        "guidance_scale": float(guidance_scale) if cfg else 1.0,
+        "seeds": None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64, device=device),
+        "temperature": temperature,
+        "top_k": top_k,
+    }
+    bucketed = graphs if bucketed is None else bool(bucketed) or graphs
+    w = DecoderWeights(model, fuse=bucketed)
+    compiled = None
+    if compile:
+        from steerlit.generate.fast_layers import compile_pieces
+
+        compiled = compile_pieces(model.config.decoder.activation_function)
+    with torch.inference_mode():
+        enc, enc_mask = encode_text(adapter, prompts, cfg)
+        steer = steering_tables(adapter, steering, batch, cfg, 1 + max_new_tokens)
+        dec = FastDecoder(
+            adapter,
+            w,
+            enc,
+            enc_mask,
+            batch=batch,
+            max_new_tokens=max_new_tokens,
+            steer=steer,
+            sampling=sampling,
+        )
+        if graphs:
+            from steerlit.generate.fast_graphs import run_with_graphs
+
+            run_with_graphs(dec, max_new_tokens, bucket, deterministic=deterministic, compiled=compiled)
+        elif bucketed:
+            from steerlit.generate.fast_graphs import run_bucketed
+
+            run_bucketed(dec, max_new_tokens, bucket, deterministic=deterministic, compiled=compiled)
+        else:
+            with _sdpa_context(w, deterministic, device):
+                for t in range(max_new_tokens):
+                    dec.step(t, compiled=compiled)
+        sequences = dec.raw.cpu()
+        wav = dec.audio() if decode_audio else None
+    codes = codes_from_sequences(sequences, adapter.num_codebooks)
+    return GenerationOutput(codes=codes, audio=wav, sequences=sequences, sample_rate=adapter.sample_rate)

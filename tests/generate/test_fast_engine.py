@@ -1,0 +1,147 @@
+"""The fast decode loop reproduces HF generate: codes, raw sequences and audio (CPU, fp32, tiny model)."""
+
+import logging
+
+import pytest
+import torch
+
+from steerlit.generate.engines import fast_fallback_reason, generate_with
+from steerlit.generate.fast_engine import fast_generate, fast_unsupported_reason
+from steerlit.generate.hf_engine import generate
+from steerlit.intervene.steer import Intervention, SteeringError
+from steerlit.models.loading import load_model
+from steerlit.models.tiny import build_tiny_musicgen
+
+PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar with many words"]
+STEPS = 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def vec(seed, norm=6.0, h=32):
+    v = torch.randn(h, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm() * norm
+
+
+def mixed_rows():
+    """One row per prompt: different alphas, layers, sites, operators, schedules, CFG halves, and several
+    directions at once."""
+    return [
+        [Intervention({"resid_post.1": vec(1)}, 1.5, schedule={"kind": "exp_decay", "rate": 0.1})],
+        [
+            Intervention({"attn_out.0": vec(2), "mlp_out.3": vec(3)}, -2.0, operator="norm_add", half="cond"),
+            Intervention({"resid_post.2": vec(4)}, 0.8, schedule={"kind": "window", "start": 5, "stop": 15}),
+        ],
+        [
+            Intervention({f"resid_post.{i}": vec(5) for i in range(4)}, 0.7, half="uncond"),
+            Intervention({"xattn_out.1": vec(6)}, 1.0, operator="ablate"),
+            Intervention({"resid_post.2": vec(7)}, 1.2, schedule={"kind": "every_k", "k": 3}),
+        ],
+    ]
+
+
+def assert_same(hf, fast):
+    assert torch.equal(fast.sequences, hf.sequences)
+    assert torch.equal(fast.codes, hf.codes)
+    assert fast.audio.shape == hf.audio.shape
+    torch.testing.assert_close(fast.audio, hf.audio, rtol=0, atol=1e-6)
+    assert fast.sample_rate == hf.sample_rate
+
+
+@pytest.mark.parametrize("guidance", [3.0, 1.0])
+@pytest.mark.parametrize("steered", [False, True])
+def test_greedy_matches_hf(tiny_adapter, guidance, steered):
+    steering = mixed_rows() if steered else None
+    kw = dict(max_new_tokens=STEPS, guidance_scale=guidance, steering=steering)
+    hf = generate(tiny_adapter, PROMPTS, **kw)
+    assert_same(hf, fast_generate(tiny_adapter, PROMPTS, **kw))
+    # the graph-shaped step (device step counter, fused weights, masked fixed-length cache), no graphs
+    bucketed = fast_generate(tiny_adapter, PROMPTS, bucketed=True, bucket=8, decode_audio=False, **kw)
+    assert torch.equal(bucketed.codes, hf.codes)
+
+
+@pytest.mark.parametrize("guidance", [3.0, 1.0])
+def test_seeded_sampling_matches_hf(tiny_adapter, guidance):
+    seeds = [11, 12, 13]
+    kw = dict(max_new_tokens=STEPS, guidance_scale=guidance, seeds=seeds, top_k=20, temperature=1.3)
+    hf = generate(tiny_adapter, PROMPTS, **kw)
+    assert_same(hf, fast_generate(tiny_adapter, PROMPTS, **kw))
+    steered = dict(kw, steering=mixed_rows())
+    assert_same(generate(tiny_adapter, PROMPTS, **steered), fast_generate(tiny_adapter, PROMPTS, **steered))
+    # a row's codes depend only on its own seed
+    alone = fast_generate(tiny_adapter, PROMPTS[1:2], **dict(kw, seeds=seeds[1:2]))
+    assert torch.equal(alone.codes[0], hf.codes[1])
+
+
+def test_broadcast_steering_matches_hf(tiny_adapter):
+    one = [Intervention({"resid_post.2": vec(8)}, 2.0, operator="norm_add", half="cond")]
+    kw = dict(max_new_tokens=STEPS, seeds=[1, 2, 3], steering=one, decode_audio=False)
+    hf = generate(tiny_adapter, PROMPTS, **kw)
+    fast = fast_generate(tiny_adapter, PROMPTS, **kw)
+    assert torch.equal(fast.sequences, hf.sequences) and fast.audio is None
+
+
+def test_alpha_zero_is_unsteered(tiny_adapter):
+    kw = dict(max_new_tokens=STEPS, seeds=[5, 6, 7])
+    base = fast_generate(tiny_adapter, PROMPTS, **kw)
+    for op in ("add", "norm_add", "ablate"):
+        iv = Intervention({f"{k}.{i}": vec(9) for k in ("resid_post", "mlp_out") for i in range(4)}, 0.0, op)
+        steered = fast_generate(tiny_adapter, PROMPTS, steering=[iv], **kw)
+        assert torch.equal(steered.codes, base.codes), op
+        assert torch.equal(steered.audio, base.audio), op
+    moved = fast_generate(
+        tiny_adapter, PROMPTS, steering=[Intervention({"resid_post.1": vec(9, 20)}, 4.0)], **kw
+    )
+    assert (moved.codes != base.codes).any()
+
+
+def test_projection_and_eager_attention(tmp_path):
+    """A text encoder narrower than the decoder (enc_to_dec_proj) and eager attention."""
+    path = build_tiny_musicgen(tmp_path / "proj", seed=3, text_d_model=16)
+    adapter = load_model(str(path), attn_implementation="eager")
+    assert hasattr(adapter.model, "enc_to_dec_proj")
+    kw = dict(max_new_tokens=STEPS, seeds=[3, 4], steering=mixed_rows()[:2])
+    assert_same(generate(adapter, PROMPTS[:2], **kw), fast_generate(adapter, PROMPTS[:2], **kw))
+
+
+def test_errors(tiny_adapter):
+    with pytest.raises(SteeringError, match="built for 2 rows"):
+        fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS, steering=mixed_rows()[:2])
+    with pytest.raises(ValueError, match="seed per prompt"):
+        fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS, seeds=[1])
+    with pytest.raises(ValueError, match="CUDA graphs"):
+        fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS, use_cuda_graphs=True)
+
+
+def test_generate_with(tiny_adapter, caplog):
+    kw = dict(max_new_tokens=STEPS, seeds=[1, 2, 3])
+    hf = generate_with("hf", tiny_adapter, PROMPTS, **kw)
+    with caplog.at_level(logging.WARNING):
+        fast = generate_with("fast", tiny_adapter, PROMPTS, **kw)
+    assert not caplog.records
+    assert_same(hf, fast)
+    # an option the fast loop does not mirror: fall back to HF, with a logged reason
+    with caplog.at_level(logging.WARNING):
+        out = generate_with("fast", tiny_adapter, PROMPTS, use_cache=False, compile=True, **kw)
+    assert "falling back to HF" in caplog.text and "use_cache" in caplog.text
+    assert torch.equal(out.codes, hf.codes)
+    assert "audio prompts" in fast_fallback_reason(tiny_adapter, {"input_values": torch.zeros(1, 1, 640)})
+    with pytest.raises(ValueError, match="Unknown generation engine"):
+        generate_with("vllm", tiny_adapter, PROMPTS, **kw)
+
+
+def test_unsupported_models(tiny_adapter, monkeypatch):
+    assert fast_unsupported_reason(tiny_adapter) is None
+    monkeypatch.setattr(tiny_adapter.model.config.decoder, "audio_channels", 2)
+    assert "stereo" in fast_unsupported_reason(tiny_adapter)
+    monkeypatch.setattr(tiny_adapter.model.config.decoder, "audio_channels", 1)
+    monkeypatch.setattr(tiny_adapter.model.generation_config, "repetition_penalty", 1.2)
+    assert "repetition_penalty" in fast_unsupported_reason(tiny_adapter)
+    with pytest.raises(ValueError, match="does not support"):
+        fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS)

@@ -1,0 +1,97 @@
+"""LM: delay pattern matches HF's, and a 2-step training run yields a loadable, generating model."""
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from transformers import AutoProcessor, EncodecModel, MusicgenForConditionalGeneration
+
+from steerlit.models.tokenizer import build_t5_tokenizer
+from steerlit.testbed.captions import training_corpus
+from steerlit.testbed.codec import make_encodec_config
+from steerlit.testbed.lm import (
+    CodeDataset,
+    MusicgenLM,
+    assemble,
+    build_code_cache,
+    build_musicgen,
+    delay_inputs_and_labels,
+)
+
+CFG = OmegaConf.create(
+    {
+        "run_dir": "unused",
+        "data": {"train_clips": 4, "base_seed": 0, "heldout_base_seed": 1},
+        "codec": {"batch_size": 4, "crop_s": 0.5},
+        "lm": {
+            "text_d_model": 32,
+            "text_layers": 1,
+            "text_heads": 2,
+            "text_d_ff": 64,
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "ffn_dim": 64,
+            "dropout": 0.0,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "cond_dropout": 0.5,
+        },
+        "generation": {"guidance_scale": 3.0, "top_k": 10, "max_length": 64},
+    }
+)
+
+
+def test_delay_pattern_matches_hf(tmp_path):
+    torch.manual_seed(0)
+    enc_dir = tmp_path / "enc"
+    EncodecModel(make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64)).save_pretrained(
+        enc_dir
+    )
+    model = build_musicgen(CFG, enc_dir, text_vocab_size=64)
+    b, k, t, pad = 2, 4, 10, 64
+    codes = torch.randint(0, 64, (b, k, t))
+    inputs, labels = delay_inputs_and_labels(codes, pad)
+    assert inputs.shape == (b * k, t + k - 1) and labels.shape == (b, k, t + k - 1)
+    bos = torch.full((b * k, 1), pad)
+    _, pattern = model.decoder.build_delay_pattern_mask(bos, pad_token_id=pad, max_length=t + k)
+    full = torch.cat([inputs, labels.reshape(b * k, -1)[:, -1:].clamp(min=0)], dim=1)
+    full[:, -1] = torch.where(pattern[:, -1] == -1, full[:, -1], pad)
+    # positions HF leaves for prediction (-1) are exactly our code positions
+    assert torch.equal(pattern == -1, full != pad)
+    torch.testing.assert_close(model.decoder.apply_delay_pattern_mask(full, pattern), full)
+    # frame j of codebook i sits at position j + 1 + i
+    assert torch.equal(full.view(b, k, -1)[:, 2, 3 : 3 + t], codes[:, 2])
+
+
+def test_two_step_training_save_reload_generate(tmp_path):
+    torch.manual_seed(0)
+    enc_dir = tmp_path / "enc"
+    EncodecModel(make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64)).save_pretrained(
+        enc_dir
+    )
+    cache = tmp_path / "codes.pt"
+    data = build_code_cache(enc_dir, cache, num_clips=4, clip_s=1.0)
+    assert data["codes"].shape == (4, 4, 50)
+    tokenizer = build_t5_tokenizer(training_corpus(200), vocab_size=200)
+    model = build_musicgen(CFG, enc_dir, text_vocab_size=len(tokenizer))
+    ds = CodeDataset(cache, tokenizer)
+    loader = DataLoader(ds, batch_size=2, collate_fn=ds.collate)
+    module = MusicgenLM(model, lr=1e-3, warmup_steps=1, max_steps=2, cond_dropout=0.5)
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    before = model.decoder.lm_heads[0].weight.detach().clone()
+    trainer.fit(module, loader)
+    assert not torch.equal(before, model.decoder.lm_heads[0].weight)
+    lm_dir, out = tmp_path / "lm", tmp_path / "out"
+    model.save_pretrained(lm_dir)
+    tokenizer.save_pretrained(lm_dir)
+    assemble(lm_dir, out, CFG)
+    assert (out / "README.md").exists()
+    reloaded = MusicgenForConditionalGeneration.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    tok = processor.tokenizer(["fast bright synth bass over a dance beat"], return_tensors="pt")
+    audio = reloaded.generate(**tok, max_new_tokens=8)
+    assert audio.shape[:2] == (1, 1) and audio.shape[-1] == 5 * 320
+    assert torch.isfinite(audio).all()
