@@ -15,7 +15,7 @@ All hooks are removed when the block exits, also when it raises.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -118,3 +118,24 @@ def hooked(model: nn.Module, site_fns: Mapping[Site, SiteFn]) -> Iterator[Decode
     finally:
         for handle in handles:
             handle.remove()
+
+
+class SiteHookContext(AbstractContextManager):
+    """Base of steerlit's context managers: subclasses give ``adapter``, ``hooked_sites`` and ``_make_fn``."""
+
+    adapter = None
+    _ctx = None
+
+    def hooked_sites(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _make_fn(self, site: Site) -> SiteFn:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._ctx = hooked(self.adapter.model, {s: self._make_fn(s) for s in self.hooked_sites()})
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return bool(self._ctx.__exit__(*exc))

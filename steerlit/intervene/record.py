@@ -9,11 +9,10 @@ the recording is the hidden state whose logits choose the tokens at position ``p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 
 import torch
 
-from steerlit.intervene.hooks import DecodeState, hooked
+from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.models.sites import Site
 
 REDUCTIONS = ("first", "mean", "last", "all")
@@ -71,7 +70,7 @@ class _SiteBuffer:
         return (self.first if self.reduction == "first" else self.last).to(self.dtype)  # (B, H)
 
 
-class ActivationRecorder(AbstractContextManager):
+class ActivationRecorder(SiteHookContext):
     """Record sites of a MusicGen while it runs.
 
     >>> with ActivationRecorder(adapter, ["resid_post.2"], reduction="mean") as rec:
@@ -101,7 +100,6 @@ class ActivationRecorder(AbstractContextManager):
         self.sites = adapter.parse_sites(list(sites))
         self.reduction, self.half = reduction, half
         self.buffers = {s: _SiteBuffer(reduction, dtype) for s in self.sites}
-        self._ctx = None
 
     def _make_fn(self, site: Site):
         def fn(hidden: torch.Tensor, state: DecodeState):
@@ -110,13 +108,8 @@ class ActivationRecorder(AbstractContextManager):
 
         return fn
 
-    def __enter__(self) -> ActivationRecorder:
-        self._ctx = hooked(self.adapter.model, {s: self._make_fn(s) for s in self.sites})
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return bool(self._ctx.__exit__(*exc))
+    def hooked_sites(self):
+        return list(self.sites)
 
     @property
     def results(self) -> dict[str, torch.Tensor]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from steerlit.intervene.hooks import DecodeState, hooked
+from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.operators import OPERATORS, apply_operator
 from steerlit.intervene.schedules import Constant, Schedule, make_schedule
 from steerlit.models.sites import Site
@@ -97,7 +96,7 @@ class _SiteSlot:
         self.tables = {False: (vec, cond), True: (torch.cat([vec, vec]), torch.cat([cond, uncond]))}
 
 
-class Steering(AbstractContextManager):
+class Steering(SiteHookContext):
     """Steer a batch of rows during ``generate``.
 
     ``rows``: one :class:`RowSteering` per batch row (in prompt order), or a single RowSteering
@@ -131,7 +130,6 @@ class Steering(AbstractContextManager):
         for slots in self.slots.values():
             for slot in slots:
                 slot.finalize(adapter.device, adapter.dtype)
-        self._ctx = None
 
     def _rows_for(self, state: DecodeState, h: torch.Tensor) -> int:
         batch = state.text_batch if state.cfg else h.shape[0]
@@ -164,13 +162,8 @@ class Steering(AbstractContextManager):
 
         return fn
 
-    def __enter__(self) -> Steering:
-        self._ctx = hooked(self.adapter.model, {s: self._make_fn(s) for s in self.slots})
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return bool(self._ctx.__exit__(*exc))
+    def hooked_sites(self):
+        return list(self.slots)
 
     @property
     def sites(self) -> list[str]:
