@@ -105,7 +105,7 @@ def extract_activations_only(cfg, adapter, concept: str, concept_dir: Path) -> N
     )
 
 
-def fit_concept(cfg, concept_dir: Path, wandb_run=None, callbacks=()) -> Path:
+def fit_concept(cfg, concept_dir: Path, wandb_run=None, callbacks=(), logger=None) -> Path:
     """Fit every configured direction method on a concept's cache; returns the directions file."""
     from steerlit.directions.fit import fit_directions
 
@@ -123,6 +123,7 @@ def fit_concept(cfg, concept_dir: Path, wandb_run=None, callbacks=()) -> Path:
         callbacks=list(callbacks),
         wandb_run=wandb_run,
         enable_progress_bar=cfg.trainer.enable_progress_bar,
+        **({"logger": logger} if logger is not None else {}),
     )
 
 
@@ -205,7 +206,7 @@ def run_main(cfg) -> list[dict]:
                     )
                 )
             extract_activations_only(cfg, adapter, concept, concept_dir)
-            path = fit_concept(cfg, concept_dir, wandb_run=wandb_run, callbacks=callbacks)
+            path = fit_concept(cfg, concept_dir, wandb_run=wandb_run, callbacks=callbacks, logger=logger)
             directions[name] = load_directions(path, adapter)
         _progress("steering grid")
         callback = make_callback(cfg, adapter, directions, run.root, list(directions), wandb_run=wandb_run)

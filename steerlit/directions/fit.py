@@ -161,6 +161,7 @@ def fit_directions(
             max_epochs=max_epochs,
             callbacks=callbacks,
             save_to=run_dir / "probes" / f"{kind}.safetensors",
+            log_prefix=f"probe/{index.get('probe_set', run_dir.name)}/{kind}/",
             **probe_cfg,
             **trainer_kwargs,
         )

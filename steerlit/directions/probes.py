@@ -133,6 +133,7 @@ class LinearProbeModule(L.LightningModule):
         std: torch.Tensor | None = None,
         pos_mean: torch.Tensor | None = None,
         neg_mean: torch.Tensor | None = None,
+        log_prefix: str = "",
     ):
         super().__init__()
         if kind not in KINDS:
@@ -151,6 +152,9 @@ class LinearProbeModule(L.LightningModule):
         self.test_acc = nn.ModuleList(BinaryAccuracy() for _ in self.sites)
         self.test_auroc = nn.ModuleList(BinaryAUROC() for _ in self.sites)
         self.last_val: dict[str, float] = {}
+        self.log_prefix = (
+            log_prefix  # e.g. "probe/tempo/logistic/" to keep several probes apart in one logger
+        )
 
     @classmethod
     def for_data(cls, dm: ProbeDataModule, *, standardize: bool = True, **kw) -> LinearProbeModule:
@@ -184,13 +188,18 @@ class LinearProbeModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = self.loss(self(x), y)
-        self.log("train/loss", loss / len(self.sites), prog_bar=True, batch_size=len(y))
+        self.log(f"{self.log_prefix}train/loss", loss / len(self.sites), prog_bar=True, batch_size=len(y))
         return loss
 
     def _eval_step(self, batch, stage: str, accs, aurocs) -> None:
         x, y = batch
         logits = self(x)
-        self.log(f"{stage}/loss", self.loss(logits, y) / len(self.sites), batch_size=len(y), sync_dist=True)
+        self.log(
+            f"{self.log_prefix}{stage}/loss",
+            self.loss(logits, y) / len(self.sites),
+            batch_size=len(y),
+            sync_dist=True,
+        )
         probs = torch.sigmoid(logits)  # for regression: monotone in the score, threshold 0.5 <-> 0
         for i in range(len(self.sites)):
             accs[i].update(probs[:, i], y)
@@ -204,7 +213,7 @@ class LinearProbeModule(L.LightningModule):
             accs[i].reset()
             aurocs[i].reset()
         out[f"{stage}/acc/mean"] = torch.stack([v for k, v in out.items() if "/acc/" in k]).mean()
-        self.log_dict(out)
+        self.log_dict({f"{self.log_prefix}{k}": v for k, v in out.items()})
         return {k: float(v) for k, v in out.items()}
 
     def validation_step(self, batch, batch_idx):
@@ -284,6 +293,7 @@ def train_probe(
     callbacks: Sequence = (),
     save_to: str | Path | None = None,
     test: bool = True,
+    log_prefix: str = "",
     **trainer_kwargs,
 ) -> LinearProbeModule:
     """Fit a probe of every site (``Trainer.fit``), test it, optionally save it; returns the module.
@@ -296,7 +306,7 @@ def train_probe(
     )
     L.seed_everything(seed, workers=True, verbose=False)
     module = LinearProbeModule.for_data(
-        dm, standardize=standardize, kind=kind, lr=lr, weight_decay=weight_decay
+        dm, standardize=standardize, kind=kind, lr=lr, weight_decay=weight_decay, log_prefix=log_prefix
     )
     has_val = dm.has("val")
     trainer_kwargs.setdefault("logger", False)

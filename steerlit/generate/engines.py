@@ -55,7 +55,8 @@ def generate_with(engine: str, adapter, prompts, **kwargs) -> GenerationOutput:
         if reason is None:
             from steerlit.generate.fast_engine import fast_generate
 
-            return fast_generate(adapter, prompts, **kwargs)
+            fast_kwargs = {k: v for k, v in kwargs.items() if k not in AUDIO_PROMPT_KEYS}
+            return fast_generate(adapter, prompts, **fast_kwargs)
         log.warning("Fast engine not used, falling back to HF generate: %s.", reason)
     hf_kwargs = {k: v for k, v in kwargs.items() if k not in FAST_ONLY}
     return hf_engine.generate(adapter, prompts, **hf_kwargs)

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import torch
 
-from steerlit.generate.fast_layers import SUPPORTED_ATTN, DecoderWeights, build_buffers, decoder_step
+from steerlit.generate.fast_layers import SUPPORTED_ATTN, DecoderWeights
+from steerlit.generate.fast_state import FastDecoder, cached_decoder, weights_signature
 from steerlit.generate.hf_engine import GenerationOutput, codes_from_sequences
-from steerlit.generate.sampling import gumbel_noise, sample_logits
 from steerlit.intervene.steer import RowSteering, Steering, SteeringError
 
 # generation-config fields that add logits processors or stopping in greedy mode: (name, neutral values)
@@ -67,10 +67,15 @@ def fast_unsupported_reason(adapter) -> str | None:
         return f"decoder attention implementation {impl!r} is not one of {SUPPORTED_ATTN}"
     if model.training:
         return "the model is in training mode (dropout)"
+    hooked = [n for n, m in model.decoder.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    if hooked:
+        return f"forward hooks are installed on decoder modules {hooked[:3]} (the fast loop would skip them)"
     for name, mod in model.decoder.named_modules():
         if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
             return f"decoder linear {name} has a bias (MusicGen's have none)"
     gen = model.generation_config
+    if gen.pad_token_id is None or (gen.decoder_start_token_id is None and gen.bos_token_id is None):
+        return "generation_config lacks pad_token_id or decoder_start_token_id"
     for name, neutral in _GREEDY_PROCESSORS.items():
         value = getattr(gen, name, None)
         if value not in neutral and not (isinstance(value, list | tuple) and not value):
@@ -117,93 +122,6 @@ def steering_tables(adapter, steering, batch: int, cfg: bool, length: int) -> di
                 vec, coef = vec.repeat_interleave(batch, 0), coef.repeat_interleave(batch, 0)
             out.setdefault((site.kind, site.layer), []).append((slot.operator, vec, coef))
     return out
-
-
-def select_tokens(
-    logits: torch.Tensor,
-    *,
-    batch: int,
-    num_codebooks: int,
-    cfg: bool,
-    guidance_scale: float,
-    seeds: torch.Tensor | None,
-    step,
-    temperature: float,
-    top_k: int | None,
-) -> torch.Tensor:
-    """Next ids (B·K,) from logits (B'·K, V) float32: guidance, then argmax or a per-row sample.
-
-    Mirrors ``PerRowSampler`` + ``ClassifierFreeGuidanceLogitsProcessor`` + greedy argmax; ``step``
-    (int or 0-dim device tensor) is the position of the hidden state that produced the logits.
-    """
-    scores = logits
-    if cfg:
-        cond, uncond = logits.split(batch * num_codebooks, dim=0)
-        scores = uncond + (cond - uncond) * guidance_scale
-    if seeds is None:
-        return torch.argmax(scores, dim=-1)
-    noise = gumbel_noise(seeds, step, num_codebooks, scores.shape[-1])
-    out = sample_logits(scores, noise.view(scores.shape), temperature, top_k)
-    if cfg:
-        out = out.clamp_min(torch.finfo(out.dtype).min / 4)
-    return torch.argmax(out, dim=-1)
-
-
-class FastDecoder:
-    """State of one fast generation call: raw ids (B·K, L), delay pattern (B·K, L), device step
-    counter, decoder buffers; :meth:`step` runs one decoding step in place."""
-
-    def __init__(self, adapter, w: DecoderWeights, enc, enc_mask, *, batch, max_new_tokens, steer, sampling):
-        model = adapter.model
-        gen = model.generation_config
-        self.adapter, self.w, self.batch, self.K = adapter, w, batch, adapter.num_codebooks
-        self.length = 1 + max_new_tokens
-        self.cfg = enc.shape[0] == 2 * batch
-        self.sampling = sampling
-        device = enc.device
-        bos = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
-        self.pad = gen.pad_token_id
-        start = torch.full((batch * self.K, 1), int(bos), dtype=torch.long, device=device)
-        start, self.pattern = model.decoder.build_delay_pattern_mask(
-            start, pad_token_id=bos, max_length=self.length
-        )
-        self.raw = torch.zeros(batch * self.K, self.length, dtype=torch.long, device=device)
-        self.raw[:, :1] = start
-        self.step_t = torch.zeros((), dtype=torch.long, device=device)
-        self.buf = build_buffers(w, enc, enc_mask, self.length, steer)
-
-    def input_ids(self, pos: torch.Tensor) -> torch.Tensor:
-        """Decoder input (B', K) at position ``pos`` (1,): raw ids with the delay mask applied."""
-        cur, pat = self.raw.index_select(1, pos), self.pattern.index_select(1, pos)
-        ids = torch.where(pat == -1, cur, pat).view(self.batch, self.K)
-        return torch.cat([ids, ids]) if self.cfg else ids
-
-    def step(self, t: int | None = None, kv_len: int | None = None, **kw) -> None:
-        """One step. ``t`` (host int): exact mode; ``t=None``: bucketed mode at the device step, reading
-        ``kv_len`` cache entries (graph-capturable: no host sync)."""
-        exact = t is not None
-        pos = torch.full((1,), t, dtype=torch.long, device=self.raw.device) if exact else self.step_t.view(1)
-        logits = decoder_step(
-            self.w, self.buf, self.input_ids(pos), pos, t + 1 if exact else kv_len, exact=exact, **kw
-        )
-        tok = select_tokens(
-            logits,
-            batch=self.batch,
-            num_codebooks=self.K,
-            cfg=self.cfg,
-            step=t if exact else self.step_t,
-            **self.sampling,
-        )
-        self.raw.index_copy_(1, pos + 1, tok.view(-1, 1))
-        self.step_t.add_(1)
-
-    def audio(self) -> torch.Tensor:
-        """EnCodec decoding of all rows in one call, as at the end of HF ``generate``: (B, S) float32 CPU."""
-        model = self.adapter.model
-        ids = model.decoder.apply_delay_pattern_mask(self.raw, self.pattern)
-        ids = ids[ids != self.pad].reshape(self.batch, self.K, -1)[None, ...]
-        audio = model.audio_encoder.decode(ids, audio_scales=[None] * self.batch).audio_values
-        return audio[:, 0].float().cpu()
 
 
 def _sdpa_context(w: DecoderWeights, deterministic: bool, device: torch.device):
@@ -260,16 +178,16 @@ def fast_generate(
     if bucket < 1:
         raise ValueError(f"bucket must be >= 1, got {bucket}.")
     model = adapter.model
-    batch = len(prompts)
+    batch, length = len(prompts), 1 + max_new_tokens
     cfg = guidance_scale is not None and guidance_scale > 1
+    bucketed = graphs if bucketed is None else bool(bucketed) or graphs
     sampling = {
         "guidance_scale": float(guidance_scale) if cfg else 1.0,
-        "seeds": None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64, device=device),
         "temperature": temperature,
         "top_k": top_k,
+        "seeded": seeds is not None,
     }
-    bucketed = graphs if bucketed is None else bool(bucketed) or graphs
-    w = DecoderWeights(model, fuse=bucketed)
+    seeds_t = None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     compiled = None
     if compile:
         from steerlit.generate.fast_layers import compile_pieces
@@ -277,27 +195,45 @@ def fast_generate(
         compiled = compile_pieces(model.config.decoder.activation_function)
     with torch.inference_mode():
         enc, enc_mask = encode_text(adapter, prompts, cfg)
-        steer = steering_tables(adapter, steering, batch, cfg, 1 + max_new_tokens)
-        dec = FastDecoder(
-            adapter,
-            w,
-            enc,
-            enc_mask,
-            batch=batch,
-            max_new_tokens=max_new_tokens,
-            steer=steer,
-            sampling=sampling,
-        )
-        if graphs:
-            from steerlit.generate.fast_graphs import run_with_graphs
+        steer = steering_tables(adapter, steering, batch, cfg, length)
+        dims = dict(batch=batch, length=length, cfg=cfg, dtype=enc.dtype)
+        if bucketed:  # fixed buffers, reused (with their graphs) by the next call of the same shape
+            text_len = 64 * -(-enc.shape[1] // 64)
+            layout = tuple(sorted((k, tuple(op for op, _, _ in v)) for k, v in steer.items()))
+            key = (
+                weights_signature(model),
+                str(device),
+                text_len,
+                layout,
+                bucket,
+                deterministic,
+                compile,
+                graphs,
+            )
+            key += tuple(sorted(dims.items(), key=str)) + tuple(sorted(sampling.items()))
 
-            run_with_graphs(dec, max_new_tokens, bucket, deterministic=deterministic, compiled=compiled)
+            def make():
+                w = DecoderWeights(model, fuse=True)
+                return FastDecoder(adapter, w, text_len=text_len, sampling=dict(sampling), **dims)
+
+            entry = cached_decoder(model, key, make)
+            dec = entry.dec
+        else:
+            w = DecoderWeights(model, fuse=False)
+            dec = FastDecoder(adapter, w, text_len=None, sampling=dict(sampling), **dims)
+        dec.load(enc, enc_mask, steer, seeds_t)
+        kw = {"deterministic": deterministic, "compiled": compiled}
+        if graphs:
+            from steerlit.generate.fast_graphs import GraphSet
+
+            entry.graphs = entry.graphs or GraphSet()
+            entry.graphs.run(dec, max_new_tokens, bucket, **kw)
         elif bucketed:
             from steerlit.generate.fast_graphs import run_bucketed
 
-            run_bucketed(dec, max_new_tokens, bucket, deterministic=deterministic, compiled=compiled)
+            run_bucketed(dec, max_new_tokens, bucket, **kw)
         else:
-            with _sdpa_context(w, deterministic, device):
+            with _sdpa_context(dec.w, deterministic, device):
                 for t in range(max_new_tokens):
                     dec.step(t, compiled=compiled)
         sequences = dec.raw.cpu()

@@ -6,11 +6,12 @@ kernels with no host sync. Steps are grouped into KV-length buckets of ``bucket`
 ``b`` covers steps ``[b·bucket, (b+1)·bucket)`` and its attention reads the first
 ``min((b+1)·bucket, L)`` cache entries (later entries are masked by the device step counter).
 
-For each bucket, its first step runs eagerly on a side stream (this is the real step and the
-warm-up that initialises cuBLAS/SDPA/compiled kernels); the step is then captured once into a
-``torch.cuda.CUDAGraph`` (capturing executes nothing) and replayed for the bucket's remaining steps.
-All graphs share one memory pool: they replay strictly one after another and keep no outputs
-(every result is written into preallocated buffers).
+The first time a bucket is reached, its first step runs eagerly on a side stream (this is the real
+step and the warm-up that initialises cuBLAS/SDPA/compiled kernels); the step is then captured
+once into a ``torch.cuda.CUDAGraph`` (capturing executes nothing) and replayed for the bucket's
+remaining steps, and for all its steps in later calls that reuse the same decoder. All graphs share
+one memory pool: they replay strictly one after another and keep no outputs (every result is
+written into preallocated buffers).
 """
 
 from __future__ import annotations
@@ -32,31 +33,43 @@ def run_bucketed(dec, num_steps: int, bucket: int, *, deterministic: bool = Fals
         dec.step(None, bucket_end(t, bucket, dec.length), **kw)
 
 
-def run_with_graphs(dec, num_steps: int, bucket: int, *, deterministic: bool = False, compiled=None) -> None:
-    """Run ``num_steps`` decoding steps of ``dec`` (a ``FastDecoder`` on CUDA) with graph replay."""
-    if dec.raw.device.type != "cuda":
-        raise ValueError("run_with_graphs needs a FastDecoder on CUDA.")
-    kw = {"deterministic": deterministic, "compiled": compiled}
-    pool = None
-    side = torch.cuda.Stream(device=dec.raw.device)
-    dec.step_t.zero_()
-    t = 0
-    while t < num_steps:
-        kv_len = bucket_end(t, bucket, dec.length)
-        stop = min((t // bucket + 1) * bucket, num_steps)
-        # the bucket's first step: eager on a side stream (doubles as warm-up)
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            dec.step(None, kv_len, **kw)
-        torch.cuda.current_stream().wait_stream(side)
-        t += 1
-        if t >= stop:
-            continue
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            dec.step(None, kv_len, **kw)
-        pool = graph.pool() if pool is None else pool
-        while t < stop:
-            graph.replay()
-            t += 1
-    torch.cuda.current_stream().synchronize()
+class GraphSet:
+    """Captured step graphs of one :class:`~steerlit.generate.fast_state.FastDecoder`, per bucket.
+
+    Graphs read and write the decoder's tensors by address: keep a GraphSet with the decoder it was
+    captured on (see :func:`steerlit.generate.fast_state.cached_decoder`), never with another.
+    """
+
+    def __init__(self):
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.pool = None
+
+    def run(self, dec, num_steps: int, bucket: int, *, deterministic: bool = False, compiled=None) -> None:
+        """Run ``num_steps`` steps of ``dec`` (on CUDA, loaded, step counter at 0) with graph replay."""
+        if dec.raw.device.type != "cuda":
+            raise ValueError("CUDA graphs need a FastDecoder on CUDA.")
+        kw = {"deterministic": deterministic, "compiled": compiled}
+        side = torch.cuda.Stream(device=dec.raw.device)
+        t = 0
+        while t < num_steps:
+            b, kv_len = t // bucket, bucket_end(t, bucket, dec.length)
+            stop = min((b + 1) * bucket, num_steps)
+            graph = self.graphs.get(b)
+            if graph is None:
+                # the bucket's first step runs eagerly on a side stream (it doubles as the warm-up)
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    dec.step(None, kv_len, **kw)
+                torch.cuda.current_stream().wait_stream(side)
+                t += 1
+                if t >= stop:
+                    continue
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self.pool):
+                    dec.step(None, kv_len, **kw)  # recorded, not executed
+                self.pool = graph.pool() if self.pool is None else self.pool
+                self.graphs[b] = graph
+            while t < stop:
+                graph.replay()
+                t += 1
+        torch.cuda.current_stream().synchronize()

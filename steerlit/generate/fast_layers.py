@@ -21,6 +21,7 @@ Steering is applied at the same four sites as :mod:`steerlit.models.sites` throu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -83,15 +84,18 @@ class StepBuffers:
     """Per-call state. ``k_cache``/``v_cache``: per layer (B', nh, L, d) written at the step index;
     ``xk``/``xv``: cross-attention keys/values per layer (B', nh, S, d); ``xmask``: HF's encoder mask
     (exact mode) and ``xmask_add``: additive float mask (B', 1, 1, S) (bucketed mode);
-    ``positions`` (L, H); ``steer``: ``{(kind, layer): [(operator, vec (B', H), coef (B', L)), ...]}``."""
+    ``positions`` (L, H); ``steer``: ``{(kind, layer): [(operator, vec (B', H), coef (B', P)), ...]}``.
+    ``text_len``: None (exact mode: text tensors are replaced per call) or a fixed S that texts are
+    padded to (bucketed mode: tensors stay in place and are refilled, so graphs can be replayed)."""
 
     k_cache: list[torch.Tensor]
     v_cache: list[torch.Tensor]
-    xk: list[torch.Tensor]
-    xv: list[torch.Tensor]
-    xmask: torch.Tensor | None
-    xmask_add: torch.Tensor
     positions: torch.Tensor
+    text_len: int | None = None
+    xk: list[torch.Tensor] = field(default_factory=list)
+    xv: list[torch.Tensor] = field(default_factory=list)
+    xmask: torch.Tensor | None = None
+    xmask_add: torch.Tensor | None = None
     steer: dict[tuple[str, int], list] = field(default_factory=dict)
 
 
@@ -100,34 +104,60 @@ def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.view(*x.shape[:-1], -1, head_dim).transpose(1, 2)
 
 
-def build_buffers(
-    w: DecoderWeights,
-    enc: torch.Tensor,
-    enc_mask: torch.Tensor,
-    length: int,
-    steer: dict | None = None,
+def allocate_buffers(
+    w: DecoderWeights, rows: int, length: int, text_len: int | None, device, dtype
 ) -> StepBuffers:
-    """Preallocate the self-attention cache and compute cross-attention K/V once.
+    """Zeroed self-attention caches (B', nh, L, d) per layer, positions, and (if ``text_len``) fixed
+    cross-attention buffers (B', nh, text_len, d) with an all-masked additive mask."""
+    shape = (rows, w.num_heads, length, w.head_dim)
+    buf = StepBuffers(
+        [torch.zeros(shape, device=device, dtype=dtype) for _ in w.layers],
+        [torch.zeros(shape, device=device, dtype=dtype) for _ in w.layers],
+        w.position_table(length),
+        text_len,
+    )
+    if text_len is not None:
+        xshape = (rows, w.num_heads, text_len, w.head_dim)
+        buf.xk = [torch.zeros(xshape, device=device, dtype=dtype) for _ in w.layers]
+        buf.xv = [torch.zeros(xshape, device=device, dtype=dtype) for _ in w.layers]
+        buf.xmask_add = torch.full((rows, 1, 1, text_len), torch.finfo(dtype).min, device=device, dtype=dtype)
+    return buf
 
-    ``enc`` (B', S, H) encoder states as the decoder sees them (projected, masked, zeros for the
-    unconditional half); ``enc_mask`` (B', S) the 2D encoder attention mask (0 for the uncond half).
-    """
+
+def load_text(w: DecoderWeights, buf: StepBuffers, enc: torch.Tensor, enc_mask: torch.Tensor) -> None:
+    """Compute cross-attention K/V once per call from ``enc`` (B', S, H), the encoder states as the
+    decoder sees them (projected, masked, zeros for the unconditional half), and ``enc_mask`` (B', S)
+    (0 for the unconditional half). Exact mode also builds HF's own encoder mask."""
     from transformers.masking_utils import create_bidirectional_mask
 
-    rows, dev, dt = enc.shape[0], enc.device, enc.dtype
-    shape = (rows, w.num_heads, length, w.head_dim)
-    k_cache = [torch.zeros(shape, device=dev, dtype=dt) for _ in w.layers]
-    v_cache = [torch.zeros(shape, device=dev, dtype=dt) for _ in w.layers]
-    xk, xv = [], []
-    for lw in w.layers:
-        xa = lw.module.encoder_attn
-        xk.append(_heads(F.linear(enc, *_w(xa.k_proj)), w.head_dim))
-        xv.append(_heads(F.linear(enc, *_w(xa.v_proj)), w.head_dim))
-    probe = torch.zeros(rows, 1, w.hidden, device=dev, dtype=dt)
-    xmask = create_bidirectional_mask(w.config, probe, enc_mask, enc)  # positional: stable across 5.x
+    rows, S, dt = enc.shape[0], enc.shape[1], enc.dtype
+    xk = [_heads(F.linear(enc, *_w(lw.module.encoder_attn.k_proj)), w.head_dim) for lw in w.layers]
+    xv = [_heads(F.linear(enc, *_w(lw.module.encoder_attn.v_proj)), w.head_dim) for lw in w.layers]
     keep = enc_mask.bool()[:, None, None, :]
-    xmask_add = torch.zeros(keep.shape, device=dev, dtype=dt).masked_fill(~keep, torch.finfo(dt).min)
-    return StepBuffers(k_cache, v_cache, xk, xv, xmask, xmask_add, w.position_table(length), steer or {})
+    add = torch.zeros(keep.shape, device=enc.device, dtype=dt).masked_fill(~keep, torch.finfo(dt).min)
+    if buf.text_len is None:
+        probe = torch.zeros(rows, 1, w.hidden, device=enc.device, dtype=dt)
+        buf.xk, buf.xv, buf.xmask_add = xk, xv, add
+        buf.xmask = create_bidirectional_mask(w.config, probe, enc_mask, enc)  # positional: stable in 5.x
+        return
+    if buf.text_len < S:
+        raise ValueError(f"Text of {S} tokens does not fit the {buf.text_len}-token buffers.")
+    for dst, src in zip(buf.xk + buf.xv, xk + xv):
+        dst.zero_()
+        dst[:, :, :S].copy_(src)
+    buf.xmask_add.fill_(torch.finfo(dt).min)
+    buf.xmask_add[..., :S].copy_(add)
+
+
+def load_steering(buf: StepBuffers, steer: dict) -> None:
+    """Take the steering tables (first call) or copy them into the same tensors (layout must match)."""
+    if not buf.steer or buf.text_len is None:
+        buf.steer = steer
+        return
+    for key, slots in buf.steer.items():
+        for (_, vec, coef), (_, new_vec, new_coef) in zip(slots, steer[key]):
+            vec.copy_(new_vec)
+            coef.copy_(new_coef)
 
 
 def _steer(buf: StepBuffers, kind: str, layer: int, h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -252,6 +282,7 @@ def mlp(h, ln_w, ln_b, eps: float, fc1, fc2, act) -> torch.Tensor:
     return F.linear(act(F.linear(x, fc1)), fc2)
 
 
+@functools.cache
 def compile_pieces(activation: str) -> dict:
     """``torch.compile``'d :func:`ln_linear` and :func:`mlp` (shapes do not depend on the step or
     bucket, so each compiles once for all layers). The activation is resolved by name."""

@@ -547,13 +547,23 @@ def summary_metrics(summary_rows) -> dict:
 
 def pipeline_point(overrides: Mapping, base_overrides=(), sweep_name: str = "sweep") -> dict:
     """A sweep point as a full ``steerlit run`` with ``base_overrides`` + the point's overrides."""
+    import wandb
+
     from steerlit.config import compose
     from steerlit.pipeline import run_main
 
     dotlist = list(base_overrides) + [_dotlist_item(k, v) for k, v in overrides.items()]
     if not any(o.startswith("run_name=") for o in dotlist):
         dotlist.append(f"run_name={sweep_name}-{point_id(overrides)}")
-    return summary_metrics(run_main(compose(dotlist)))
+    cfg = compose(dotlist)
+    run = wandb.run  # the point's run: the pipeline's WandbLogger logs into it, but must not end it
+    if run is not None:
+        run.finish = lambda *args, **kwargs: None
+    try:
+        return summary_metrics(run_main(cfg))
+    finally:
+        if run is not None:
+            del run.finish
 
 
 def run_sweep_cli(

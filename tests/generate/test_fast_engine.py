@@ -60,6 +60,8 @@ def test_greedy_matches_hf(tiny_adapter, guidance, steered):
     steering = mixed_rows() if steered else None
     kw = dict(max_new_tokens=STEPS, guidance_scale=guidance, steering=steering)
     hf = generate(tiny_adapter, PROMPTS, **kw)
+    if steered:  # the steering is strong enough to matter
+        assert not torch.equal(hf.codes, generate(tiny_adapter, PROMPTS, **dict(kw, steering=None)).codes)
     assert_same(hf, fast_generate(tiny_adapter, PROMPTS, **kw))
     # the graph-shaped step (device step counter, fused weights, masked fixed-length cache), no graphs
     bucketed = fast_generate(tiny_adapter, PROMPTS, bucketed=True, bucket=8, decode_audio=False, **kw)
@@ -145,3 +147,40 @@ def test_unsupported_models(tiny_adapter, monkeypatch):
     assert "repetition_penalty" in fast_unsupported_reason(tiny_adapter)
     with pytest.raises(ValueError, match="does not support"):
         fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS)
+
+
+def test_bucketed_decoder_is_reused_and_refilled(tiny_adapter):
+    """Bucketed (graph-shaped) decoders are cached per model and refilled in place by the next call of the
+    same shape: text, seeds and steering values change, results stay equal to HF."""
+    from steerlit.generate import fast_state
+
+    fast_state.clear_fast_cache()
+    rows = mixed_rows()
+    calls = [
+        (PROMPTS, [1, 2, 3], rows),
+        (PROMPTS[::-1], [7, 8, 9], [rows[1], rows[2], rows[0]]),  # other text lengths, values per row
+        (PROMPTS, [1, 2, 3], rows),
+    ]
+    entries = []
+    for prompts, seeds, steering in calls:
+        kw = dict(max_new_tokens=STEPS, seeds=seeds, steering=steering, decode_audio=False)
+        hf = generate(tiny_adapter, prompts, **kw)
+        fast = fast_generate(tiny_adapter, prompts, bucketed=True, bucket=8, **kw)
+        assert torch.equal(fast.sequences, hf.sequences)
+        entries.append(fast_state._CACHE[tiny_adapter.model])
+    assert entries[0] is entries[1] is entries[2]
+    fast_generate(tiny_adapter, PROMPTS[:2], max_new_tokens=STEPS, bucketed=True, decode_audio=False)
+    assert fast_state._CACHE[tiny_adapter.model] is not entries[0]
+    fast_state.clear_fast_cache()
+
+
+def test_hooks_force_the_hf_path(tiny_adapter, caplog):
+    handle = tiny_adapter.decoder_layers[1].register_forward_hook(lambda m, a, o: None)
+    try:
+        assert "forward hooks" in fast_unsupported_reason(tiny_adapter)
+        with caplog.at_level(logging.WARNING):
+            generate_with("fast", tiny_adapter, PROMPTS[:1], max_new_tokens=STEPS, input_values=None)
+        assert "forward hooks" in caplog.text
+    finally:
+        handle.remove()
+    assert fast_unsupported_reason(tiny_adapter) is None
