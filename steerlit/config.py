@@ -175,17 +175,29 @@ def _read_yaml(path: Path, what: str) -> DictConfig:
         raise ConfigError(f"Could not parse {path}: {err}") from err
 
 
-def _expand_aliases(overrides: list[str]) -> list[str]:
-    out = []
+def _expand_aliases(overrides: list[str], configs_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Split overrides into dotlist items and group choices (``logger=none`` picks configs/logger/none.yaml).
+
+    ``model=X`` is a group choice when configs/model/X.yaml exists, else a model name, folder or hub id.
+    """
+    out, choices = [], {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"Override {item!r} is not key=value (e.g. steer.alphas=[-2,0,2]).")
-        key = key.strip()
-        if key == "model" and not value.strip().startswith("{"):
+        key, value = key.strip(), value.strip()
+        if key in GROUPS:
+            if (configs_dir / key / f"{value}.yaml").exists():
+                choices[key] = value
+                continue
+            if key != "model":
+                options = sorted(p.stem for p in (configs_dir / key).glob("*.yaml"))
+                raise ConfigError(
+                    f"No {key} config named {value!r}; choose one of {options} (files in configs/{key}/)."
+                )
             key = "model.name"
         out.append(f"{ALIASES.get(key, key)}={value}")
-    return out
+    return out, choices
 
 
 def compose(
@@ -195,7 +207,7 @@ def compose(
     configs_dir: Path = CONFIGS_DIR,
 ) -> DictConfig:
     """Build the run config: schema ← group files ← experiment ← user file ← dotlist overrides."""
-    overrides = _expand_aliases(list(overrides or []))
+    overrides, group_choices = _expand_aliases(list(overrides or []), configs_dir)
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     overrides = [o for o in overrides if not o.startswith("experiment=")]
     schema = OmegaConf.structured(RunConfig)
@@ -209,6 +221,7 @@ def compose(
     if experiment:
         exp = _read_yaml(configs_dir / "experiment" / f"{experiment}.yaml", "Experiment")
         choices.update(dict(exp.get("defaults", {})))
+    choices.update(group_choices)
     for group in GROUPS:
         if group in choices:
             layers.append(

@@ -150,6 +150,8 @@ def make_callback(cfg, adapter, directions, run_root: Path, concepts, wandb_run=
         temperature=s.temperature,
         top_k=s.top_k,
         batch_size=s.batch_size,
+        devices=grid_devices(cfg),
+        accelerator=cfg.trainer.accelerator,
     )
     metrics = MetricSpec(
         attributes=dict(cfg.metrics.attributes),
@@ -169,6 +171,18 @@ def make_callback(cfg, adapter, directions, run_root: Path, concepts, wandb_run=
         progress=cfg.trainer.enable_progress_bar,
         **kw,
     )
+
+
+def grid_devices(cfg) -> int:
+    """Processes for the steering grid: trainer.devices under a DDP strategy, else 1."""
+    devices = cfg.trainer.devices
+    if cfg.trainer.strategy != "ddp" or not isinstance(devices, int):
+        return 1
+    if devices == -1:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return devices
 
 
 def run_main(cfg) -> list[dict]:

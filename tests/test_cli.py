@@ -1,5 +1,6 @@
 """End to end: `steerlit run` on the tiny model with W&B offline, and the CLI's error paths."""
 
+import csv
 import json
 
 import numpy as np
@@ -46,6 +47,9 @@ def test_run_end_to_end_on_tiny_model(wandb_env, capsys, tiny_model_dir):
     assert sr == 32000 and np.isfinite(audio).all() and audio.shape[0] >= sr
     metrics = (run / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 1 + 18 and "centroid_hz" in metrics[0] and "bpm" in metrics[0]
+    with open(run / "metrics.csv") as f:
+        codes = {row["codes_sha1"] for row in csv.DictReader(f)}
+    assert len(codes) > 2, "steering changed the generated codes"
     assert (run / "summary.csv").exists() and (run / "plots" / "attribute_vs_alpha.png").stat().st_size > 1000
     runs = list((run / "wandb").rglob("offline-run-*"))
     assert len(runs) == 1

@@ -16,6 +16,7 @@ references with the same seeds) as batched rows, measures every clip, and logs
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ class GridSpec:
     temperature: float = 1.0
     top_k: int | None = 250
     batch_size: int | None = 16
+    devices: int = 1  # > 1: rows sharded over this many processes (DDP)
+    accelerator: str = "cpu"
 
 
 @dataclass
@@ -83,6 +86,13 @@ def write_csv(path: Path, rows: Sequence[Mapping]) -> Path:
         writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()})
     atomic_write_text(path, buf.getvalue())
     return path
+
+
+def measure_clip(audio: np.ndarray, sr: int, tempo_kwargs: Mapping | None = None) -> dict[str, float]:
+    """Every attribute of one clip (module level, so it pickles for spawned DDP workers)."""
+    from steerlit.metrics.attributes import compute_attributes
+
+    return compute_attributes(audio, sr, tempo_kwargs=dict(tempo_kwargs or {}))
 
 
 def columns_of(rows: Sequence[Mapping]) -> list[str]:
@@ -173,27 +183,31 @@ class SteeredGenerationCallback(L.Callback):
         )
         out_dir = self.run_root if stage == "final" else self.run_root / "epochs" / stage
         store = ResultStore(out_dir)
-        tempo_kwargs = dict(self.metrics.tempo_kwargs)
         clap = self._clap()
-
-        def metrics_fn(audio: np.ndarray, sr: int) -> dict:
-            from steerlit.metrics.attributes import compute_attributes
-
-            return compute_attributes(audio, sr, tempo_kwargs=tempo_kwargs)
-
-        records = run_grid(
-            self.adapter,
-            rows,
-            directions,
+        metrics_fn = functools.partial(measure_clip, tempo_kwargs=dict(self.metrics.tempo_kwargs))
+        common = dict(
             max_new_tokens=g.max_new_tokens,
             batch_size=g.batch_size,
             guidance_scale=g.guidance_scale,
             temperature=g.temperature,
             top_k=g.top_k,
-            store=store,
             metrics_fn=metrics_fn,
             progress=self.progress,
         )
+        if g.devices > 1:  # rows sharded over processes (Lightning DDP); rank 0 gathers and writes
+            from steerlit.generate.distributed import run_grid_distributed
+
+            records = run_grid_distributed(
+                self.adapter.model_id,
+                rows,
+                directions,
+                out_dir=out_dir,
+                devices=g.devices,
+                accelerator=g.accelerator,
+                **common,
+            )
+        else:
+            records = run_grid(self.adapter, rows, directions, store=store, **common)
         attributes = {c: attribute_for(c, self.metrics.attributes) for c in g.concepts}
         if clap is not None:
             self._add_clap_scores(clap, records, store)

@@ -50,13 +50,13 @@ def generate_with(engine: str, adapter, prompts, **kwargs) -> GenerationOutput:
     fast-only ``use_cuda_graphs``, ``compile``, ``deterministic``, ``bucket`` (ignored by "hf")."""
     if engine not in ENGINES:
         raise ValueError(f"Unknown generation engine {engine!r}; use one of {ENGINES}.")
+    kwargs = {k: v for k, v in kwargs.items() if not (k in AUDIO_PROMPT_KEYS and v is None)}
     if engine == "fast":
         reason = fast_fallback_reason(adapter, kwargs)
         if reason is None:
             from steerlit.generate.fast_engine import fast_generate
 
-            fast_kwargs = {k: v for k, v in kwargs.items() if k not in AUDIO_PROMPT_KEYS}
-            return fast_generate(adapter, prompts, **fast_kwargs)
+            return fast_generate(adapter, prompts, **kwargs)
         log.warning("Fast engine not used, falling back to HF generate: %s.", reason)
     hf_kwargs = {k: v for k, v in kwargs.items() if k not in FAST_ONLY}
     return hf_engine.generate(adapter, prompts, **hf_kwargs)

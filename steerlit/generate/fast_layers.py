@@ -210,7 +210,7 @@ def decoder_step(
     ``ids`` (B', K) decoder input ids (delay mask applied); ``pos`` (1,) int64 position on the
     model's device. ``exact``: ``kv_len`` must be ``pos + 1`` (host value); otherwise ``kv_len`` is a
     bucket end >= pos + 1 and the cache beyond ``pos`` is masked. ``compiled``: optional compiled
-    versions of :func:`linear_ln` and :func:`mlp` (see :func:`compile_pieces`).
+    versions of :func:`ln_linear` and :func:`mlp` (see :func:`compile_pieces`).
     """
     fns = compiled or {}
     ln_lin, mlp_c = fns.get("ln_linear", ln_linear), fns.get("mlp")
@@ -285,8 +285,15 @@ def mlp(h, ln_w, ln_b, eps: float, fc1, fc2, act) -> torch.Tensor:
 @functools.cache
 def compile_pieces(activation: str) -> dict:
     """``torch.compile``'d :func:`ln_linear` and :func:`mlp` (shapes do not depend on the step or
-    bucket, so each compiles once for all layers). The activation is resolved by name."""
+    bucket, so each compiles once per shape for all layers). The activation is resolved by name.
+    Raises dynamo's recompile limit to 64 so that several batch sizes and model shapes in one process
+    do not silently fall back to eager."""
+    import torch._dynamo
     from transformers.activations import ACT2FN
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
 
     act = ACT2FN[activation]
 
