@@ -39,6 +39,7 @@ class ModelConfig:
     dtype: str | None = None  # float32 | float16 | bfloat16
     allow_download: bool = False
     attn_implementation: str | None = None  # eager | sdpa
+    hf_cache_dir: str | None = None  # Hugging Face hub cache for hub ids (default: HF_HUB_CACHE)
 
 
 @dataclass

@@ -47,7 +47,17 @@ def model_num_layers(cfg) -> int:
     from steerlit.models.loading import resolve_model_path
 
     path, model_id = resolve_model_path(cfg.model.name)
-    config = AutoConfig.from_pretrained(str(path) if path is not None else model_id, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(
+            str(path) if path is not None else model_id,
+            local_files_only=True,
+            cache_dir=cfg.model.hf_cache_dir,
+        )
+    except OSError:
+        from steerlit.models.loading import load_model
+
+        load_model(cfg.model.name, hf_cache_dir=cfg.model.hf_cache_dir)  # raises the one clear error
+        raise
     return int(config.decoder.num_hidden_layers)
 
 
@@ -69,6 +79,7 @@ def load_adapter(cfg):
         dtype=cfg.model.dtype,
         allow_download=cfg.model.allow_download,
         attn_implementation=cfg.model.attn_implementation,
+        hf_cache_dir=cfg.model.hf_cache_dir,
     )
 
 
@@ -150,6 +161,7 @@ def make_callback(cfg, adapter, directions, run_root: Path, concepts, wandb_run=
         temperature=s.temperature,
         top_k=s.top_k,
         batch_size=s.batch_size,
+        engine=s.engine,
         devices=grid_devices(cfg),
         accelerator=cfg.trainer.accelerator,
     )

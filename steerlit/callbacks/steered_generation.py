@@ -57,6 +57,7 @@ class GridSpec:
     temperature: float = 1.0
     top_k: int | None = 250
     batch_size: int | None = 16
+    engine: str = "hf"  # hf | fast (steerlit.generate.engines; falls back to hf with a logged reason)
     devices: int = 1  # > 1: rows sharded over this many processes (DDP)
     accelerator: str = "cpu"
 
@@ -193,6 +194,7 @@ class SteeredGenerationCallback(L.Callback):
             top_k=g.top_k,
             metrics_fn=metrics_fn,
             progress=self.progress,
+            engine=g.engine,
         )
         if g.devices > 1:  # rows sharded over processes (Lightning DDP); rank 0 gathers and writes
             from steerlit.generate.distributed import run_grid_distributed

@@ -71,6 +71,7 @@ class GridPredictor(pl.LightningModule):
         metrics_fn: MetricsFn | None = None,
         orthogonalize: bool = False,
         dtype: str | None = None,
+        engine: str = "hf",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -80,7 +81,11 @@ class GridPredictor(pl.LightningModule):
         self.out_dir = Path(out_dir)
         self.batch_size = batch_size
         self.gen = dict(
-            max_new_tokens=max_new_tokens, guidance_scale=guidance_scale, temperature=temperature, top_k=top_k
+            max_new_tokens=max_new_tokens,
+            guidance_scale=guidance_scale,
+            temperature=temperature,
+            top_k=top_k,
+            engine=engine,
         )
         self.metrics_fn, self.orthogonalize = metrics_fn, orthogonalize
         self._adapter = _Holder()
@@ -178,6 +183,7 @@ def run_grid_distributed(
     orthogonalize: bool = False,
     dtype: str | None = None,
     progress: bool = False,
+    engine: str = "hf",
 ) -> list[dict]:
     """Run a grid over ``devices`` processes; return the stored records in the order of ``rows``.
 
@@ -205,6 +211,7 @@ def run_grid_distributed(
         metrics_fn=metrics_fn,
         orthogonalize=orthogonalize,
         dtype=dtype,
+        engine=engine,
     )
     trainer = pl.Trainer(
         accelerator=accelerator,

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from steerlit.generate.engines import generate_with
 from steerlit.generate.grid import GridRow, row_steering
-from steerlit.generate.hf_engine import generate
 from steerlit.generate.results import ResultStore
 
 DEFAULT_CPU_BATCH = 16
@@ -105,11 +105,13 @@ def generate_rows(
     metrics_fn: MetricsFn | None = None,
     orthogonalize: bool = False,
     decode_audio: bool = True,
+    engine: str = "hf",
 ) -> tuple[list[dict], list[np.ndarray | None], torch.Tensor]:
     """One batched ``generate`` for ``rows``: (records, audios (S,) float32, codes (B, K, F))."""
     rows = list(rows)
     steering = [row_steering(r, directions, adapter.num_layers, orthogonalize) for r in rows]
-    out = generate(
+    out = generate_with(
+        engine,
         adapter,
         [r.prompt for r in rows],
         max_new_tokens=max_new_tokens,
@@ -150,13 +152,15 @@ def run_grid(
     orthogonalize: bool = False,
     progress: bool = True,
     keep_codes: bool = False,
+    engine: str = "hf",
 ) -> list[dict]:
     """Generate every row of a grid; return one record per unique row, in the order of ``rows``.
 
     ``directions``: ``{concept: DirectionSet}`` (or one DirectionSet; None if all rows are
     references). ``batch_size=None`` picks one from free memory (:func:`auto_batch_size`).
     With a ``store``, batches already committed are skipped and each finished batch is committed
-    at once (WAV files + JSONL lines). ``keep_codes`` adds ``codes`` (K, F) arrays to the returned
+    at once (WAV files + JSONL lines). ``engine``: ``hf`` or ``fast`` (see :mod:`steerlit.generate.engines`).
+    ``keep_codes`` adds ``codes`` (K, F) arrays to the returned
     records (never stored). Records: ``row.flat()`` + ``codes_sha1``, ``frames``, metrics, ``wav``.
     """
     if batch_size is None and store is not None:  # resume with the plan of the first run
@@ -173,6 +177,7 @@ def run_grid(
                 top_k=top_k,
                 orthogonalize=orthogonalize,
                 batch_size=batch_size,
+                engine=engine,
             )
         )
     batches = plan_batches(rows, batch_size)
@@ -193,6 +198,7 @@ def run_grid(
                 top_k=top_k,
                 metrics_fn=metrics_fn,
                 orthogonalize=orthogonalize,
+                engine=engine,
             )
             new = [(rec, a) for rec, a in zip(records, audios) if rec["key"] not in done]
             if store is not None:

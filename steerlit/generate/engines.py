@@ -47,7 +47,8 @@ def fast_fallback_reason(adapter, kwargs: dict) -> str | None:
 
 def generate_with(engine: str, adapter, prompts, **kwargs) -> GenerationOutput:
     """Generate with ``engine`` ("hf" or "fast"); arguments as :func:`hf_engine.generate`, plus the
-    fast-only ``use_cuda_graphs``, ``compile``, ``deterministic``, ``bucket`` (ignored by "hf")."""
+    fast-only ``use_cuda_graphs``, ``compile``, ``deterministic``, ``bucket``, ``bucketed`` (ignored by
+    "hf")."""
     if engine not in ENGINES:
         raise ValueError(f"Unknown generation engine {engine!r}; use one of {ENGINES}.")
     kwargs = {k: v for k, v in kwargs.items() if not (k in AUDIO_PROMPT_KEYS and v is None)}

@@ -236,7 +236,7 @@ def fast_generate(
             with _sdpa_context(dec.w, deterministic, device):
                 for t in range(max_new_tokens):
                     dec.step(t, compiled=compiled)
-        sequences = dec.raw.cpu()
+        sequences = dec.raw.to("cpu", copy=True)  # the buffers are reused by the next call
         wav = dec.audio() if decode_audio else None
     codes = codes_from_sequences(sequences, adapter.num_codebooks)
     return GenerationOutput(codes=codes, audio=wav, sequences=sequences, sample_rate=adapter.sample_rate)

@@ -294,6 +294,7 @@ def compile_pieces(activation: str) -> dict:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
+            break
 
     act = ACT2FN[activation]
 

@@ -67,7 +67,9 @@ class FastDecoder:
         model = adapter.model
         gen = model.generation_config
         device = adapter.device
-        self.adapter, self.w, self.batch, self.K = adapter, w, batch, adapter.num_codebooks
+        # no reference to the top-level model: the cache is keyed weakly by it
+        self.w, self.batch, self.K = w, batch, adapter.num_codebooks
+        self.audio_encoder, self.apply_mask = model.audio_encoder, model.decoder.apply_delay_pattern_mask
         self.length, self.cfg = length, cfg
         self.bos = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
         self.pad = gen.pad_token_id
@@ -117,10 +119,9 @@ class FastDecoder:
 
     def audio(self) -> torch.Tensor:
         """EnCodec decoding of all rows in one call, as at the end of HF ``generate``: (B, S) float32 CPU."""
-        model = self.adapter.model
-        ids = model.decoder.apply_delay_pattern_mask(self.raw, self.pattern)
+        ids = self.apply_mask(self.raw, self.pattern)
         ids = ids[ids != self.pad].reshape(self.batch, self.K, -1)[None, ...]
-        audio = model.audio_encoder.decode(ids, audio_scales=[None] * self.batch).audio_values
+        audio = self.audio_encoder.decode(ids, audio_scales=[None] * self.batch).audio_values
         return audio[:, 0].float().cpu()
 
 

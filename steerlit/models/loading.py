@@ -49,17 +49,27 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def build_cached_tiny() -> Path:
+    """The ``tiny`` model: built once into the steerlit cache (atomic rename; a lost race is harmless)."""
+    path = cache_dir() / "tiny-musicgen-seed0"
+    if not (path / "config.json").exists():
+        import shutil
+
+        from steerlit.models.tiny import build_tiny_musicgen
+
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        build_tiny_musicgen(tmp, seed=0)
+        try:
+            tmp.replace(path)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
 def resolve_model_path(name: str) -> tuple[Path | None, str]:
     """Map a short name or folder to a local path; (None, name) for a hub id."""
     if name == "tiny":
-        path = cache_dir() / "tiny-musicgen-seed0"
-        if not (path / "config.json").exists():
-            from steerlit.models.tiny import build_tiny_musicgen
-
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            build_tiny_musicgen(tmp, seed=0)
-            tmp.replace(path) if not path.exists() else None
-        return path, "tiny"
+        return build_cached_tiny(), "tiny"
     shipped = CHECKPOINTS_DIR / name
     if "/" not in name and (shipped / "config.json").exists():
         return shipped, name
@@ -111,31 +121,36 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     allow_download: bool = False,
     attn_implementation: str | None = None,
+    hf_cache_dir: str | None = None,
 ) -> MusicGenAdapter:
     """Load a MusicGen and return a :class:`MusicGenAdapter` in eval mode.
 
     ``dtype`` applies to the whole model (e.g. ``float16`` on GPU); ``attn_implementation``
     (``eager``/``sdpa``) is applied to the text encoder and decoder only (EnCodec has none).
+    ``hf_cache_dir``: the Hugging Face hub cache to read hub ids from (default: HF's own, ``HF_HUB_CACHE``).
     """
     from transformers import AutoConfig, AutoProcessor, MusicgenForConditionalGeneration
 
     torch_dtype = resolve_dtype(dtype)
     path, model_id = resolve_model_path(str(name_or_path))
     local_only = not allow_download
+    from huggingface_hub import constants
+
+    hub_cache = hf_cache_dir or constants.HF_HUB_CACHE
     source = str(path) if path is not None else model_id
     if path is not None:
         check_local_folder(path)
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only, cache_dir=hub_cache)
     except OSError as err:
         raise ModelLoadError(
             f"Weights for {model_id!r} are not on this machine (looked in the local Hugging Face cache "
-            f"{os.environ.get('HF_HUB_CACHE', '~/.cache/huggingface/hub')}) and downloads are off. "
+            f"{hub_cache}) and downloads are off. "
             f"On a machine with network run `huggingface-cli download {model_id} --local-dir DIR` and pass "
             "model=DIR, or set model.allow_download=true where the hub is reachable."
         ) from err
     _refuse_variants(config)
-    kwargs = {"local_files_only": local_only}
+    kwargs = {"local_files_only": local_only, "cache_dir": hub_cache}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
     if attn_implementation is not None:
@@ -146,7 +161,7 @@ def load_model(
         }
     try:
         model = MusicgenForConditionalGeneration.from_pretrained(source, **kwargs)
-        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only, cache_dir=hub_cache)
     except OSError as err:
         raise ModelLoadError(
             f"Could not load {model_id!r} offline: {err}. Download it with "

@@ -105,6 +105,11 @@ def build_tiny_musicgen(out_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
     config = tiny_musicgen_config(**sizes)
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(config)
+    # EnCodec's codebooks are zero buffers at init: give them random entries so that different codes
+    # decode to different audio (a random model should still let tests see steering in the waveform).
+    with torch.no_grad():
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
     gen = model.generation_config
     gen.do_sample = True
     gen.guidance_scale = 3.0

@@ -66,7 +66,7 @@ def make_encodec_config(
 
 
 def multi_resolution_stft_loss(
-    x: torch.Tensor, y: torch.Tensor, fft_sizes: tuple[int, ...] = (256, 512, 1024)
+    x: torch.Tensor, y: torch.Tensor, fft_sizes: tuple[int, ...] = (256, 512, 1024), eps: float = 1e-5
 ) -> torch.Tensor:
     """Mean over resolutions of L1(log|X|, log|Y|) + spectral convergence. x, y: (B, N)."""
     loss = x.new_zeros(())
@@ -74,7 +74,7 @@ def multi_resolution_stft_loss(
         win = torch.hann_window(n_fft, device=x.device)
         sx = torch.stft(x, n_fft, n_fft // 4, window=win, return_complex=True).abs()
         sy = torch.stft(y, n_fft, n_fft // 4, window=win, return_complex=True).abs()
-        log_l1 = F.l1_loss(torch.log(sx + 1e-5), torch.log(sy + 1e-5))
+        log_l1 = F.l1_loss(torch.log(sx + eps), torch.log(sy + eps))
         sc = torch.linalg.norm(sy - sx) / (torch.linalg.norm(sy) + 1e-7)
         loss = loss + log_l1 + sc
     return loss / len(fft_sizes)
@@ -87,8 +87,10 @@ class ClipCropDataset(IterableDataset):
     so the pool is deterministic; crop positions come from ``seed``.
     """
 
-    def __init__(self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0):
-        self.num_clips, self.crop = num_clips, int(crop_s * SAMPLE_RATE)
+    def __init__(
+        self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0, crops_per_clip: int = 1
+    ):
+        self.num_clips, self.crop, self.crops_per_clip = num_clips, int(crop_s * SAMPLE_RATE), crops_per_clip
         self.base_seed, self.seed = base_seed, seed
 
     def __iter__(self):
@@ -96,10 +98,26 @@ class ClipCropDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
             wav = render(spec_for_index(int(rng.integers(self.num_clips)), self.base_seed))
-            # several crops per rendered clip: rendering is the slow part
-            for _ in range(4):
+            # a couple of crops per rendered clip: rendering is the slow part
+            for _ in range(self.crops_per_clip):
                 start = int(rng.integers(0, len(wav) - self.crop + 1))
                 yield torch.from_numpy(wav[start : start + self.crop].copy())[None]
+
+
+@torch.no_grad()
+def reinit_convs(encodec: EncodecModel) -> None:
+    """Kaiming-normal init of every (weight-normed) conv, through the weight-norm parametrisation.
+
+    transformers' ``_init_weights`` writes to the computed ``weight`` of parametrised convs, which
+    has no effect, leaving PyTorch's default init (gain ~0.58 per layer): after ~10 layers the
+    encoder output barely varies in time and training stalls. Assigning ``conv.weight`` goes
+    through weight norm's ``right_inverse`` and sets both g and v.
+    """
+    for m in encodec.modules():
+        if isinstance(m, torch.nn.Conv1d | torch.nn.ConvTranspose1d):
+            w = torch.empty_like(m.weight)
+            torch.nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="linear")
+            m.weight = w
 
 
 class CodecModule(L.LightningModule):
@@ -109,6 +127,9 @@ class CodecModule(L.LightningModule):
         encodec_config: dict of an ``EncodecConfig`` (see :func:`make_encodec_config`).
         lr: Adam learning rate.
         w_l1, w_stft, w_commit: loss weights.
+        quantize_after: train as a plain autoencoder (no RVQ) for this many steps first, so the
+            encoder learns features before k-means initialises the codebooks on them.
+        stft_eps: floor added to STFT magnitudes before the log.
         dead_threshold: EMA usage count below which a code is re-seeded (about one use per 20
             steps with ~600 vectors per batch and 512 entries).
         log_audio_every: log an input/reconstruction pair to W&B every this many steps (0 = never).
@@ -123,26 +144,36 @@ class CodecModule(L.LightningModule):
         w_commit: float = 1.0,
         log_audio_every: int = 0,
         dead_threshold: float = 0.05,
+        quantize_after: int = 0,
+        stft_eps: float = 1e-4,
     ):
         super().__init__()
         self.save_hyperparameters()
         config = EncodecConfig(**encodec_config)
         self.encodec = EncodecModel(config)
+        reinit_convs(self.encodec)
         self.rvq = ResidualVQ(
             config.codebook_dim, config.codebook_size, config.num_quantizers, dead_threshold=dead_threshold
         )
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """wav (B, 1, N) -> (reconstruction (B, 1, N), codes (B, K, N/320), commitment loss)."""
+        """wav (B, 1, N) -> (reconstruction (B, 1, N), codes (B, K, N/320), commitment loss).
+
+        During the first ``quantize_after`` training steps the RVQ is bypassed (codes are -1).
+        """
         z = self.encodec.encoder(wav)  # (B, D, T)
-        z_q, codes, commit = self.rvq(z)
+        if self.training and self.global_step < self.hparams.quantize_after:
+            codes = torch.full((z.shape[0], self.rvq.num_quantizers, z.shape[-1]), -1, dtype=torch.long)
+            z_q, commit = z, z.new_zeros(())
+        else:
+            z_q, codes, commit = self.rvq(z)
         recon = self.encodec.decoder(z_q)[..., : wav.shape[-1]]
         return recon, codes, commit
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         recon, codes, commit = self(batch)
         l1 = F.l1_loss(recon, batch)
-        stft = multi_resolution_stft_loss(recon[:, 0], batch[:, 0])
+        stft = multi_resolution_stft_loss(recon[:, 0], batch[:, 0], eps=self.hparams.stft_eps)
         hp = self.hparams
         loss = hp.w_l1 * l1 + hp.w_stft * stft + hp.w_commit * commit
         used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()
@@ -178,7 +209,6 @@ class CodecModule(L.LightningModule):
         return torch.optim.Adam(
             list(self.encodec.encoder.parameters()) + list(self.encodec.decoder.parameters()),
             lr=self.hparams.lr,
-            betas=(0.5, 0.9),
         )
 
 

@@ -76,7 +76,7 @@ def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
         callbacks=callbacks,
         default_root_dir=str(Path(cfg.run_dir) / stage),
         log_every_n_steps=10,
-        gradient_clip_val=1.0,
+        gradient_clip_val=stage_cfg.get("grad_clip", 1.0),
         enable_progress_bar=True,
         enable_model_summary=True,
     ), ckpt_dir
@@ -107,7 +107,13 @@ def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
     )
     torch.manual_seed(cfg.seed)
     module = CodecModule(
-        enc_cfg.to_dict(), lr=c.lr, log_audio_every=c.log_audio_every if cfg.logger != "none" else 0
+        enc_cfg.to_dict(),
+        lr=c.lr,
+        log_audio_every=c.log_audio_every if cfg.logger != "none" else 0,
+        dead_threshold=c.get("dead_threshold", 0.05),
+        quantize_after=c.get("quantize_after", 0),
+        stft_eps=c.get("stft_eps", 1e-4),
+        w_commit=c.get("w_commit", 1.0),
     )
     data = DataLoader(
         ClipCropDataset(cfg.data.train_clips, c.crop_s, cfg.data.base_seed, seed=cfg.seed),
@@ -133,8 +139,10 @@ def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
 
     encodec_dir = Path(cfg.run_dir) / "codec" / "encodec"
     cache = Path(cfg.cache_dir) / "codes.pt"
-    if cache.exists() and not force:
-        print(f"[codes] exists, skipping: {cache}")
+    weights = encodec_dir / "model.safetensors"
+    fresh = cache.exists() and (not weights.exists() or cache.stat().st_mtime > weights.stat().st_mtime)
+    if fresh and not force:
+        print(f"[codes] exists and is newer than the codec, skipping: {cache}")
         return cache
     t0 = time.time()
     build_code_cache(

@@ -161,17 +161,33 @@ def test_bucketed_decoder_is_reused_and_refilled(tiny_adapter):
         (PROMPTS[::-1], [7, 8, 9], [rows[1], rows[2], rows[0]]),  # other text lengths, values per row
         (PROMPTS, [1, 2, 3], rows),
     ]
-    entries = []
+    entries, outs = [], []
     for prompts, seeds, steering in calls:
         kw = dict(max_new_tokens=STEPS, seeds=seeds, steering=steering, decode_audio=False)
         hf = generate(tiny_adapter, prompts, **kw)
-        fast = fast_generate(tiny_adapter, prompts, bucketed=True, bucket=8, **kw)
-        assert torch.equal(fast.sequences, hf.sequences)
+        outs.append((hf, fast_generate(tiny_adapter, prompts, bucketed=True, bucket=8, **kw)))
         entries.append(fast_state._CACHE[tiny_adapter.model])
+    for hf, fast in outs:  # also: outputs do not alias the reused buffers
+        assert torch.equal(fast.sequences, hf.sequences)
     assert entries[0] is entries[1] is entries[2]
     fast_generate(tiny_adapter, PROMPTS[:2], max_new_tokens=STEPS, bucketed=True, decode_audio=False)
     assert fast_state._CACHE[tiny_adapter.model] is not entries[0]
     fast_state.clear_fast_cache()
+
+
+def test_cache_does_not_keep_models_alive(tiny_model_dir):
+    import gc
+    import weakref
+
+    from steerlit.generate import fast_state
+
+    adapter = load_model(str(tiny_model_dir))
+    fast_generate(adapter, PROMPTS[:1], max_new_tokens=STEPS, bucketed=True, decode_audio=False)
+    ref = weakref.ref(adapter.model)
+    assert ref() in fast_state._CACHE
+    del adapter
+    gc.collect()
+    assert ref() is None and len(fast_state._CACHE) == 0
 
 
 def test_hooks_force_the_hf_path(tiny_adapter, caplog):
@@ -184,3 +200,22 @@ def test_hooks_force_the_hf_path(tiny_adapter, caplog):
     finally:
         handle.remove()
     assert fast_unsupported_reason(tiny_adapter) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_match_eager_step_and_hf(tiny_model_dir):
+    """On a GPU (fp32): graph replay equals the same bucketed step run eagerly (deterministic attention),
+    reused graphs equal fresh ones, and codes equal HF generate's."""
+    from steerlit.generate import fast_state
+
+    adapter = load_model(str(tiny_model_dir), device="cuda")
+    kw = dict(max_new_tokens=150, seeds=[1, 2, 3], steering=mixed_rows(), decode_audio=False)
+    fast_state.clear_fast_cache()
+    eager = fast_generate(adapter, PROMPTS, use_cuda_graphs=False, bucketed=True, deterministic=True, **kw)
+    graphed = [fast_generate(adapter, PROMPTS, deterministic=True, **kw) for _ in range(2)]
+    assert fast_state._CACHE[adapter.model].graphs.graphs  # captured, then replayed by the 2nd call
+    for out in graphed:
+        assert torch.equal(out.sequences, eager.sequences)
+    hf = generate(adapter, PROMPTS, **kw)
+    assert (graphed[0].codes == hf.codes).float().mean() > 0.99
+    fast_state.clear_fast_cache()

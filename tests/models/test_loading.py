@@ -28,10 +28,11 @@ def test_dtype_option(tiny_model_dir):
         load_model(str(tiny_model_dir), dtype="float8")
 
 
-def test_hub_id_offline_fails_fast_with_instructions(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(ModelLoadError, match="huggingface-cli download facebook/musicgen-small"):
-        load_model("facebook/musicgen-small")
+def test_hub_id_offline_fails_fast_with_instructions(tmp_path):
+    empty = tmp_path / "empty-cache"
+    with pytest.raises(ModelLoadError, match="huggingface-cli download facebook/musicgen-small") as err:
+        load_model("facebook/musicgen-small", hf_cache_dir=str(empty))
+    assert str(empty) in str(err.value)
 
 
 def test_folder_missing_weights_names_the_files(tiny_model_dir, tmp_path):
@@ -61,3 +62,24 @@ def test_factory_sizes_are_configurable(tmp_path):
     path = build_tiny_musicgen(tmp_path / "m", hidden_size=48, num_layers=2, num_heads=4)
     a = load_model(str(path))
     assert (a.hidden_size, a.num_layers) == (48, 2)
+
+
+def test_hub_id_loads_from_the_local_hf_cache(tiny_model_dir, tmp_path):
+    """The hub-id path (`facebook/musicgen-small`) through from_pretrained, with a tiny model in a real cache layout."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--facebook--musicgen-small" / "snapshots" / "0123abc"
+    shutil.copytree(tiny_model_dir, snapshot)
+    (cache / "models--facebook--musicgen-small" / "refs").mkdir()
+    (cache / "models--facebook--musicgen-small" / "refs" / "main").write_text("0123abc")
+    adapter = load_model("facebook/musicgen-small", hf_cache_dir=str(cache))
+    assert adapter.model_id == "facebook/musicgen-small" and adapter.num_layers == 4
+
+
+def test_tiny_short_name_is_built_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERLIT_CACHE", str(tmp_path / "cache"))
+    first = load_model("tiny")
+    assert (tmp_path / "cache" / "tiny-musicgen-seed0" / "config.json").exists()
+    second = load_model("tiny")
+    assert first.model_id == second.model_id == "tiny"
+    w1 = first.model.decoder.lm_heads[0].weight
+    assert torch.equal(w1, second.model.decoder.lm_heads[0].weight)
