@@ -52,6 +52,13 @@ _GREEDY_PROCESSORS = {
 }
 
 
+def _foreign_hooks(module) -> list:
+    """Hooks the fast loop would bypass; transformers' own output-capturing hooks (installed once by a
+    forward with ``output_hidden_states``/``output_attentions`` and inactive otherwise) do not count."""
+    hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+    return [h for h in hooks if getattr(h, "__name__", "") != "output_capturing_hook"]
+
+
 def fast_unsupported_reason(adapter) -> str | None:
     """Why the fast engine cannot reproduce HF ``generate`` for this model (None: it can)."""
     from transformers import MusicgenForConditionalGeneration
@@ -67,7 +74,7 @@ def fast_unsupported_reason(adapter) -> str | None:
         return f"decoder attention implementation {impl!r} is not one of {SUPPORTED_ATTN}"
     if model.training:
         return "the model is in training mode (dropout)"
-    hooked = [n for n, m in model.decoder.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    hooked = [n for n, m in model.decoder.named_modules() if _foreign_hooks(m)]
     if hooked:
         return f"forward hooks are installed on decoder modules {hooked[:3]} (the fast loop would skip them)"
     for name, mod in model.decoder.named_modules():
