@@ -67,7 +67,14 @@ def test_layers_out_of_range_against_the_model():
 
 def test_group_choices_on_the_command_line():
     cfg = compose(["logger=none", "trainer=ddp_cpu", "model=testbed"])
-    assert (cfg.logger.kind, cfg.trainer.devices, cfg.trainer.strategy, cfg.model.name) == ("none", 2, "ddp", "testbed")
+    assert (cfg.logger.kind, cfg.trainer.devices, cfg.trainer.strategy, cfg.model.name) == (
+        "none",
+        2,
+        "ddp",
+        "testbed",
+    )
     assert compose(["model=/models/musicgen-small"]).model.name == "/models/musicgen-small"
-    with pytest.raises(ConfigError, match=r"No logger config named 'nada'; choose one of \['none', 'wandb'\]"):
+    with pytest.raises(
+        ConfigError, match=r"No logger config named 'nada'; choose one of \['none', 'wandb'\]"
+    ):
         compose(["logger=nada"])
