@@ -22,7 +22,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from steerlit.data.probe_set import SPLIT_NAMES, ProbeSet, load_probe_set, split_examples
+from steerlit.data.probe_set import ProbeSet, load_probe_set
+from steerlit.data.splits import SPLIT_NAMES, split_examples
 
 
 @dataclass(frozen=True)
