@@ -18,6 +18,39 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _limitations(ev: dict) -> list[str]:
+    """Plain statements of where the evaluation falls short of its targets."""
+    out = []
+    rt = ev.get("codec_round_trip", {})
+    if rt.get("tempo_within_4pct", 1) < 0.9 or rt.get("centroid_within_10pct", 1) < 0.9:
+        out.append(
+            f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
+            f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "
+            f"{rt.get('centroid_rel_error_median', 0):+.0%}): the toy codec (trained ~25 CPU-minutes) loses high "
+            "frequencies, so absolute centroids of generated audio are lower than those of the training clips."
+        )
+    pf = ev.get("prompt_following", {})
+    t, c = pf.get("tempo", {}), pf.get("centroid", {})
+    if t and t.get("auroc_fast_gt_slow", 1) < 0.65:
+        out.append(
+            f"- Tempo words are not followed (AUROC fast > slow {t['auroc_fast_gt_slow']:.2f}, medians "
+            f"{t['median_bpm_fast']:.0f} vs {t['median_bpm_slow']:.0f} BPM): the LM is undertrained "
+            "(~25 CPU-minutes); tempo steering on this model shows what a direction does, not a learned tempo concept."
+        )
+    if c:
+        out.append(
+            f"- Brightness words are followed moderately: centroid AUROC bright > dark {c['auroc_bright_gt_dark']:.2f} "
+            f"(medians {c['median_hz_bright']:.0f} vs {c['median_hz_dark']:.0f} Hz)."
+        )
+    ref = ev.get("reference_real_clips", {}).get("tempo", {})
+    if ref:
+        out.append(
+            f"- The tempo estimator itself, on real clips of each pole: plain accuracy {ref['accuracy_plain']:.2f}, "
+            f"octave-aware {ref['accuracy_octave_aware']:.2f}, AUROC {ref['auroc_fast_gt_slow']:.2f} (ceiling)."
+        )
+    return out or ["- All evaluation targets met."]
+
+
 def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
     """Write ``out_dir/README.md`` from the config, the train stats and ``eval.json`` if present."""
     out_dir = Path(out_dir)
@@ -88,6 +121,8 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         lines += [json.dumps(ev, indent=2), "```"]
     else:
         lines += ["Not run yet: `python -m steerlit.testbed.evaluate --model checkpoints/testbed`."]
+    if ev:
+        lines += ["", "## Limitations (measured)", *_limitations(ev)]
     lines += [
         "",
         "## Configuration",
