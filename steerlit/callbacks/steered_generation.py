@@ -34,7 +34,7 @@ from steerlit.analysis import (
 )
 from steerlit.directions.io import DirectionSet
 from steerlit.generate.engine import run_grid
-from steerlit.generate.grid import build_grid
+from steerlit.generate.grid import STEER_COLUMNS, build_grid
 from steerlit.generate.results import ResultStore, atomic_write_text
 
 
@@ -268,18 +268,7 @@ class SteeredGenerationCallback(L.Callback):
     def _log_wandb(self, run, stage, records, store, table, summary, plot) -> None:
         import wandb
 
-        settings = [
-            "prompt",
-            "seed",
-            "concept",
-            "method",
-            "layer",
-            "alpha",
-            "strategy",
-            "operator",
-            "schedule",
-            "half",
-        ]
+        settings = ["prompt", "seed", *STEER_COLUMNS[:-1]]
         measures = [
             k
             for k in records[0]

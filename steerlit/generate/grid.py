@@ -24,6 +24,18 @@ from steerlit.intervene.schedules import make_schedule
 from steerlit.intervene.steer import CFG_HALVES, Intervention
 from steerlit.models.sites import layer_site
 
+# Steering columns of a flattened row (GridRow.flat), in display order.
+STEER_COLUMNS = (
+    "concept",
+    "method",
+    "layer",
+    "alpha",
+    "strategy",
+    "operator",
+    "schedule",
+    "half",
+    "site_kind",
+)
 KEY_LENGTH = 16  # hex characters of the sha1 kept in keys and file names
 
 
@@ -123,17 +135,7 @@ class GridRow:
         joins each column's values with ``+`` (e.g. concept ``tempo+timbre``, alpha ``1.0+0.5``)."""
         out = {"key": self.key, "prompt": self.prompt, "prompt_index": self.prompt_index, "seed": self.seed}
         out["n_terms"] = len(self.terms)
-        cols = (
-            "concept",
-            "method",
-            "layer",
-            "alpha",
-            "strategy",
-            "operator",
-            "schedule",
-            "half",
-            "site_kind",
-        )
+        cols = STEER_COLUMNS
         if not self.terms:
             out.update(dict.fromkeys(cols))
             out["alpha"] = 0.0

@@ -15,15 +15,25 @@ from steerlit.models.loading import CHECKPOINTS_DIR, load_model
 def test_shipped_testbed_steers_brightness_with_its_timbre_direction():
     adapter = load_model("testbed")
     assert adapter.model_id == "testbed" and adapter.sample_rate == 16000 and adapter.frame_rate == 50.0
-    directions = load_directions(CHECKPOINTS_DIR / "testbed" / "directions" / "testbed_timbre.safetensors", adapter)
+    directions = load_directions(
+        CHECKPOINTS_DIR / "testbed" / "directions" / "testbed_timbre.safetensors", adapter
+    )
     prompts = load_eval_prompts("testbed_neutral")[:4]
     vectors = inject("one_to_all", directions.for_method("diffmean"), [1], adapter.num_layers)
     medians = {}
     torch.set_num_threads(2)
     for alpha in (-4.0, 4.0):
         rows = [[Intervention(vectors, alpha)]] * len(prompts)
-        out = generate(adapter, prompts, max_new_tokens=adapter.seconds_to_steps(2.0), seeds=[0] * len(prompts),
-                       steering=rows, top_k=50)
+        out = generate(
+            adapter,
+            prompts,
+            max_new_tokens=adapter.seconds_to_steps(2.0),
+            seeds=[0] * len(prompts),
+            steering=rows,
+            top_k=50,
+        )
         assert out.audio.shape[-1] >= 2 * adapter.sample_rate * 0.95
-        medians[alpha] = float(np.median([spectral_centroid(a.numpy(), adapter.sample_rate) for a in out.audio]))
+        medians[alpha] = float(
+            np.median([spectral_centroid(a.numpy(), adapter.sample_rate) for a in out.audio])
+        )
     assert medians[4.0] > 1.1 * medians[-4.0], medians  # the bright pole is brighter
