@@ -217,34 +217,15 @@ def run_grid(
 
 
 def run_naive(
-    adapter,
-    rows: Sequence[GridRow],
-    directions=None,
-    *,
-    max_new_tokens: int,
-    guidance_scale: float = 3.0,
-    temperature: float = 1.0,
-    top_k: int | None = 250,
-    metrics_fn: MetricsFn | None = None,
-    orthogonalize: bool = False,
-    progress: bool = False,
+    adapter, rows: Sequence[GridRow], directions=None, *, progress: bool = False, **generation
 ) -> list[dict]:
-    """The baseline: one ``generate`` call per row, no store (for benchmarks and cross-checks)."""
+    """The baseline: one ``generate`` call per row, no store (for benchmarks and cross-checks).
+
+    ``generation``: the keyword arguments of :func:`generate_rows` (``max_new_tokens``, ``metrics_fn``, ...)."""
     out = []
     bar = _progress(len(rows), 0, progress, "naive")
     for row in rows:
-        records, _, _ = generate_rows(
-            adapter,
-            [row],
-            directions,
-            max_new_tokens=max_new_tokens,
-            guidance_scale=guidance_scale,
-            temperature=temperature,
-            top_k=top_k,
-            metrics_fn=metrics_fn,
-            orthogonalize=orthogonalize,
-        )
-        out.extend(records)
+        out.extend(generate_rows(adapter, [row], directions, **generation)[0])
         bar.update(1)
     bar.close()
     return out
