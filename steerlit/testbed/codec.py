@@ -130,6 +130,7 @@ class CodecModule(L.LightningModule):
         quantize_after: train as a plain autoencoder (no RVQ) for this many steps first, so the
             encoder learns features before k-means initialises the codebooks on them.
         stft_eps: floor added to STFT magnitudes before the log.
+        stft_fft_sizes: FFT sizes of the multi-resolution STFT loss.
         dead_threshold: EMA usage count below which a code is re-seeded (about one use per 20
             steps with ~600 vectors per batch and 512 entries).
         log_audio_every: log an input/reconstruction pair to W&B every this many steps (0 = never).
@@ -146,6 +147,7 @@ class CodecModule(L.LightningModule):
         dead_threshold: float = 0.05,
         quantize_after: int = 0,
         stft_eps: float = 1e-4,
+        stft_fft_sizes: tuple[int, ...] = (256, 512, 1024),
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -173,7 +175,9 @@ class CodecModule(L.LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         recon, codes, commit = self(batch)
         l1 = F.l1_loss(recon, batch)
-        stft = multi_resolution_stft_loss(recon[:, 0], batch[:, 0], eps=self.hparams.stft_eps)
+        stft = multi_resolution_stft_loss(
+            recon[:, 0], batch[:, 0], tuple(self.hparams.stft_fft_sizes), eps=self.hparams.stft_eps
+        )
         hp = self.hparams
         loss = hp.w_l1 * l1 + hp.w_stft * stft + hp.w_commit * commit
         used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()

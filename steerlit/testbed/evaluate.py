@@ -11,7 +11,9 @@ Prints (and optionally writes as JSON):
   median BPM per pole, octave-aware accuracy (any of bpm, bpm/2, 2*bpm in the pole's caption
   range) and the AUROC of fast > slow; bright vs dark -> centroid AUROC. The same numbers on
   real synthetic clips of each pole are given as the estimator's ceiling;
-* CPU seconds to generate 5 s of audio for one prompt (with CFG).
+* CPU seconds to generate 5 s of audio for one prompt (with CFG);
+* with ``--study RUN``: the steering acceptance of a finished ``steerlit run experiment=testbed_study``
+  folder (:mod:`steerlit.testbed.steering_report`); ``--study RUN --only-study`` prints just that.
 
 BPM and centroid come from ``steerlit.metrics.attributes.compute_attribute`` when that module is
 importable, else ``librosa.feature.tempo`` / ``librosa.feature.spectral_centroid``.
@@ -199,10 +201,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heldout-seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--study", default=None, help="a finished `steerlit run experiment=testbed_study` folder"
+    )
+    parser.add_argument("--only-study", action="store_true", help="report the --study folder only")
     args = parser.parse_args(argv)
+    if args.only_study and not args.study:
+        parser.error("--only-study needs --study RUN_FOLDER")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache") / "numba"))
-    results = evaluate(args.model, args.n_clips, args.n_prompts, args.heldout_seed)
+    results = {} if args.only_study else evaluate(args.model, args.n_clips, args.n_prompts, args.heldout_seed)
+    if args.study:
+        from steerlit.testbed.steering_report import format_report, steering_report
+
+        results["steering"] = {"run": str(args.study), "groups": steering_report(args.study)}
+        print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -17,7 +17,7 @@ import numpy as np
 
 SAMPLE_RATE = 16_000
 DURATION_S = 4.0
-BPM_RANGE = (60.0, 180.0)
+BPM_RANGE = (85.0, 170.0)
 INSTRUMENTS = ("pluck", "organ", "bass", "lead")
 PATTERNS = ("four_on_floor", "backbeat", "shuffle")
 KEY_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -137,21 +137,21 @@ def _drums(spec: ClipSpec, n: int, rng: np.random.Generator) -> np.ndarray:
         pos = int(round(b * beat))
         if spec.pattern == "four_on_floor":
             _add(out, pos, 1.0 * kick)
-            _add(out, int(round((b + 0.5) * beat)), 0.35 * hat)
+            _add(out, int(round((b + 0.5) * beat)), 0.12 * hat)
             if b % 2 == 1:
                 _add(out, pos, 0.25 * snare)
         elif spec.pattern == "backbeat":
-            _add(out, pos, (1.0 if b % 2 == 0 else 0.6) * kick)
+            _add(out, pos, 1.0 * kick)
             if b % 2 == 1:
-                _add(out, pos, 0.6 * snare)
+                _add(out, pos, 0.35 * snare)
             _add(out, pos, 0.25 * hat)
-            _add(out, int(round((b + 0.5) * beat)), 0.25 * hat)
+            _add(out, int(round((b + 0.5) * beat)), 0.1 * hat)
         else:  # shuffle: swung eighths (2/3 of the beat)
             _add(out, pos, 1.0 * kick)
             _add(out, pos, 0.3 * hat)
-            _add(out, int(round((b + 2 / 3) * beat)), 0.2 * hat)
+            _add(out, int(round((b + 2 / 3) * beat)), 0.1 * hat)
             if b % 2 == 1:
-                _add(out, pos, 0.45 * snare)
+                _add(out, pos, 0.3 * snare)
     return out
 
 
@@ -185,7 +185,7 @@ def _pitched(spec: ClipSpec, n: int, rng: np.random.Generator) -> np.ndarray:
         if spec.instrument == "organ":
             notes = [root + riff[i % 8] + d for d in (0, 7, 12)]
         sig = sum(_tone(_midi_hz(m), length, cutoff, rng, odd_only=odd) for m in notes) / len(notes)
-        accent = 1.0 if i % 2 == 0 else 0.8
+        accent = 1.0 if (i * step) % 1.0 == 0 else 0.45
         _add(out, pos, accent * env * sig)
     return out
 

@@ -114,6 +114,9 @@ def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
         quantize_after=c.get("quantize_after", 0),
         stft_eps=c.get("stft_eps", 1e-4),
         w_commit=c.get("w_commit", 1.0),
+        w_l1=c.get("w_l1", 1.0),
+        w_stft=c.get("w_stft", 1.0),
+        stft_fft_sizes=tuple(c.get("stft_fft_sizes", (256, 512, 1024))),
     )
     data = DataLoader(
         ClipCropDataset(cfg.data.train_clips, c.crop_s, cfg.data.base_seed, seed=cfg.seed),

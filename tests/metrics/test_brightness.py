@@ -15,14 +15,16 @@ SR = 22050
 @pytest.mark.parametrize("freq", [110.0, 440.0, 1000.0, 5000.0])
 def test_sine_centroid(freq):
     assert spectral_centroid(sine(freq, SR), SR) == pytest.approx(freq, rel=0.05)
-    assert spectral_centroid(sine(freq, SR), SR, power=1.0) == pytest.approx(freq, rel=0.05)
+    assert spectral_centroid(sine(freq, SR), SR, power=2.0) == pytest.approx(freq, rel=0.05)
 
 
-def test_two_tone_power_weighted_centroid():
+def test_two_tone_centroid_magnitude_and_power_weighted():
     a1, f1, a2, f2 = 0.6, 300.0, 0.2, 3000.0
     mix = sine(f1, SR, amplitude=a1) + sine(f2, SR, amplitude=a2)
-    expected = (a1**2 * f1 + a2**2 * f2) / (a1**2 + a2**2)
-    assert spectral_centroid(mix, SR) == pytest.approx(expected, rel=0.05)
+    by_magnitude = (a1 * f1 + a2 * f2) / (a1 + a2)  # librosa's convention, the default
+    by_power = (a1**2 * f1 + a2**2 * f2) / (a1**2 + a2**2)
+    assert spectral_centroid(mix, SR) == pytest.approx(by_magnitude, rel=0.05)
+    assert spectral_centroid(mix, SR, power=2.0) == pytest.approx(by_power, rel=0.05)
 
 
 def test_silence_is_ignored():
@@ -56,9 +58,12 @@ def test_rolloff_sanity():
     assert spectral_rolloff(noise, SR) == pytest.approx(0.85 * SR / 2, rel=0.05)
     assert spectral_rolloff(noise, SR, 0.5) == pytest.approx(0.5 * SR / 2, rel=0.05)
     assert spectral_rolloff(sine(2000.0, SR), SR) == pytest.approx(2000.0, rel=0.05)
-    # Two tones: the upper one holds 10% of the power, so 85% roll-off sits at the lower one.
+    # Two tones: the upper one holds 10% of the power, so 85% power roll-off sits at the lower one;
+    # it holds 25% of the magnitude (the default, as librosa), so 85% lies only above it.
     mix = sine(500.0, SR, amplitude=0.6) + sine(4000.0, SR, amplitude=0.2)
-    assert spectral_rolloff(mix, SR) == pytest.approx(500.0, rel=0.05)
-    assert spectral_rolloff(mix, SR, 0.95) == pytest.approx(4000.0, rel=0.05)
+    assert spectral_rolloff(mix, SR, power=2.0) == pytest.approx(500.0, rel=0.05)
+    assert spectral_rolloff(mix, SR, 0.95, power=2.0) == pytest.approx(4000.0, rel=0.05)
+    assert spectral_rolloff(mix, SR) == pytest.approx(4000.0, rel=0.05)
+    assert spectral_rolloff(mix, SR, 0.6) == pytest.approx(500.0, rel=0.05)
     with pytest.raises(ValueError):
         spectral_rolloff(noise, SR, 1.5)

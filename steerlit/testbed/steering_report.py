@@ -1,0 +1,114 @@
+"""The steering part of the testbed's acceptance, read from a finished ``steerlit run`` folder.
+
+    python -m steerlit.testbed.evaluate --study runs/<run>      # after `steerlit run experiment=testbed_study`
+
+For every (concept, method, layer, strategy) group of the run's ``per_alpha.csv`` (written by the
+steered-generation callback) it reports:
+
+* ``spearman``: rank correlation of the median target attribute (BPM for tempo, spectral centroid for
+  timbre) with α over all α of the grid (target >= 0.9 over >= 7 α values);
+* ``best_alpha`` / ``best_rel_change``: the α whose median moves furthest from α = 0 *in the
+  direction of the concept's positive pole times sign(α)*, and that relative change (target >= 30%),
+  with the DSP-Fréchet quality cost measured at that α (``quality_cost``);
+* ``cross_rel_change``: the relative change of the *other* attribute at the same α (tempo direction
+  on centroid, timbre direction on BPM);
+* ``passes``: both targets met.
+
+Input rows: one per group and α (columns ``concept, method, layer, strategy, alpha, n, attribute,
+median_<attr>..., dsp_frechet``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from steerlit.analysis import _spearman
+
+GROUP = ("concept", "method", "layer", "strategy")
+MIN_ALPHAS = 7
+SPEARMAN_TARGET = 0.9
+CHANGE_TARGET = 0.30
+
+
+def read_per_alpha(run_dir: str | Path) -> list[dict]:
+    """Rows of ``<run_dir>/per_alpha.csv`` with numbers parsed."""
+    path = Path(run_dir) / "per_alpha.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: pass the folder of a finished `steerlit run` (it holds per_alpha.csv), "
+            "e.g. the one printed by `steerlit run experiment=testbed_study`"
+        )
+    rows = []
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k not in ("concept", "method", "strategy", "attribute"):
+                    row[k] = float(v) if v not in ("", None) else float("nan")
+            row["layer"] = int(row["layer"])
+            rows.append(row)
+    return rows
+
+
+def _rel(value: float, base: float) -> float:
+    return value / base - 1.0 if base and not math.isnan(base) else float("nan")
+
+
+def group_report(rows: list[dict]) -> dict:
+    """The acceptance numbers of one group (rows of one concept/method/layer/strategy)."""
+    rows = sorted(rows, key=lambda r: r["alpha"])
+    attr = rows[0]["attribute"]
+    others = [k[len("median_") :] for k in rows[0] if k.startswith("median_") and k != f"median_{attr}"]
+    ref = next((r for r in rows if r["alpha"] == 0.0), None)
+    alphas = [r["alpha"] for r in rows]
+    medians = [r[f"median_{attr}"] for r in rows]
+    out = dict({k: rows[0][k] for k in GROUP}, attribute=attr, n_alphas=len(rows))
+    out["spearman"] = _spearman(alphas, medians)
+    out["base"] = ref[f"median_{attr}"] if ref else float("nan")
+    # Signed change: positive when the attribute moves the way sign(α) asks.
+    scored = [
+        (math.copysign(1.0, r["alpha"]) * _rel(r[f"median_{attr}"], out["base"]), r)
+        for r in rows
+        if r["alpha"] != 0.0 and not math.isnan(r[f"median_{attr}"])
+    ]
+    if scored and ref is not None:
+        _, best = max(scored, key=lambda s: -math.inf if math.isnan(s[0]) else s[0])
+        out["best_alpha"] = best["alpha"]
+        out["best_rel_change"] = _rel(best[f"median_{attr}"], out["base"])
+        out["quality_cost"] = best.get("dsp_frechet", float("nan"))
+        for other in others:
+            out[f"cross_rel_change_{other}"] = _rel(best[f"median_{other}"], ref[f"median_{other}"])
+    enough = out["n_alphas"] >= MIN_ALPHAS and min(alphas) < 0 < max(alphas)
+    out["passes"] = bool(
+        enough
+        and out["spearman"] >= SPEARMAN_TARGET
+        and abs(out.get("best_rel_change", 0.0)) >= CHANGE_TARGET
+    )
+    return out
+
+
+def steering_report(run_dir: str | Path) -> list[dict]:
+    """One :func:`group_report` per group of the run, sorted by concept, method, layer, strategy."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in read_per_alpha(run_dir):
+        groups[tuple(row[k] for k in GROUP)].append(row)
+    return [group_report(groups[k]) for k in sorted(groups, key=str)]
+
+
+def format_report(report: list[dict]) -> str:
+    """A plain-text table of :func:`steering_report`."""
+    lines = [
+        f"{'concept':<16}{'method':<12}{'layer':>5}  {'strategy':<11}{'attr':<12}{'#α':>3}{'spearman':>9}"
+        f"{'best α':>8}{'change':>8}{'quality':>10}{'cross':>8}  pass"
+    ]
+    for r in report:
+        cross = next((v for k, v in r.items() if k.startswith("cross_rel_change_")), float("nan"))
+        lines.append(
+            f"{r['concept']:<16}{r['method']:<12}{r['layer']:>5}  {r['strategy']:<11}{r['attribute']:<12}"
+            f"{r['n_alphas']:>3}{r['spearman']:>9.2f}{r.get('best_alpha', float('nan')):>8.2g}"
+            f"{r.get('best_rel_change', float('nan')):>+8.0%}{r.get('quality_cost', float('nan')):>10.3g}"
+            f"{cross:>+8.0%}  {'yes' if r['passes'] else 'no'}"
+        )
+    return "\n".join(lines)
