@@ -229,6 +229,22 @@ def copy_codebooks(rvq: ResidualVQ, encodec: EncodecModel) -> None:
         cb.inited.fill_(1.0)
 
 
+@torch.no_grad()
+def init_from_encodec(module: CodecModule, encodec: EncodecModel) -> None:
+    """Start ``module`` from a trained ``EncodecModel``: its weights and its codebooks (the inverse
+    of :func:`copy_codebooks`). Sizes must match; the RVQ counts as initialised (no k-means)."""
+    module.encodec.load_state_dict(encodec.state_dict())
+    if len(encodec.quantizer.layers) != module.rvq.num_quantizers:
+        raise ValueError(
+            f"EnCodec has {len(encodec.quantizer.layers)} codebooks, RVQ {module.rvq.num_quantizers}"
+        )
+    for ours, theirs in zip(module.rvq.layers, encodec.quantizer.layers):
+        ours.embed.copy_(theirs.codebook.embed)
+        ours.embed_avg.copy_(theirs.codebook.embed_avg)
+        ours.cluster_size.copy_(theirs.codebook.cluster_size)
+        ours.inited.fill_(True)
+
+
 def export_encodec(module: CodecModule) -> EncodecModel:
     """The module's ``EncodecModel`` with our codebooks copied in, in eval mode."""
     copy_codebooks(module.rvq, module.encodec)

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
+from steerlit.testbed.synth import BPM_RANGE
 
 
 def _params(module) -> int:
@@ -94,7 +95,9 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         "",
         "## Data",
         "- `steerlit.testbed.synth`: 4 s, 16 kHz clips: kick/snare/hat drums + a pitched part (pluck, organ, bass,",
-        "  lead) on a minor-pentatonic riff; tempo 60-180 BPM; brightness in [0, 1] = low-pass cutoff 250 Hz-7 kHz",
+        f"  lead) on a minor-pentatonic riff; tempo {BPM_RANGE[0]:.0f}-{BPM_RANGE[1]:.0f} BPM (the range where librosa's"
+        " tempo estimate, prior at 120 BPM, has no octave errors on these clips); brightness in [0, 1] = low-pass"
+        " cutoff 250 Hz-7 kHz",
         "  (log scale) applied to the harmonics and to the hat/snare noise; patterns four-on-the-floor / backbeat / shuffle.",
         f"- Captions (`steerlit.testbed.captions`): fast words for >= {FAST_BPM:.0f} BPM, slow words for <= {SLOW_BPM:.0f};",
         f"  bright words for brightness >= {BRIGHT_MIN}, dark words for <= {DARK_MAX}; middle values unsaid, and each",
@@ -121,6 +124,21 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         lines += [json.dumps(ev, indent=2), "```"]
     else:
         lines += ["Not run yet: `python -m steerlit.testbed.evaluate --model checkpoints/testbed`."]
+    if ev.get("steering"):
+        from steerlit.testbed.steering_report import format_report
+
+        lines += [
+            "",
+            "## Steering (the paper's experiment on the testbed)",
+            f"`steerlit run experiment=testbed_study`, then `python -m steerlit.testbed.evaluate --study <run> "
+            f"--only-study` (run `{ev['steering']['run']}`); change = median attribute at the best α vs α = 0 over "
+            "the neutral prompts, quality = DSP-Fréchet distance to the α = 0 clips, cross = the other attribute "
+            "at that α:",
+            "",
+            "```",
+            format_report(ev["steering"]["groups"]),
+            "```",
+        ]
     if ev:
         lines += ["", "## Limitations (measured)", *_limitations(ev)]
     lines += [

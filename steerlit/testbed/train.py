@@ -90,6 +90,7 @@ def _resume_path(ckpt_dir: Path) -> str | None:
 def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
     """Train the codec; returns the folder of the exported ``EncodecModel``."""
     from torch.utils.data import DataLoader
+    from transformers import EncodecModel
 
     from steerlit.testbed.codec import ClipCropDataset, CodecModule, export_encodec, make_encodec_config
 
@@ -118,6 +119,20 @@ def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
         w_stft=c.get("w_stft", 1.0),
         stft_fft_sizes=tuple(c.get("stft_fft_sizes", (256, 512, 1024))),
     )
+    if c.get("init_from"):  # a MusicGen folder (its audio_encoder) or an EncodecModel folder
+        from transformers import AutoConfig, MusicgenForConditionalGeneration
+
+        from steerlit.testbed.codec import init_from_encodec
+
+        src = str(c.init_from)
+        is_musicgen = AutoConfig.from_pretrained(src).model_type == "musicgen"
+        init_from_encodec(
+            module,
+            MusicgenForConditionalGeneration.from_pretrained(src).audio_encoder
+            if is_musicgen
+            else EncodecModel.from_pretrained(src),
+        )
+        print(f"[codec] initialised from {src}")
     data = DataLoader(
         ClipCropDataset(cfg.data.train_clips, c.crop_s, cfg.data.base_seed, seed=cfg.seed),
         batch_size=c.batch_size,

@@ -7,6 +7,8 @@ from steerlit.testbed.captions import (
     ALL_BRIGHT_WORDS,
     ALL_TEMPO_WORDS,
     BRIGHT_WORDS,
+    FAST_BPM,
+    SLOW_BPM,
     TEMPO_WORDS,
     caption_for,
     neutral_prompts,
@@ -26,9 +28,9 @@ def test_captions_use_the_right_pole_words():
     for i in range(400):
         spec = spec_for_index(i)
         cap = caption_for(spec, rng)
-        if spec.bpm >= 130:
+        if spec.bpm >= FAST_BPM:
             assert not _has(cap, TEMPO_WORDS["slow"]), cap
-        elif spec.bpm <= 90:
+        elif spec.bpm <= SLOW_BPM:
             assert not _has(cap, TEMPO_WORDS["fast"]), cap
         else:
             assert not _has(cap, ALL_TEMPO_WORDS), cap
