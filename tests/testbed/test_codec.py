@@ -7,6 +7,7 @@ from steerlit.testbed.codec import (
     decode_codes,
     encode_codes,
     export_encodec,
+    init_from_encodec,
     make_encodec_config,
     multi_resolution_stft_loss,
 )
@@ -35,3 +36,21 @@ def test_codebook_copy_is_exact():
     theirs = encode_codes(encodec, x)
     torch.testing.assert_close(theirs, ours, rtol=0, atol=0)
     torch.testing.assert_close(decode_codes(encodec, theirs), ours_wav, rtol=0, atol=0)
+
+
+def test_init_from_encodec_restores_weights_and_codebooks():
+    torch.manual_seed(0)
+    config = make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64).to_dict()
+    trained = CodecModule(config)
+    x = torch.randn(2, 1, 16000) * 0.1
+    trained.train()
+    trained(x)  # k-means init of the RVQ
+    encodec = export_encodec(trained)
+    torch.manual_seed(1)
+    fresh = CodecModule(config)
+    init_from_encodec(fresh, encodec)
+    fresh.eval()
+    with torch.no_grad():
+        _, codes, _ = fresh(x)
+    assert all(bool(layer.inited.item()) for layer in fresh.rvq.layers)
+    torch.testing.assert_close(codes, encode_codes(encodec, x), rtol=0, atol=0)
