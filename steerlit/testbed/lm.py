@@ -280,13 +280,28 @@ class MusicgenLM(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def assemble(lm_dir: str | Path, out_dir: str | Path, cfg: DictConfig) -> Path:
-    """Save model (fp32 safetensors) + ``MusicgenProcessor`` (tokenizer + feature extractor) + card."""
+def assemble(
+    lm_dir: str | Path, out_dir: str | Path, cfg: DictConfig, extra_files: dict[str, Path] | None = None
+) -> Path:
+    """Save model (fp32 safetensors) + ``MusicgenProcessor`` (tokenizer + feature extractor) + card.
+
+    Atomic: everything is written to a hidden sibling folder that then replaces ``out_dir`` whole, so
+    a crash never leaves a half-written model, and files of a previous model (its ``eval.json``,
+    its ``directions/``) never sit next to the new weights. ``extra_files`` ({name: source}) are
+    copied in before the card is written (e.g. the training stats it quotes).
+    """
+    import shutil
+
     from transformers import AutoTokenizer
 
     from steerlit.testbed.model_card import write_model_card
 
     out_dir = Path(out_dir)
+    tmp, old = out_dir.with_name(f".{out_dir.name}.tmp"), out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, src in (extra_files or {}).items():
+        shutil.copy(src, tmp / name)
     model = MusicgenForConditionalGeneration.from_pretrained(lm_dir)
     set_generation_defaults(model, cfg)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
@@ -294,7 +309,12 @@ def assemble(lm_dir: str | Path, out_dir: str | Path, cfg: DictConfig) -> Path:
         feature_size=1, sampling_rate=model.config.audio_encoder.sampling_rate, padding_value=0.0
     )
     processor = MusicgenProcessor(feature_extractor=fe, tokenizer=tokenizer)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    write_model_card(out_dir, cfg, model)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    write_model_card(tmp, cfg, model)
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
     return out_dir

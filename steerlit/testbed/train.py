@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -226,12 +225,13 @@ def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
 
     out = Path(cfg.out_dir)
     lm_dir = Path(cfg.run_dir) / "lm" / "model"
-    out.mkdir(parents=True, exist_ok=True)
-    for prefix, src in (("codec", Path(cfg.run_dir) / "codec" / "encodec"), ("lm", lm_dir)):
-        if (src / "train_stats.json").exists():
-            shutil.copy(src / "train_stats.json", out / f"{prefix}_train_stats.json")
+    stats = {
+        f"{prefix}_train_stats.json": src / "train_stats.json"
+        for prefix, src in (("codec", Path(cfg.run_dir) / "codec" / "encodec"), ("lm", lm_dir))
+        if (src / "train_stats.json").exists()
+    }
     write_probe_sets(Path("probes"))
-    assemble(lm_dir, out, cfg)
+    assemble(lm_dir, out, cfg, extra_files=stats)
     print(f"[assemble] wrote {out}")
     return out
 

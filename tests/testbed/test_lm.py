@@ -87,8 +87,13 @@ def test_two_step_training_save_reload_generate(tmp_path):
     lm_dir, out = tmp_path / "lm", tmp_path / "out"
     model.save_pretrained(lm_dir)
     tokenizer.save_pretrained(lm_dir)
-    assemble(lm_dir, out, CFG)
-    assert (out / "README.md").exists()
+    out.mkdir()
+    (out / "eval.json").write_text("{}")  # a previous model's evaluation must not survive
+    (tmp_path / "stats.json").write_text('{"steps": 2}')
+    assemble(lm_dir, out, CFG, extra_files={"lm_train_stats.json": tmp_path / "stats.json"})
+    assert (out / "README.md").exists() and not (out / "eval.json").exists()
+    assert (out / "lm_train_stats.json").read_text() == '{"steps": 2}'
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no tmp/old folder left
     reloaded = MusicgenForConditionalGeneration.from_pretrained(out).eval()
     processor = AutoProcessor.from_pretrained(out)
     tok = processor.tokenizer(["fast bright synth bass over a dance beat"], return_tensors="pt")
