@@ -16,7 +16,11 @@ EXPERIMENTS = [
 
 
 def test_defaults_and_overrides():
-    cfg = compose(["steer.alphas=[-2,0,2]", "layers=[6,12]", "model=tiny"])
+    default = compose([])
+    assert default.model.name == "testbed"
+    assert list(default.probe.concepts) == ["testbed_tempo", "testbed_timbre"]
+    assert default.probe.eval_set == "testbed_neutral"
+    cfg = compose(["steer.alphas=[-2,0,2]", "layers=[6,12]", "model=tiny", "probe=tempo_timbre"])
     assert list(cfg.steer.alphas) == [-2.0, 0.0, 2.0]
     assert list(cfg.steer.layers) == [6, 12]
     assert cfg.model.name == "tiny"

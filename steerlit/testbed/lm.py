@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 from transformers import (
     EncodecFeatureExtractor,
     EncodecModel,
@@ -56,7 +57,7 @@ def build_code_cache(
     encodec = EncodecModel.from_pretrained(encodec_dir).eval()
     specs = [spec_for_index(i, base_seed) for i in range(num_clips)]
     codes = []
-    for start in range(0, num_clips, batch_size):
+    for start in tqdm(range(0, num_clips, batch_size), desc="render + encode clips", unit="batch"):
         wav = np.stack([render(s, clip_s) for s in specs[start : start + batch_size]])
         codes.append(encode_codes(encodec, torch.from_numpy(wav)[:, None]).to(torch.int16))
     data = {
