@@ -182,6 +182,8 @@ class MusicgenLM(L.LightningModule):
         weight_decay: float = 0.01,
         log_audio_every: int = 0,
         tokenizer=None,
+        prefix_frames: int = 0,
+        prefix_weight: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "tokenizer"])
@@ -190,7 +192,13 @@ class MusicgenLM(L.LightningModule):
             p.requires_grad_(False)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy over codebooks, and the per-codebook values (K,)."""
+        """Training loss and the plain per-codebook cross-entropies (K,).
+
+        The loss is the mean over codebooks of the cross-entropy, with the first ``prefix_frames``
+        positions weighted ``prefix_weight`` times: only at the start of a clip does the text alone
+        decide the tempo (later frames can copy the period from the context), so this strengthens
+        the gradient that teaches the decoder to read tempo words. With the defaults it is plain CE.
+        """
         codes, ids, mask = batch["codes"], batch["input_ids"], batch["attention_mask"]
         pad = self.model.config.decoder.pad_token_id
         inputs, labels = delay_inputs_and_labels(codes, pad)
@@ -206,9 +214,17 @@ class MusicgenLM(L.LightningModule):
         )
         b, k, s = labels.shape
         logits = out.logits.view(b, k, s, -1)
-        per_cb = torch.stack(
-            [F.cross_entropy(logits[:, i].reshape(b * s, -1), labels[:, i].reshape(-1)) for i in range(k)]
+        ce = F.cross_entropy(logits.reshape(b * k * s, -1), labels.reshape(-1), reduction="none").view(
+            b, k, s
         )
+        valid = (labels != -100).to(ce.dtype)
+        per_cb = (ce * valid).sum((0, 2)) / valid.sum((0, 2)).clamp_min(1)
+        hp = self.hparams
+        if hp.prefix_frames and hp.prefix_weight != 1.0:
+            w = torch.ones(s, dtype=ce.dtype, device=ce.device)
+            w[: hp.prefix_frames] = hp.prefix_weight
+            weighted = (ce * valid * w).sum((0, 2)) / (valid * w).sum((0, 2)).clamp_min(1)
+            return weighted.mean(), per_cb.detach()
         return per_cb.mean(), per_cb
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

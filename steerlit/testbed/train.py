@@ -204,7 +204,13 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         cond_dropout=cfg.lm.cond_dropout,
         log_audio_every=cfg.lm.log_audio_every if cfg.logger != "none" else 0,
         tokenizer=tokenizer,
+        prefix_frames=cfg.lm.get("prefix_frames", 0),
+        prefix_weight=cfg.lm.get("prefix_weight", 1.0),
     )
+    if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
+        state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+        print(f"[lm] initialised from {cfg.lm.init_from}")
     trainer, ckpt_dir = _trainer(cfg, cfg.lm, "lm")
     t0 = time.time()
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
