@@ -34,6 +34,8 @@ def test_every_experiment_composes(name):
     concept = "timbre" if "timbre" in name else "tempo"
     if name != "smoke":
         assert list(cfg.probe.concepts) == [concept]
+        assert cfg.model.name == "facebook/musicgen-small"  # the paper's prompt sets are MusicGen's
+        assert compose([f"experiment={name}", "model=tiny"]).model.name == "tiny"
 
 
 def test_strategy_experiment_compares_both():
