@@ -188,7 +188,11 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
 
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     else:
-        tokenizer = build_t5_tokenizer(training_corpus(), vocab_size=cfg.lm.text_vocab_size)
+        tokenizer = build_t5_tokenizer(
+            training_corpus(),
+            vocab_size=cfg.lm.text_vocab_size,
+            word_level=cfg.lm.get("word_tokenizer", False),
+        )
         tokenizer.save_pretrained(tok_dir)
     torch.manual_seed(cfg.seed)
     model = build_musicgen(cfg, Path(cfg.run_dir) / "codec" / "encodec", text_vocab_size=len(tokenizer))
@@ -209,8 +213,13 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     )
     if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
         state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-        print(f"[lm] initialised from {cfg.lm.init_from}")
+        skip = tuple(f"model.{p}" for p in cfg.lm.get("init_skip", []))  # e.g. [text_encoder]
+        missing, unexpected = module.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith(skip)}, strict=not skip
+        )
+        if unexpected or any(not k.startswith(skip) for k in missing):
+            raise ValueError(f"lm.init_from {cfg.lm.init_from}: missing {missing}, unexpected {unexpected}")
+        print(f"[lm] initialised from {cfg.lm.init_from} (kept fresh: {list(skip) or 'nothing'})")
     trainer, ckpt_dir = _trainer(cfg, cfg.lm, "lm")
     t0 = time.time()
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
