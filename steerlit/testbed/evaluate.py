@@ -218,7 +218,9 @@ def main(argv: list[str] | None = None) -> None:
         print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        from steerlit.generate.results import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

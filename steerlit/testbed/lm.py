@@ -23,7 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from transformers import (
@@ -184,6 +184,7 @@ class MusicgenLM(L.LightningModule):
         tokenizer=None,
         prefix_frames: int = 0,
         prefix_weight: float = 1.0,
+        input_dropout: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "tokenizer"])
@@ -202,6 +203,12 @@ class MusicgenLM(L.LightningModule):
         codes, ids, mask = batch["codes"], batch["input_ids"], batch["attention_mask"]
         pad = self.model.config.decoder.pad_token_id
         inputs, labels = delay_inputs_and_labels(codes, pad)
+        if self.training and self.hparams.input_dropout > 0:
+            # Hide whole frames of the audio context (all codebooks -> pad) so that the context alone
+            # cannot carry the prediction and the decoder has to read the text.
+            b, k = codes.shape[:2]
+            hide = torch.rand(b, 1, inputs.shape[-1], device=inputs.device) < self.hparams.input_dropout
+            inputs = inputs.view(b, k, -1).masked_fill(hide, pad).view(b * k, -1)
         states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         if self.training and self.hparams.cond_dropout > 0:
             keep = (torch.rand(ids.shape[0], device=ids.device) >= self.hparams.cond_dropout).to(states.dtype)
@@ -328,6 +335,7 @@ def assemble(
     processor = MusicgenProcessor(feature_extractor=fe, tokenizer=tokenizer)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    OmegaConf.save(cfg, tmp / "training_config.yaml")
     write_model_card(tmp, cfg, model)
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():

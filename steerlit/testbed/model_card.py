@@ -1,12 +1,18 @@
-"""Model card (README.md) for the assembled testbed folder."""
+"""Model card (README.md) for the assembled testbed folder.
+
+``python -m steerlit.testbed.model_card checkpoints/testbed`` rewrites the card of an assembled folder
+from its ``training_config.yaml``, train stats and ``eval.json`` (e.g. after a new evaluation).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from steerlit.generate.results import atomic_write_text
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
 from steerlit.testbed.synth import BPM_RANGE
 
@@ -150,5 +156,24 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         "",
     ]
     path = out_dir / "README.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import MusicgenForConditionalGeneration
+
+    parser = argparse.ArgumentParser(description="Rewrite the model card of an assembled testbed folder.")
+    parser.add_argument("folder", type=Path, nargs="?", default=Path("checkpoints/testbed"))
+    args = parser.parse_args(argv)
+    config = args.folder / "training_config.yaml"
+    if not config.is_file():
+        raise SystemExit(
+            f"{config} not found: assemble the folder with `python -m steerlit.testbed.train` first"
+        )
+    model = MusicgenForConditionalGeneration.from_pretrained(args.folder)
+    print(write_model_card(args.folder, OmegaConf.load(config), model))
+
+
+if __name__ == "__main__":
+    main()

@@ -210,6 +210,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         tokenizer=tokenizer,
         prefix_frames=cfg.lm.get("prefix_frames", 0),
         prefix_weight=cfg.lm.get("prefix_weight", 1.0),
+        input_dropout=cfg.lm.get("input_dropout", 0.0),
     )
     if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
         state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]

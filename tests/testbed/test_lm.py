@@ -17,6 +17,7 @@ from steerlit.testbed.lm import (
     build_musicgen,
     delay_inputs_and_labels,
 )
+from steerlit.testbed.model_card import main as rewrite_card
 
 CFG = OmegaConf.create(
     {
@@ -92,6 +93,10 @@ def test_two_step_training_save_reload_generate(tmp_path):
     (tmp_path / "stats.json").write_text('{"steps": 2}')
     assemble(lm_dir, out, CFG, extra_files={"lm_train_stats.json": tmp_path / "stats.json"})
     assert (out / "README.md").exists() and not (out / "eval.json").exists()
+    assert (out / "training_config.yaml").exists()
+    (out / "README.md").unlink()
+    rewrite_card([str(out)])
+    assert "## Architecture" in (out / "README.md").read_text()
     assert (out / "lm_train_stats.json").read_text() == '{"steps": 2}'
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no tmp/old folder left
     reloaded = MusicgenForConditionalGeneration.from_pretrained(out).eval()
