@@ -157,19 +157,21 @@ def probe_sets(n_per_pole: int = 48, n_neutral: int = 24) -> dict[str, dict]:
             "name": "testbed_tempo",
             "description": (
                 "Tempo poles for the steerlit testbed (synthetic music; fast >= 138 BPM, slow <= 102 BPM in "
-                "training captions). Prompt i of both poles differs only in the tempo word."
+                "training captions). Prompt i of both poles differs only in the tempo word (`pairs` lists the twins)."
             ),
             "poles": {"positive": "fast", "negative": "slow"},
             "prompts": {"fast": fast, "slow": slow},
+            "pairs": [{"fast": f, "slow": s} for f, s in zip(fast, slow)],
         },
         "testbed_timbre": {
             "name": "testbed_timbre",
             "description": (
                 "Brightness poles for the steerlit testbed (low-pass cutoff of all instruments). Prompt i of "
-                "both poles differs only in the brightness word."
+                "both poles differs only in the brightness word (`pairs` lists the twins)."
             ),
             "poles": {"positive": "bright", "negative": "dark"},
             "prompts": {"bright": bright, "dark": dark},
+            "pairs": [{"bright": b, "dark": d} for b, d in zip(bright, dark)],
         },
         "testbed_neutral": {
             "name": "testbed_neutral",
