@@ -42,7 +42,8 @@ def _median(values) -> float:
     return float(np.median(vals)) if vals else float("nan")
 
 
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho of ``y`` against ``x`` over the pairs whose ``y`` is not nan (nan if < 3)."""
     from scipy.stats import spearmanr
 
     pairs = [(a, b) for a, b in zip(x, y) if not math.isnan(b)]
@@ -52,7 +53,8 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(rho)
 
 
-def _rel(value: float, base: float) -> float:
+def relative_change(value: float, base: float) -> float:
+    """``(value - base) / |base|``; nan when the base is 0 or nan."""
     return (value - base) / abs(base) if base and not math.isnan(base) else float("nan")
 
 
@@ -112,16 +114,16 @@ def summarize(table: Sequence[Mapping], attributes: Mapping[str, str]) -> list[d
             attribute=attr,
             base=base,
             slope_per_alpha=slope,
-            spearman=_spearman(alphas, med),
+            spearman=spearman(alphas, med),
             alpha_max=top["alpha"],
-            rel_change_max=_rel(top[f"median_{attr}"], base),
+            rel_change_max=relative_change(top[f"median_{attr}"], base),
             alpha_min=low["alpha"],
-            rel_change_min=_rel(low[f"median_{attr}"], base),
+            rel_change_min=relative_change(low[f"median_{attr}"], base),
             quality_cost=far.get("dsp_frechet", float("nan")),
         )
         for other in sorted(set(attributes.values()) - {attr}):
             other_base = next((r[f"median_{other}"] for r in rows if r["alpha"] == 0.0), float("nan"))
-            summary[f"cross_{other}"] = _rel(top[f"median_{other}"], other_base)
+            summary[f"cross_{other}"] = relative_change(top[f"median_{other}"], other_base)
         out.append(summary)
     return out
 

@@ -359,6 +359,3 @@ def load_eval_prompts(path_or_name: PathLike, probes_dir: PathLike | None = None
         raise _fail(where, f"'prompts' must be a non-empty list, got {got}", "add 'prompts: [\"...\", ...]'")
     _check_prompts(where, "'prompts'", prompts, {})
     return list(prompts)
-
-
-from steerlit.data.splits import SPLIT_NAMES, split_examples  # noqa: E402,F401  (re-exported)

@@ -33,19 +33,13 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from steerlit.generate.sweep_definition import (  # noqa: F401  (re-exported)
+from steerlit.generate.sweep_definition import (
     DEFAULT_RUN_CAP,
-    METHODS,
     SweepDefinitionError,
     bayes_available,
-    flatten_parameters,
-    grid_points,
     load_sweep,
-    random_points,
     sweep_points,
-    validate_sweep,
 )
-from steerlit.tracking.offline_runs import read_offline_run  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -57,14 +57,13 @@ def word_unigram_vocab(corpus: Iterable[str]) -> list[tuple[str, float]]:
     pieces splits frequent words into letters ('fast' -> '▁ f a s t') and leaves a small text
     encoder to rebuild words before it can condition anything on them.
     """
+    corpus = list(corpus)
     counts = Counter(w for line in corpus for w in _WORD.findall(line))
     total = sum(counts.values())
     vocab = [(tok, 0.0) for tok in SPECIAL_TOKENS]
     vocab += [(f"\u2581{w}", math.log(c / total)) for w, c in counts.most_common()]
     chars = sorted({ch for line in corpus for ch in line if not ch.isspace()} | {"\u2581"})
-    vocab += [(ch, math.log(1.0 / total) - 10.0) for ch in chars if f"\u2581{ch}" != ch]
-    seen: set[str] = set()
-    return [(p, s) for p, s in vocab if not (p in seen or seen.add(p))]
+    return vocab + [(ch, math.log(1.0 / total) - 10.0) for ch in chars]
 
 
 def build_t5_tokenizer(

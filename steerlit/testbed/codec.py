@@ -87,10 +87,8 @@ class ClipCropDataset(IterableDataset):
     so the pool is deterministic; crop positions come from ``seed``.
     """
 
-    def __init__(
-        self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0, crops_per_clip: int = 1
-    ):
-        self.num_clips, self.crop, self.crops_per_clip = num_clips, int(crop_s * SAMPLE_RATE), crops_per_clip
+    def __init__(self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0):
+        self.num_clips, self.crop = num_clips, int(crop_s * SAMPLE_RATE)
         self.base_seed, self.seed = base_seed, seed
 
     def __iter__(self):
@@ -98,10 +96,8 @@ class ClipCropDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
             wav = render(spec_for_index(int(rng.integers(self.num_clips)), self.base_seed))
-            # a couple of crops per rendered clip: rendering is the slow part
-            for _ in range(self.crops_per_clip):
-                start = int(rng.integers(0, len(wav) - self.crop + 1))
-                yield torch.from_numpy(wav[start : start + self.crop].copy())[None]
+            start = int(rng.integers(0, len(wav) - self.crop + 1))
+            yield torch.from_numpy(wav[start : start + self.crop].copy())[None]
 
 
 @torch.no_grad()
@@ -217,16 +213,21 @@ class CodecModule(L.LightningModule):
 
 
 @torch.no_grad()
-def copy_codebooks(rvq: ResidualVQ, encodec: EncodecModel) -> None:
-    """Copy our codebooks into ``encodec.quantizer.layers[i].codebook`` (embed, embed_avg, cluster_size)."""
+def _sync_codebooks(rvq: ResidualVQ, encodec: EncodecModel, to_encodec: bool) -> None:
+    """Copy embed / embed_avg / cluster_size between our RVQ and EnCodec's quantizer (either way) and
+    mark the receiving codebooks initialised."""
     if len(encodec.quantizer.layers) != rvq.num_quantizers:
         raise ValueError(f"EnCodec has {len(encodec.quantizer.layers)} codebooks, RVQ {rvq.num_quantizers}")
     for ours, theirs in zip(rvq.layers, encodec.quantizer.layers):
-        cb = theirs.codebook
-        cb.embed.copy_(ours.embed)
-        cb.embed_avg.copy_(ours.embed_avg)
-        cb.cluster_size.copy_(ours.cluster_size)
-        cb.inited.fill_(1.0)
+        src, dst = (ours, theirs.codebook) if to_encodec else (theirs.codebook, ours)
+        for name in ("embed", "embed_avg", "cluster_size"):
+            getattr(dst, name).copy_(getattr(src, name))
+        dst.inited.fill_(1)
+
+
+def copy_codebooks(rvq: ResidualVQ, encodec: EncodecModel) -> None:
+    """Copy our codebooks into ``encodec.quantizer.layers[i].codebook`` (embed, embed_avg, cluster_size)."""
+    _sync_codebooks(rvq, encodec, to_encodec=True)
 
 
 @torch.no_grad()
@@ -234,15 +235,7 @@ def init_from_encodec(module: CodecModule, encodec: EncodecModel) -> None:
     """Start ``module`` from a trained ``EncodecModel``: its weights and its codebooks (the inverse
     of :func:`copy_codebooks`). Sizes must match; the RVQ counts as initialised (no k-means)."""
     module.encodec.load_state_dict(encodec.state_dict())
-    if len(encodec.quantizer.layers) != module.rvq.num_quantizers:
-        raise ValueError(
-            f"EnCodec has {len(encodec.quantizer.layers)} codebooks, RVQ {module.rvq.num_quantizers}"
-        )
-    for ours, theirs in zip(module.rvq.layers, encodec.quantizer.layers):
-        ours.embed.copy_(theirs.codebook.embed)
-        ours.embed_avg.copy_(theirs.codebook.embed_avg)
-        ours.cluster_size.copy_(theirs.codebook.cluster_size)
-        ours.inited.fill_(True)
+    _sync_codebooks(module.rvq, encodec, to_encodec=False)
 
 
 def export_encodec(module: CodecModule) -> EncodecModel:

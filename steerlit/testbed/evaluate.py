@@ -15,8 +15,7 @@ Prints (and optionally writes as JSON):
 * with ``--study RUN``: the steering acceptance of a finished ``steerlit run experiment=testbed_study``
   folder (:mod:`steerlit.testbed.steering_report`); ``--study RUN --only-study`` prints just that.
 
-BPM and centroid come from ``steerlit.metrics.attributes.compute_attribute`` when that module is
-importable, else ``librosa.feature.tempo`` / ``librosa.feature.spectral_centroid``.
+BPM and centroid come from ``steerlit.metrics.attributes.compute_attribute``, as in the steering grid.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steerlit.metrics.attributes import compute_attribute
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM, probe_sets
 from steerlit.testbed.synth import BPM_RANGE, SAMPLE_RATE, ClipSpec, render, spec_for_index
 
@@ -38,15 +38,7 @@ POLE_RANGES = {"fast": (FAST_BPM, BPM_RANGE[1]), "slow": (BPM_RANGE[0], SLOW_BPM
 
 def attributes(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[float, float]:
     """(tempo in BPM, spectral centroid in Hz) of a mono clip ``(samples,)``."""
-    try:
-        from steerlit.metrics.attributes import compute_attribute
-
-        return compute_attribute(y, sr, "bpm"), compute_attribute(y, sr, "centroid_hz")
-    except ImportError:
-        import librosa
-
-        bpm = float(librosa.feature.tempo(y=y, sr=sr)[0])
-        return bpm, float(librosa.feature.spectral_centroid(y=y, sr=sr).mean())
+    return compute_attribute(y, sr, "bpm"), compute_attribute(y, sr, "centroid_hz")
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:

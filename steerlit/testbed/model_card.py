@@ -33,7 +33,7 @@ def _limitations(ev: dict) -> list[str]:
         out.append(
             f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "
-            f"{rt.get('centroid_rel_error_median', 0):+.0%}): the toy codec (trained ~25 CPU-minutes) loses high "
+            f"{rt.get('centroid_rel_error_median', 0):+.0%}): the toy codec loses high "
             "frequencies, so absolute centroids of generated audio are lower than those of the training clips."
         )
     pf = ev.get("prompt_following", {})
@@ -41,8 +41,8 @@ def _limitations(ev: dict) -> list[str]:
     if t and t.get("auroc_fast_gt_slow", 1) < 0.65:
         out.append(
             f"- Tempo words are not followed (AUROC fast > slow {t['auroc_fast_gt_slow']:.2f}, medians "
-            f"{t['median_bpm_fast']:.0f} vs {t['median_bpm_slow']:.0f} BPM): the LM is undertrained "
-            "(~25 CPU-minutes); tempo steering on this model shows what a direction does, not a learned tempo concept."
+            f"{t['median_bpm_fast']:.0f} vs {t['median_bpm_slow']:.0f} BPM): the LM does not "
+            "read its tempo words; tempo steering on this model shows what a direction does, not a learned tempo concept."
         )
     if c:
         out.append(

@@ -25,7 +25,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from steerlit.analysis import _spearman
+from steerlit.analysis import relative_change, spearman
 
 GROUP = ("concept", "method", "layer", "strategy")
 MIN_ALPHAS = 7
@@ -52,10 +52,6 @@ def read_per_alpha(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _rel(value: float, base: float) -> float:
-    return value / base - 1.0 if base and not math.isnan(base) else float("nan")
-
-
 def group_report(rows: list[dict]) -> dict:
     """The acceptance numbers of one group (rows of one concept/method/layer/strategy)."""
     rows = sorted(rows, key=lambda r: r["alpha"])
@@ -65,21 +61,24 @@ def group_report(rows: list[dict]) -> dict:
     alphas = [r["alpha"] for r in rows]
     medians = [r[f"median_{attr}"] for r in rows]
     out = dict({k: rows[0][k] for k in GROUP}, attribute=attr, n_alphas=len(rows))
-    out["spearman"] = _spearman(alphas, medians)
+    out["spearman"] = spearman(alphas, medians)
     out["base"] = ref[f"median_{attr}"] if ref else float("nan")
     # Signed change: positive when the attribute moves the way sign(α) asks.
     scored = [
-        (math.copysign(1.0, r["alpha"]) * _rel(r[f"median_{attr}"], out["base"]), r)
+        (math.copysign(1.0, r["alpha"]) * relative_change(r[f"median_{attr}"], out["base"]), r)
         for r in rows
         if r["alpha"] != 0.0 and not math.isnan(r[f"median_{attr}"])
     ]
     if scored and ref is not None:
-        _, best = max(scored, key=lambda s: -math.inf if math.isnan(s[0]) else s[0])
+        # ties (e.g. +-x% at +-alpha) go to the larger alpha, so the pick never hangs on rounding
+        _, best = max(scored, key=lambda s: (-math.inf if math.isnan(s[0]) else s[0], s[1]["alpha"]))
         out["best_alpha"] = best["alpha"]
-        out["best_rel_change"] = _rel(best[f"median_{attr}"], out["base"])
+        out["best_rel_change"] = relative_change(best[f"median_{attr}"], out["base"])
         out["quality_cost"] = best.get("dsp_frechet", float("nan"))
         for other in others:
-            out[f"cross_rel_change_{other}"] = _rel(best[f"median_{other}"], ref[f"median_{other}"])
+            out[f"cross_rel_change_{other}"] = relative_change(
+                best[f"median_{other}"], ref[f"median_{other}"]
+            )
     enough = out["n_alphas"] >= MIN_ALPHAS and min(alphas) < 0 < max(alphas)
     out["passes"] = bool(
         enough

@@ -81,6 +81,16 @@ def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
     ), ckpt_dir
 
 
+def _given(stage_cfg: DictConfig, *keys: str) -> dict:
+    """The optional keyword arguments among ``keys`` that the config sets (the module's defaults hold
+    for the others), as plain Python values."""
+    return {
+        k: OmegaConf.to_object(stage_cfg[k]) if OmegaConf.is_config(stage_cfg[k]) else stage_cfg[k]
+        for k in keys
+        if k in stage_cfg
+    }
+
+
 def _resume_path(ckpt_dir: Path) -> str | None:
     last = ckpt_dir / "last.ckpt"
     return str(last) if last.exists() else None
@@ -110,13 +120,9 @@ def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
         enc_cfg.to_dict(),
         lr=c.lr,
         log_audio_every=c.log_audio_every if cfg.logger != "none" else 0,
-        dead_threshold=c.get("dead_threshold", 0.05),
-        quantize_after=c.get("quantize_after", 0),
-        stft_eps=c.get("stft_eps", 1e-4),
-        w_commit=c.get("w_commit", 1.0),
-        w_l1=c.get("w_l1", 1.0),
-        w_stft=c.get("w_stft", 1.0),
-        stft_fft_sizes=tuple(c.get("stft_fft_sizes", (256, 512, 1024))),
+        **_given(
+            c, "dead_threshold", "quantize_after", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes"
+        ),
     )
     if c.get("init_from"):  # a MusicGen folder (its audio_encoder) or an EncodecModel folder
         from transformers import AutoConfig, MusicgenForConditionalGeneration
@@ -208,9 +214,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         cond_dropout=cfg.lm.cond_dropout,
         log_audio_every=cfg.lm.log_audio_every if cfg.logger != "none" else 0,
         tokenizer=tokenizer,
-        prefix_frames=cfg.lm.get("prefix_frames", 0),
-        prefix_weight=cfg.lm.get("prefix_weight", 1.0),
-        input_dropout=cfg.lm.get("input_dropout", 0.0),
+        **_given(cfg.lm, "prefix_frames", "prefix_weight", "input_dropout"),
     )
     if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
         state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]

@@ -18,9 +18,9 @@ from steerlit.data.probe_set import (
     load_eval_prompts,
     load_probe_set,
     normalize_prompt,
-    split_examples,
     validate_against_eval,
 )
+from steerlit.data.splits import split_examples
 
 REPO_PROBES = Path(__file__).resolve().parents[2] / "probes"
 

@@ -4,7 +4,9 @@ import pytest
 import yaml
 
 from steerlit.generate import sweeps
-from steerlit.generate.sweeps import SweepDefinitionError, load_sweep, run_local_sweep, sweep_points
+from steerlit.generate.sweep_definition import DEFAULT_RUN_CAP, SweepDefinitionError, load_sweep, sweep_points
+from steerlit.generate.sweeps import run_local_sweep
+from steerlit.tracking.offline_runs import read_offline_run
 
 GRID_YAML = """
 name: alpha-layer
@@ -53,7 +55,7 @@ def test_offline_grid_sweep_makes_one_offline_run_per_point(wandb_env):
     for s in summaries:
         runs = sorted((out).glob(f"{s['index']:03d}-*/wandb/offline-run-*"))
         assert len(runs) == 1, runs
-        run = sweeps.read_offline_run(runs[0])  # config.yaml is only written by `wandb sync`
+        run = read_offline_run(runs[0])  # config.yaml is only written by `wandb sync`
         assert run["config"] == s["overrides"] and run["group"] == "alpha-layer"
         assert run["summary"]["score"] == pytest.approx(s["result"]["score"])
         config_yaml = runs[0] / "files" / "config.yaml"
@@ -85,10 +87,7 @@ def test_random_points_are_seeded_and_capped():
     for p in p1:
         assert p["a"] in (1, 2, 3) and 0.1 <= p["b"] <= 1.0 and p["c"] in (2, 3, 4) and p["e"] == "x"
         assert 1e-3 <= p["d"] <= 1e-1 and isinstance(p["c"], int)
-    assert (
-        len(sweep_points({"method": "random", "parameters": {"a": {"values": [1]}}}))
-        == sweeps.DEFAULT_RUN_CAP
-    )
+    assert len(sweep_points({"method": "random", "parameters": {"a": {"values": [1]}}})) == DEFAULT_RUN_CAP
 
 
 def test_grid_validation_and_nested_parameters():
