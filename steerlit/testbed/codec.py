@@ -80,6 +80,36 @@ def multi_resolution_stft_loss(
     return loss / len(fft_sizes)
 
 
+def spectral_centroid_torch(x: torch.Tensor, n_fft: int = 2048, hop: int = 512) -> torch.Tensor:
+    """Differentiable energy-weighted spectral centroid in Hz, like
+    :func:`steerlit.metrics.brightness.spectral_centroid` (magnitude-weighted per frame, frames
+    weighted by energy; no silence gate). x: (B, N) -> (B,)."""
+    win = torch.hann_window(n_fft, device=x.device)
+    mag = torch.stft(x, n_fft, hop, window=win, return_complex=True).abs()  # (B, F, T)
+    freqs = torch.linspace(0, SAMPLE_RATE / 2, mag.shape[1], device=x.device)
+    frame_c = (freqs[None, :, None] * mag).sum(1) / mag.sum(1).clamp_min(1e-8)  # (B, T)
+    energy = (mag**2).sum(1)
+    return (energy * frame_c).sum(-1) / energy.sum(-1).clamp_min(1e-8)
+
+
+def band_envelope_loss(
+    x: torch.Tensor, y: torch.Tensor, n_fft: int = 1024, bands: int = 32, frames: int = 4, eps: float = 1e-6
+) -> torch.Tensor:
+    """L1 between log energies of ``bands`` log-spaced frequency bands pooled over ``frames`` STFT
+    frames. Unlike a per-bin log-magnitude loss, whose optimum for noise (hi-hats) under-shoots the
+    energy, band energies of noise are predictable, so the decoder keeps the highs. x, y: (B, N)."""
+    win = torch.hann_window(n_fft, device=x.device)
+    px = torch.stft(x, n_fft, n_fft // 4, window=win, return_complex=True).abs() ** 2
+    py = torch.stft(y, n_fft, n_fft // 4, window=win, return_complex=True).abs() ** 2
+    edges = torch.unique(torch.logspace(0, math.log10(px.shape[1]), bands + 1).long()).tolist()
+    loss = x.new_zeros(())
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        ex = F.avg_pool1d(px[:, lo:hi].sum(1, keepdim=True), frames, frames, ceil_mode=True)
+        ey = F.avg_pool1d(py[:, lo:hi].sum(1, keepdim=True), frames, frames, ceil_mode=True)
+        loss = loss + F.l1_loss(torch.log(ex + eps), torch.log(ey + eps))
+    return loss / (len(edges) - 1)
+
+
 class ClipCropDataset(IterableDataset):
     """Endless random crops of synthetic training clips.
 
@@ -130,6 +160,11 @@ class CodecModule(L.LightningModule):
         dead_threshold: EMA usage count below which a code is re-seeded (about one use per 20
             steps with ~600 vectors per batch and 512 entries).
         log_audio_every: log an input/reconstruction pair to W&B every this many steps (0 = never).
+        w_envelope: weight of :func:`band_envelope_loss`.
+        w_centroid: weight of the L1 between log spectral centroids (:func:`spectral_centroid_torch`)
+            of reconstruction and input: the attribute the testbed's brightness is measured by.
+        decoder_only: train the decoder alone; encoder and codebooks stay frozen (no EMA updates),
+            so the codes, and an LM trained on them, stay valid.
     """
 
     def __init__(
@@ -144,6 +179,9 @@ class CodecModule(L.LightningModule):
         quantize_after: int = 0,
         stft_eps: float = 1e-4,
         stft_fft_sizes: tuple[int, ...] = (256, 512, 1024),
+        w_envelope: float = 0.0,
+        w_centroid: float = 0.0,
+        decoder_only: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -159,8 +197,13 @@ class CodecModule(L.LightningModule):
 
         During the first ``quantize_after`` training steps the RVQ is bypassed (codes are -1).
         """
-        z = self.encodec.encoder(wav)  # (B, D, T)
-        if self.training and self.global_step < self.hparams.quantize_after:
+        if self.hparams.decoder_only:
+            self.rvq.eval()  # frozen codebooks: no k-means, EMA or dead-code updates
+            with torch.no_grad():
+                z = self.encodec.encoder(wav)
+        else:
+            z = self.encodec.encoder(wav)  # (B, D, T)
+        if self.training and self.global_step < self.hparams.quantize_after and not self.hparams.decoder_only:
             codes = torch.full((z.shape[0], self.rvq.num_quantizers, z.shape[-1]), -1, dtype=torch.long)
             z_q, commit = z, z.new_zeros(())
         else:
@@ -175,16 +218,20 @@ class CodecModule(L.LightningModule):
             recon[:, 0], batch[:, 0], tuple(self.hparams.stft_fft_sizes), eps=self.hparams.stft_eps
         )
         hp = self.hparams
-        loss = hp.w_l1 * l1 + hp.w_stft * stft + hp.w_commit * commit
+        parts = {"l1": l1, "stft": stft, "commit": commit}
+        if hp.w_envelope:
+            parts["envelope"] = band_envelope_loss(recon[:, 0], batch[:, 0])
+        if hp.w_centroid:
+            c_rec, c_ref = spectral_centroid_torch(recon[:, 0]), spectral_centroid_torch(batch[:, 0])
+            parts["centroid"] = (
+                (torch.log(c_rec.clamp_min(1.0)) - torch.log(c_ref.clamp_min(1.0))).abs().mean()
+            )
+        weights = {"l1": hp.w_l1, "stft": hp.w_stft, "commit": hp.w_commit}
+        weights.update(envelope=hp.w_envelope, centroid=hp.w_centroid)
+        loss = sum(weights[k] * v for k, v in parts.items())
         used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()
         self.log_dict(
-            {
-                "codec/loss": loss,
-                "codec/l1": l1,
-                "codec/stft": stft,
-                "codec/commit": commit,
-                "codec/codes_used": used,
-            },
+            {"codec/loss": loss, **{f"codec/{k}": v for k, v in parts.items()}, "codec/codes_used": used},
             prog_bar=True,
         )
         if hp.log_audio_every and self.global_step % hp.log_audio_every == 0:
@@ -206,10 +253,10 @@ class CodecModule(L.LightningModule):
         )
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
-            list(self.encodec.encoder.parameters()) + list(self.encodec.decoder.parameters()),
-            lr=self.hparams.lr,
-        )
+        params = list(self.encodec.decoder.parameters())
+        if not self.hparams.decoder_only:
+            params += list(self.encodec.encoder.parameters())
+        return torch.optim.Adam(params, lr=self.hparams.lr)
 
 
 @torch.no_grad()

@@ -1,9 +1,10 @@
 """Training the testbed's MusicGen (T5 text encoder + MusicGen decoder) on cached codec codes.
 
-The text encoder is a small T5 trained jointly with the decoder: nothing pretrained can be
-downloaded here, and a frozen random encoder would leave synonyms ("fast", "upbeat", "driving")
-unrelated; trained jointly, the encoder maps them to shared features, so tempo and brightness are
-carried by the conditioning (and by the decoder's residual stream, which is what steering needs).
+The text encoder is a small T5: nothing pretrained can be downloaded here, and a frozen random
+encoder would leave synonyms ("fast", "upbeat", "driving") unrelated. Either it is trained jointly
+with the decoder, or (``lm.text_pretrain_steps``) first pre-trained to read the clip attributes from
+captions (:mod:`steerlit.testbed.text_pretrain`) and then frozen (``freeze_text_encoder``): trained
+jointly from scratch, the decoder learned to ignore the text.
 The EnCodec audio encoder is frozen (it only decodes codes to audio at generation time).
 
 Inputs follow MusicGen's delay pattern exactly as ``generate`` builds it: for codes ``(B, K, T)``
@@ -185,12 +186,15 @@ class MusicgenLM(L.LightningModule):
         prefix_frames: int = 0,
         prefix_weight: float = 1.0,
         input_dropout: float = 0.0,
+        freeze_text_encoder: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model", "tokenizer"])
         self.model, self.tokenizer = model, tokenizer
-        for p in self.model.audio_encoder.parameters():
-            p.requires_grad_(False)
+        frozen = [self.model.audio_encoder] + ([self.model.text_encoder] if freeze_text_encoder else [])
+        for part in frozen:
+            for p in part.parameters():
+                p.requires_grad_(False)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Training loss and the plain per-codebook cross-entropies (K,).
@@ -209,7 +213,12 @@ class MusicgenLM(L.LightningModule):
             b, k = codes.shape[:2]
             hide = torch.rand(b, 1, inputs.shape[-1], device=inputs.device) < self.hparams.input_dropout
             inputs = inputs.view(b, k, -1).masked_fill(hide, pad).view(b * k, -1)
-        states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        if self.hparams.freeze_text_encoder:
+            self.model.text_encoder.eval()  # fixed features: no dropout either
+            with torch.no_grad():
+                states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        else:
+            states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         if self.training and self.hparams.cond_dropout > 0:
             keep = (torch.rand(ids.shape[0], device=ids.device) >= self.hparams.cond_dropout).to(states.dtype)
             states = states * keep[:, None, None]
@@ -304,15 +313,35 @@ class MusicgenLM(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+@torch.no_grad()
+def replace_codec_decoder(encodec: EncodecModel, tuned: EncodecModel) -> None:
+    """Copy ``tuned``'s decoder into ``encodec`` after checking that everything else (encoder,
+    codebooks) is identical, so that codes made by ``encodec`` keep their meaning."""
+    mine, theirs = encodec.state_dict(), tuned.state_dict()
+    differ = [k for k in mine if not k.startswith("decoder.") and not torch.equal(mine[k], theirs[k])]
+    if differ:
+        raise ValueError(
+            f"{len(differ)} encoder/codebook tensors differ (e.g. {differ[0]}): this codec was not "
+            "fine-tuned from the LM's codec; re-run the codec_decoder stage with --force"
+        )
+    encodec.decoder.load_state_dict(tuned.decoder.state_dict())
+
+
 def assemble(
-    lm_dir: str | Path, out_dir: str | Path, cfg: DictConfig, extra_files: dict[str, Path] | None = None
+    lm_dir: str | Path,
+    out_dir: str | Path,
+    cfg: DictConfig,
+    extra_files: dict[str, Path] | None = None,
+    decoder_from: str | Path | None = None,
 ) -> Path:
     """Save model (fp32 safetensors) + ``MusicgenProcessor`` (tokenizer + feature extractor) + card.
 
     Atomic: everything is written to a hidden sibling folder that then replaces ``out_dir`` whole, so
     a crash never leaves a half-written model, and files of a previous model (its ``eval.json``,
     its ``directions/``) never sit next to the new weights. ``extra_files`` ({name: source}) are
-    copied in before the card is written (e.g. the training stats it quotes).
+    copied in before the card is written (e.g. the training stats it quotes). ``decoder_from``: an
+    ``EncodecModel`` folder whose decoder replaces the model's codec decoder; its encoder and
+    codebooks must equal the model's (they made the LM's training codes), else ``ValueError``.
     """
     import shutil
 
@@ -327,6 +356,8 @@ def assemble(
     for name, src in (extra_files or {}).items():
         shutil.copy(src, tmp / name)
     model = MusicgenForConditionalGeneration.from_pretrained(lm_dir)
+    if decoder_from is not None:
+        replace_codec_decoder(model.audio_encoder, EncodecModel.from_pretrained(decoder_from))
     set_generation_defaults(model, cfg)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     fe = EncodecFeatureExtractor(

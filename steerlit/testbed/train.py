@@ -7,6 +7,10 @@ redoes them), so an interrupted run can be resumed by re-running the same comman
 
 * ``codec``: trains :class:`~steerlit.testbed.codec.CodecModule` on random crops of synthetic
   clips and saves the stock ``EncodecModel`` (our codebooks copied in) to ``run_dir/codec/encodec``.
+* ``codec_decoder`` (with a ``codec_decoder`` config section): fine-tunes the codec's decoder alone
+  (encoder and codebooks frozen, so codes stay valid) with extra losses on the spectral envelope and
+  centroid; saved to ``run_dir/codec/decoder_ft`` and shipped by ``assemble``. Independent of ``lm``,
+  so the two can train at once in two processes.
 * ``codes``: renders the training clips, encodes them with that EnCodec and caches codes + captions
   in ``cache_dir`` (git-ignored).
 * ``lm``: trains T5 encoder + MusicGen decoder (:class:`~steerlit.testbed.lm.MusicgenLM`) on the
@@ -28,7 +32,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-STAGES = ("codec", "codes", "lm", "assemble", "evaluate")
+STAGES = ("codec", "codes", "lm", "codec_decoder", "assemble", "evaluate")
 
 
 def _setup_logger(cfg: DictConfig, stage: str):
@@ -96,53 +100,64 @@ def _resume_path(ckpt_dir: Path) -> str | None:
     return str(last) if last.exists() else None
 
 
-def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
-    """Train the codec; returns the folder of the exported ``EncodecModel``."""
+def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from: str | None) -> Path:
+    """Train a :class:`~steerlit.testbed.codec.CodecModule` with options ``c`` (optionally starting
+    from a trained codec) and save its stock ``EncodecModel`` to ``out``."""
     from torch.utils.data import DataLoader
-    from transformers import EncodecModel
+    from transformers import AutoConfig, EncodecModel, MusicgenForConditionalGeneration
 
-    from steerlit.testbed.codec import ClipCropDataset, CodecModule, export_encodec, make_encodec_config
-
-    out = Path(cfg.run_dir) / "codec" / "encodec"
-    if out.exists() and not force:
-        print(f"[codec] exists, skipping: {out}")
-        return out
-    c = cfg.codec
-    enc_cfg = make_encodec_config(
-        num_filters=c.num_filters,
-        hidden_size=c.hidden_size,
-        codebook_size=c.codebook_size,
-        num_codebooks=c.num_codebooks,
-        num_lstm_layers=c.num_lstm_layers,
+    from steerlit.testbed.codec import (
+        ClipCropDataset,
+        CodecModule,
+        export_encodec,
+        init_from_encodec,
+        make_encodec_config,
     )
+
+    if init_from:  # a MusicGen folder (its audio_encoder) or an EncodecModel folder
+        is_musicgen = AutoConfig.from_pretrained(init_from).model_type == "musicgen"
+        source = (
+            MusicgenForConditionalGeneration.from_pretrained(init_from).audio_encoder
+            if is_musicgen
+            else EncodecModel.from_pretrained(init_from)
+        )
+        enc_cfg = source.config
+    else:
+        source = None
+        enc_cfg = make_encodec_config(
+            num_filters=c.num_filters,
+            hidden_size=c.hidden_size,
+            codebook_size=c.codebook_size,
+            num_codebooks=c.num_codebooks,
+            num_lstm_layers=c.num_lstm_layers,
+        )
     torch.manual_seed(cfg.seed)
     module = CodecModule(
         enc_cfg.to_dict(),
         lr=c.lr,
         log_audio_every=c.log_audio_every if cfg.logger != "none" else 0,
         **_given(
-            c, "dead_threshold", "quantize_after", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes"
+            c,
+            "dead_threshold",
+            "quantize_after",
+            "stft_eps",
+            "w_commit",
+            "w_l1",
+            "w_stft",
+            "stft_fft_sizes",
+            "w_envelope",
+            "w_centroid",
+            "decoder_only",
         ),
     )
-    if c.get("init_from"):  # a MusicGen folder (its audio_encoder) or an EncodecModel folder
-        from transformers import AutoConfig, MusicgenForConditionalGeneration
-
-        from steerlit.testbed.codec import init_from_encodec
-
-        src = str(c.init_from)
-        is_musicgen = AutoConfig.from_pretrained(src).model_type == "musicgen"
-        init_from_encodec(
-            module,
-            MusicgenForConditionalGeneration.from_pretrained(src).audio_encoder
-            if is_musicgen
-            else EncodecModel.from_pretrained(src),
-        )
-        print(f"[codec] initialised from {src}")
+    if source is not None:
+        init_from_encodec(module, source)
+        print(f"[{stage}] initialised from {init_from}")
     data = DataLoader(
         ClipCropDataset(cfg.data.train_clips, c.crop_s, cfg.data.base_seed, seed=cfg.seed),
         batch_size=c.batch_size,
     )
-    trainer, ckpt_dir = _trainer(cfg, c, "codec")
+    trainer, ckpt_dir = _trainer(cfg, c, stage)
     t0 = time.time()
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
     encodec = export_encodec(module)
@@ -151,9 +166,34 @@ def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
     stats.update(steps=trainer.global_step, seconds=time.time() - t0)
     stats["params"] = sum(p.numel() for p in encodec.parameters())
     (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
-    print(f"[codec] saved {out}: {stats}")
+    print(f"[{stage}] saved {out}: {stats}")
     _finish_wandb()
     return out
+
+
+def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
+    """Train the codec; returns the folder of the exported ``EncodecModel``."""
+    out = Path(cfg.run_dir) / "codec" / "encodec"
+    if out.exists() and not force:
+        print(f"[codec] exists, skipping: {out}")
+        return out
+    init = cfg.codec.get("init_from")
+    return _fit_codec(cfg, cfg.codec, "codec", out, str(init) if init else None)
+
+
+def stage_codec_decoder(cfg: DictConfig, force: bool = False) -> Path | None:
+    """Fine-tune the codec's decoder alone (encoder and codebooks frozen, so the cached codes and the
+    LM trained on them stay valid); ``assemble`` then ships this decoder. Skipped without a
+    ``codec_decoder`` config section. Can run while the ``lm`` stage trains."""
+    if "codec_decoder" not in cfg:
+        print("[codec_decoder] no codec_decoder section in the config, skipping")
+        return None
+    out = Path(cfg.run_dir) / "codec" / "decoder_ft"
+    if out.exists() and not force:
+        print(f"[codec_decoder] exists, skipping: {out}")
+        return out
+    c = OmegaConf.merge(cfg.codec_decoder, {"decoder_only": True})
+    return _fit_codec(cfg, c, "codec_decoder", out, str(Path(cfg.run_dir) / "codec" / "encodec"))
 
 
 def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
@@ -202,6 +242,8 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         tokenizer.save_pretrained(tok_dir)
     torch.manual_seed(cfg.seed)
     model = build_musicgen(cfg, Path(cfg.run_dir) / "codec" / "encodec", text_vocab_size=len(tokenizer))
+    if cfg.lm.get("text_pretrain_steps", 0):
+        model.text_encoder.load_state_dict(pretrain_text_encoder(cfg, model, tokenizer).state_dict())
     dataset = CodeDataset(Path(cfg.cache_dir) / "codes.pt", tokenizer, seed=cfg.seed)
     data = DataLoader(
         dataset, batch_size=cfg.lm.batch_size, shuffle=True, collate_fn=dataset.collate, drop_last=True
@@ -214,7 +256,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         cond_dropout=cfg.lm.cond_dropout,
         log_audio_every=cfg.lm.log_audio_every if cfg.logger != "none" else 0,
         tokenizer=tokenizer,
-        **_given(cfg.lm, "prefix_frames", "prefix_weight", "input_dropout"),
+        **_given(cfg.lm, "prefix_frames", "prefix_weight", "input_dropout", "freeze_text_encoder"),
     )
     if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
         state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]
@@ -238,6 +280,48 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     return out
 
 
+def pretrain_text_encoder(cfg: DictConfig, model, tokenizer):
+    """Pre-train ``model.text_encoder`` on caption -> clip attributes
+    (:mod:`steerlit.testbed.text_pretrain`); cached in ``run_dir/lm/text_encoder``. Prints the
+    held-out readout (captions of held-out clips) so that one sees what the features carry."""
+    from torch.utils.data import DataLoader
+    from transformers import T5EncoderModel
+
+    from steerlit.testbed.text_pretrain import (
+        CaptionAttributeDataset,
+        TextAttributeModule,
+        collate_captions,
+        readout_report,
+    )
+
+    out = Path(cfg.run_dir) / "lm" / "text_encoder"
+    if out.exists():
+        print(f"[lm] pre-trained text encoder exists, using it: {out}")
+        return T5EncoderModel.from_pretrained(out)
+    module = TextAttributeModule(model.text_encoder, lr=cfg.lm.get("text_pretrain_lr", 1e-3))
+    data = DataLoader(
+        CaptionAttributeDataset(cfg.data.train_clips, cfg.data.base_seed, seed=cfg.seed),
+        batch_size=64,
+        collate_fn=collate_captions(tokenizer),
+    )
+    stage_cfg = OmegaConf.create(
+        {
+            "max_steps": cfg.lm.text_pretrain_steps,
+            "max_time_min": 30,
+            "checkpoint_every": 1000,
+            "grad_clip": 1.0,
+        }
+    )
+    trainer, _ = _trainer(cfg, stage_cfg, "text")
+    trainer.fit(module, data)
+    report = readout_report(module, tokenizer, base_seed=cfg.data.heldout_base_seed)
+    print(f"[lm] text encoder pre-trained: {report}")
+    module.text_encoder.save_pretrained(out)
+    (out / "readout.json").write_text(json.dumps(report, indent=2))
+    _finish_wandb()
+    return module.text_encoder
+
+
 def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
     """Write model + processor + probes + model card into ``out_dir``."""
     from steerlit.testbed.captions import write_probe_sets
@@ -250,8 +334,11 @@ def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
         for prefix, src in (("codec", Path(cfg.run_dir) / "codec" / "encodec"), ("lm", lm_dir))
         if (src / "train_stats.json").exists()
     }
+    tuned = Path(cfg.run_dir) / "codec" / "decoder_ft"
+    if (tuned / "train_stats.json").exists():
+        stats["codec_decoder_train_stats.json"] = tuned / "train_stats.json"
     write_probe_sets(Path("probes"))
-    assemble(lm_dir, out, cfg, extra_files=stats)
+    assemble(lm_dir, out, cfg, extra_files=stats, decoder_from=tuned if tuned.exists() else None)
     print(f"[assemble] wrote {out}")
     return out
 
@@ -297,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     funcs = {
         "codec": stage_codec,
         "codes": stage_codes,
+        "codec_decoder": stage_codec_decoder,
         "lm": stage_lm,
         "assemble": stage_assemble,
         "evaluate": stage_evaluate,

@@ -1,15 +1,19 @@
-"""Codebook copy into a stock EncodecModel reproduces our codes exactly."""
+"""Codebook copy into a stock EncodecModel reproduces our codes exactly; decoder-only fine-tuning
+keeps the codes; the centroid and envelope losses measure what they claim."""
 
+import pytest
 import torch
 
 from steerlit.testbed.codec import (
     CodecModule,
+    band_envelope_loss,
     decode_codes,
     encode_codes,
     export_encodec,
     init_from_encodec,
     make_encodec_config,
     multi_resolution_stft_loss,
+    spectral_centroid_torch,
 )
 
 
@@ -54,3 +58,75 @@ def test_init_from_encodec_restores_weights_and_codebooks():
         _, codes, _ = fresh(x)
     assert all(bool(layer.inited.item()) for layer in fresh.rvq.layers)
     torch.testing.assert_close(codes, encode_codes(encodec, x), rtol=0, atol=0)
+
+
+def _trained_encodec(seed: int = 0):
+    torch.manual_seed(seed)
+    config = make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64).to_dict()
+    module = CodecModule(config)
+    module.train()
+    module(torch.randn(2, 1, 16000) * 0.1)  # k-means init of the RVQ
+    return config, export_encodec(module)
+
+
+def test_decoder_only_training_keeps_codes_and_changes_decoder():
+    import lightning as L
+
+    config, encodec = _trained_encodec()
+    before = {k: v.clone() for k, v in encodec.state_dict().items()}
+    x = torch.randn(2, 1, 16000) * 0.1
+    codes_before = encode_codes(encodec, x)
+    module = CodecModule(config, lr=1e-2, w_envelope=1.0, w_centroid=1.0, decoder_only=True)
+    init_from_encodec(module, encodec)
+    batches = torch.utils.data.DataLoader(torch.randn(6, 1, 4000) * 0.1, batch_size=2)
+    L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(
+        module, batches
+    )
+    tuned = export_encodec(module)
+    torch.testing.assert_close(encode_codes(tuned, x), codes_before, rtol=0, atol=0)
+    after = tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)
+
+
+def test_replace_codec_decoder_refuses_another_codec():
+    from steerlit.testbed.lm import replace_codec_decoder
+
+    _, encodec = _trained_encodec(0)
+    _, other = _trained_encodec(1)
+    with pytest.raises(ValueError, match="encoder/codebook tensors differ"):
+        replace_codec_decoder(encodec, other)
+    _, same_encoder = _trained_encodec(0)
+    with torch.no_grad():
+        for p in same_encoder.decoder.parameters():
+            p.mul_(0.5)
+    replace_codec_decoder(encodec, same_encoder)
+    for a, b in zip(encodec.decoder.parameters(), same_encoder.decoder.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_torch_centroid_matches_metric_and_envelope_loss_sees_lost_highs():
+    import numpy as np
+
+    from steerlit.metrics.brightness import spectral_centroid
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    clips = [
+        0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t),
+        0.1 * rng.standard_normal(16000),
+    ]
+    for y in clips:
+        ours = float(spectral_centroid_torch(torch.from_numpy(y).float()[None])[0])
+        assert abs(ours / spectral_centroid(y, 16000) - 1) < 0.05
+    noise = torch.from_numpy(clips[1]).float()[None]
+    dull = torchaudio_free_lowpass(noise)
+    assert float(band_envelope_loss(noise, noise)) == 0.0
+    assert float(band_envelope_loss(dull, noise)) > 1.0
+
+
+def torchaudio_free_lowpass(x: torch.Tensor, cutoff_bin: int = 1000) -> torch.Tensor:
+    """Zero every FFT bin above ``cutoff_bin`` (of 8001): a 2 kHz brick-wall low-pass."""
+    spec = torch.fft.rfft(x)
+    spec[..., cutoff_bin:] = 0
+    return torch.fft.irfft(spec, n=x.shape[-1])

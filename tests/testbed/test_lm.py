@@ -2,7 +2,6 @@
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, EncodecModel, MusicgenForConditionalGeneration
 
@@ -19,37 +18,14 @@ from steerlit.testbed.lm import (
 )
 from steerlit.testbed.model_card import main as rewrite_card
 
-CFG = OmegaConf.create(
-    {
-        "run_dir": "unused",
-        "data": {"train_clips": 4, "base_seed": 0, "heldout_base_seed": 1},
-        "codec": {"batch_size": 4, "crop_s": 0.5},
-        "lm": {
-            "text_d_model": 32,
-            "text_layers": 1,
-            "text_heads": 2,
-            "text_d_ff": 64,
-            "hidden_size": 32,
-            "num_layers": 2,
-            "num_heads": 2,
-            "ffn_dim": 64,
-            "dropout": 0.0,
-            "batch_size": 2,
-            "lr": 1e-3,
-            "cond_dropout": 0.5,
-        },
-        "generation": {"guidance_scale": 3.0, "top_k": 10, "max_length": 64},
-    }
-)
 
-
-def test_delay_pattern_matches_hf(tmp_path):
+def test_delay_pattern_matches_hf(tmp_path, tiny_lm_cfg):
     torch.manual_seed(0)
     enc_dir = tmp_path / "enc"
     EncodecModel(make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64)).save_pretrained(
         enc_dir
     )
-    model = build_musicgen(CFG, enc_dir, text_vocab_size=64)
+    model = build_musicgen(tiny_lm_cfg, enc_dir, text_vocab_size=64)
     b, k, t, pad = 2, 4, 10, 64
     codes = torch.randint(0, 64, (b, k, t))
     inputs, labels = delay_inputs_and_labels(codes, pad)
@@ -65,7 +41,7 @@ def test_delay_pattern_matches_hf(tmp_path):
     assert torch.equal(full.view(b, k, -1)[:, 2, 3 : 3 + t], codes[:, 2])
 
 
-def test_two_step_training_save_reload_generate(tmp_path):
+def test_two_step_training_save_reload_generate(tmp_path, tiny_lm_cfg):
     torch.manual_seed(0)
     enc_dir = tmp_path / "enc"
     EncodecModel(make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64)).save_pretrained(
@@ -75,7 +51,7 @@ def test_two_step_training_save_reload_generate(tmp_path):
     data = build_code_cache(enc_dir, cache, num_clips=4, clip_s=1.0)
     assert data["codes"].shape == (4, 4, 50)
     tokenizer = build_t5_tokenizer(training_corpus(200), vocab_size=200)
-    model = build_musicgen(CFG, enc_dir, text_vocab_size=len(tokenizer))
+    model = build_musicgen(tiny_lm_cfg, enc_dir, text_vocab_size=len(tokenizer))
     ds = CodeDataset(cache, tokenizer)
     loader = DataLoader(ds, batch_size=2, collate_fn=ds.collate)
     module = MusicgenLM(model, lr=1e-3, warmup_steps=1, max_steps=2, cond_dropout=0.5)
@@ -91,7 +67,7 @@ def test_two_step_training_save_reload_generate(tmp_path):
     out.mkdir()
     (out / "eval.json").write_text("{}")  # a previous model's evaluation must not survive
     (tmp_path / "stats.json").write_text('{"steps": 2}')
-    assemble(lm_dir, out, CFG, extra_files={"lm_train_stats.json": tmp_path / "stats.json"})
+    assemble(lm_dir, out, tiny_lm_cfg, extra_files={"lm_train_stats.json": tmp_path / "stats.json"})
     assert (out / "README.md").exists() and not (out / "eval.json").exists()
     assert (out / "training_config.yaml").exists()
     (out / "README.md").unlink()
