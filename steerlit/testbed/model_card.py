@@ -44,11 +44,19 @@ def _limitations(ev: dict) -> list[str]:
             f"{t['median_bpm_fast']:.0f} vs {t['median_bpm_slow']:.0f} BPM): the LM does not "
             "read its tempo words; tempo steering on this model shows what a direction does, not a learned tempo concept."
         )
-    if c:
+    if t and t.get("auroc_fast_gt_slow", 1) >= 0.65 and t.get("accuracy_octave_aware", 1) < 0.8:
+        out.append(
+            f"- Tempo words are followed only partly: octave-aware accuracy {t['accuracy_octave_aware']:.2f} "
+            f"(target 0.80), AUROC fast > slow {t['auroc_fast_gt_slow']:.2f}."
+        )
+    if c and c.get("auroc_bright_gt_dark", 1) < 0.95:
         out.append(
             f"- Brightness words are followed moderately: centroid AUROC bright > dark {c['auroc_bright_gt_dark']:.2f} "
-            f"(medians {c['median_hz_bright']:.0f} vs {c['median_hz_dark']:.0f} Hz)."
+            f"(target 0.95; medians {c['median_hz_bright']:.0f} vs {c['median_hz_dark']:.0f} Hz)."
         )
+    st = ev.get("steering", {}).get("groups", [])
+    if st and not any(g.get("pass") for g in st):
+        out.append("- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above.")
     ref = ev.get("reference_real_clips", {}).get("tempo", {})
     if ref:
         out.append(
@@ -65,6 +73,7 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         Path(cfg.run_dir) / "codec/encodec/train_stats.json"
     )
     lm = _load(out_dir / "lm_train_stats.json") or _load(Path(cfg.run_dir) / "lm/model/train_stats.json")
+    dec = _load(out_dir / "codec_decoder_train_stats.json")
     ev = _load(out_dir / "eval.json")
     ac, dc, tc = model.config.audio_encoder, model.config.decoder, model.config.text_encoder
     size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
@@ -93,8 +102,16 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         f"- EnCodec: {ac.sampling_rate} Hz mono, ratios {list(ac.upsampling_ratios)} (50 Hz frames), "
         f"num_filters {ac.num_filters}, {ac.num_quantizers} codebooks x {ac.codebook_size} "
         f"(dim {ac.codebook_dim}), bandwidth {list(ac.target_bandwidths)} kbps; {_params(model.audio_encoder):,} params.",
-        f"- Text encoder: T5, {tc.num_layers} layers, d_model {tc.d_model}, vocab {tc.vocab_size} (Unigram trained on "
-        f"the caption vocabulary); {_params(model.text_encoder):,} params; trained jointly with the decoder.",
+        f"- Text encoder: T5, {tc.num_layers} layers, d_model {tc.d_model}, vocab {tc.vocab_size} "
+        f"({'one token per caption word' if cfg.lm.get('word_tokenizer') else 'Unigram trained on the captions'}); "
+        f"{_params(model.text_encoder):,} params; "
+        + (
+            f"pre-trained {cfg.lm.text_pretrain_steps} steps to predict the clip's tempo, brightness, instrument and "
+            "groove from its caption (`steerlit.testbed.text_pretrain`)"
+            + (", then frozen." if cfg.lm.get("freeze_text_encoder") else ", then trained with the decoder.")
+            if cfg.lm.get("text_pretrain_steps")
+            else "trained jointly with the decoder."
+        ),
         f"- Decoder: MusicGen, {dc.num_hidden_layers} layers x {dc.hidden_size} ({dc.num_attention_heads} heads, "
         f"ffn {dc.ffn_dim}); {_params(model.decoder):,} params.",
         f"- Total {_params(model):,} params; folder size {size_mb:.1f} MB.",
@@ -116,9 +133,23 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
         f"L1 + multi-resolution log-STFT + commitment; EMA RVQ with k-means init and dead-code reset; "
         f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
-        f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min.",
+        f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min"
+        + (f" (continuing from `{cfg.codec.init_from}`)" if cfg.codec.get("init_from") else "")
+        + (f"; {codec['note']}." if codec.get("note") else "."),
+        *(
+            [
+                f"- Codec decoder fine-tune (encoder and codebooks frozen, codes unchanged): {dec.get('steps', '?')} "
+                f"steps, batch {cfg.codec_decoder.batch_size} x {cfg.codec_decoder.crop_s} s, adding log band-energy "
+                f"(x{cfg.codec_decoder.w_envelope}) and log spectral-centroid (x{cfg.codec_decoder.w_centroid}) losses; "
+                f"final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, {dec.get('seconds', 0) / 60:.0f} min."
+            ]
+            if dec
+            else []
+        ),
         f"- LM: {lm.get('steps', '?')} steps, batch {cfg.lm.batch_size} x 4 s (200 frames + delay), "
-        f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG);"
+        f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG), "
+        f"first {cfg.lm.get('prefix_frames', 0)} frames weighted x{cfg.lm.get('prefix_weight', 1.0)}, "
+        f"audio-context frame dropout {cfg.lm.get('input_dropout', 0.0)};"
         f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
         f"{lm.get('seconds', 0) / 60:.0f} min.",
         "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml`",

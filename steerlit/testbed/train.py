@@ -243,7 +243,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     model = build_musicgen(cfg, Path(cfg.run_dir) / "codec" / "encodec", text_vocab_size=len(tokenizer))
     if cfg.lm.get("text_pretrain_steps", 0):
-        model.text_encoder.load_state_dict(pretrain_text_encoder(cfg, model, tokenizer).state_dict())
+        model.text_encoder.load_state_dict(pretrain_text_encoder(cfg, model, tokenizer, force).state_dict())
     dataset = CodeDataset(Path(cfg.cache_dir) / "codes.pt", tokenizer, seed=cfg.seed)
     data = DataLoader(
         dataset, batch_size=cfg.lm.batch_size, shuffle=True, collate_fn=dataset.collate, drop_last=True
@@ -280,7 +280,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     return out
 
 
-def pretrain_text_encoder(cfg: DictConfig, model, tokenizer):
+def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False):
     """Pre-train ``model.text_encoder`` on caption -> clip attributes
     (:mod:`steerlit.testbed.text_pretrain`); cached in ``run_dir/lm/text_encoder``. Prints the
     held-out readout (captions of held-out clips) so that one sees what the features carry."""
@@ -295,7 +295,7 @@ def pretrain_text_encoder(cfg: DictConfig, model, tokenizer):
     )
 
     out = Path(cfg.run_dir) / "lm" / "text_encoder"
-    if out.exists():
+    if out.exists() and not force:
         print(f"[lm] pre-trained text encoder exists, using it: {out}")
         return T5EncoderModel.from_pretrained(out)
     module = TextAttributeModule(model.text_encoder, lr=cfg.lm.get("text_pretrain_lr", 1e-3))
