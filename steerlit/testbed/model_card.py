@@ -56,7 +56,9 @@ def _limitations(ev: dict) -> list[str]:
         )
     st = ev.get("steering", {}).get("groups", [])
     if st and not any(g.get("pass") for g in st):
-        out.append("- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above.")
+        out.append(
+            "- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above."
+        )
     ref = ev.get("reference_real_clips", {}).get("tempo", {})
     if ref:
         out.append(
