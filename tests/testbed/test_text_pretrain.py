@@ -4,8 +4,9 @@ training while the decoder learns."""
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
-from transformers import EncodecModel, T5Config, T5EncoderModel
+from transformers import EncodecModel, T5EncoderModel
 
+from steerlit.models.tiny import tiny_musicgen_config
 from steerlit.models.tokenizer import build_t5_tokenizer
 from steerlit.testbed.captions import training_corpus
 from steerlit.testbed.codec import make_encodec_config
@@ -32,20 +33,7 @@ def _fit(module, loader, steps: int) -> None:
 def test_pretraining_makes_attributes_readable_on_heldout_captions():
     torch.manual_seed(0)
     tok = build_t5_tokenizer(training_corpus(), vocab_size=400, word_level=True)
-    encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tok),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=1,
-            num_heads=4,
-            relative_attention_num_buckets=16,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
+    encoder = T5EncoderModel(tiny_musicgen_config(text_vocab_size=len(tok)).text_encoder)
     module = TextAttributeModule(encoder, lr=3e-3)
     before = readout_report(module, tok, n=200)
     module.train()
