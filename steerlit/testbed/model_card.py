@@ -25,6 +25,10 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _cross(group: dict) -> float:
+    return next((v for k, v in group.items() if k.startswith("cross_rel_change")), float("nan"))
+
+
 def _limitations(ev: dict) -> list[str]:
     """Plain statements of where the evaluation falls short of its targets."""
     out = []
@@ -33,8 +37,8 @@ def _limitations(ev: dict) -> list[str]:
         out.append(
             f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "
-            f"{rt.get('centroid_rel_error_median', 0):+.0%}): the toy codec loses high "
-            "frequencies, so absolute centroids of generated audio are lower than those of the training clips."
+            f"{rt.get('centroid_rel_error_median', 0):+.0%}): the toy codec's 1.8 kbps codes carry the spectral "
+            "envelope only coarsely, so single clips come back up to ~25% brighter or darker."
         )
     pf = ev.get("prompt_following", {})
     t, c = pf.get("tempo", {}), pf.get("centroid", {})
@@ -55,9 +59,18 @@ def _limitations(ev: dict) -> list[str]:
             f"(target 0.95; medians {c['median_hz_bright']:.0f} vs {c['median_hz_dark']:.0f} Hz)."
         )
     st = ev.get("steering", {}).get("groups", [])
-    if st and not any(g.get("pass") for g in st):
+    if st and not any(g.get("passes") for g in st):
         out.append(
             "- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above."
+        )
+    for concept in sorted({g["concept"] for g in st}):
+        g = max((g for g in st if g["concept"] == concept), key=lambda g: g["spearman"])
+        out.append(
+            f"- Most monotone {concept} group: {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
+            f"{g['spearman']:.2f} over {g['n_alphas']} alphas, {g['best_rel_change']:+.0%} at alpha {g['best_alpha']:g} "
+            f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {_cross(g):+.0%}; the median rises strictly over "
+            f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
+            f"{g.get('monotone_to', float('nan')):g}."
         )
     ref = ev.get("reference_real_clips", {}).get("tempo", {})
     if ref:
@@ -176,6 +189,21 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
             "",
             "```",
             format_report(ev["steering"]["groups"]),
+            "```",
+        ]
+    if (out_dir / "steering_study.png").exists():
+        lines += ["", "![median BPM and centroid vs alpha per direction](steering_study.png)"]
+    calibration = out_dir / "layer_calibration.csv"
+    if calibration.exists():
+        lines += [
+            "",
+            "### Layer calibration",
+            "Difference of means, one-to-one, layers 0-3 (`steerlit run steer.layers=[0,1,2,3] "
+            "steer.alphas=[-8,-2,-1,0,1,2,8] steer.methods=[diffmean] steer.strategies=[one_to_one]`, 8 neutral "
+            "prompts x 3 s): median BPM and centroid and the DSP-Fréchet cost per alpha (`layer_calibration.csv`).",
+            "",
+            "```",
+            calibration.read_text().strip(),
             "```",
         ]
     if ev:

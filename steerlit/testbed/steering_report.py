@@ -12,6 +12,9 @@ steered-generation callback) it reports:
   with the DSP-Fréchet quality cost measured at that α (``quality_cost``);
 * ``cross_rel_change``: the relative change of the *other* attribute at the same α (tempo direction
   on centroid, timbre direction on BPM);
+* ``monotone_from`` / ``monotone_to`` / ``monotone_n``: the widest run of consecutive α values around
+  α = 0 along which the median rises strictly (where the direction acts as a dial before generation
+  breaks down);
 * ``passes``: both targets met.
 
 Input rows: one per group and α (columns ``concept, method, layer, strategy, alpha, n, attribute,
@@ -52,6 +55,19 @@ def read_per_alpha(run_dir: str | Path) -> list[dict]:
     return rows
 
 
+def monotone_run(alphas: list[float], medians: list[float]) -> tuple[float, float, int]:
+    """(first α, last α, count) of the widest run of consecutive α (sorted) containing α = 0 along
+    which ``medians`` rise strictly; (nan, nan, 0) without α = 0."""
+    if 0.0 not in alphas:
+        return float("nan"), float("nan"), 0
+    lo = hi = alphas.index(0.0)
+    while lo > 0 and medians[lo - 1] < medians[lo]:
+        lo -= 1
+    while hi < len(alphas) - 1 and medians[hi + 1] > medians[hi]:
+        hi += 1
+    return alphas[lo], alphas[hi], hi - lo + 1
+
+
 def group_report(rows: list[dict]) -> dict:
     """The acceptance numbers of one group (rows of one concept/method/layer/strategy)."""
     rows = sorted(rows, key=lambda r: r["alpha"])
@@ -62,6 +78,7 @@ def group_report(rows: list[dict]) -> dict:
     medians = [r[f"median_{attr}"] for r in rows]
     out = dict({k: rows[0][k] for k in GROUP}, attribute=attr, n_alphas=len(rows))
     out["spearman"] = spearman(alphas, medians)
+    out["monotone_from"], out["monotone_to"], out["monotone_n"] = monotone_run(alphas, medians)
     out["base"] = ref[f"median_{attr}"] if ref else float("nan")
     # Signed change: positive when the attribute moves the way sign(α) asks.
     scored = [

@@ -95,6 +95,15 @@ def _given(stage_cfg: DictConfig, *keys: str) -> dict:
     }
 
 
+def _train_seconds(trainer, t0: float) -> float:
+    """Training wall time summed over resumed runs (Lightning's Timer keeps it in the checkpoint when
+    ``max_time`` is set), else the time since ``t0``."""
+    from lightning.pytorch.callbacks import Timer
+
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    return float(timers[0].time_elapsed("train")) if timers else time.time() - t0
+
+
 def _resume_path(ckpt_dir: Path) -> str | None:
     last = ckpt_dir / "last.ckpt"
     return str(last) if last.exists() else None
@@ -163,7 +172,7 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
     encodec = export_encodec(module)
     encodec.save_pretrained(out)
     stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stats.update(steps=trainer.global_step, seconds=time.time() - t0)
+    stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0))
     stats["params"] = sum(p.numel() for p in encodec.parameters())
     (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
     print(f"[{stage}] saved {out}: {stats}")
@@ -273,7 +282,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stats.update(steps=trainer.global_step, seconds=time.time() - t0)
+    stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0))
     (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
     print(f"[lm] saved {out}: {stats}")
     _finish_wandb()

@@ -19,10 +19,11 @@ def test_shipped_testbed_steers_brightness_with_its_timbre_direction():
         CHECKPOINTS_DIR / "testbed" / "directions" / "testbed_timbre.safetensors", adapter
     )
     prompts = load_eval_prompts("testbed_neutral")[:4]
-    vectors = inject("one_to_all", directions.for_method("diffmean"), [1], adapter.num_layers)
+    # Layer 1, one-to-one: alpha = +-1 moves the activations by one bright-dark gap (calibrated in the model card).
+    vectors = inject("one_to_one", directions.for_method("diffmean"), [1], adapter.num_layers)
     medians = {}
     torch.set_num_threads(2)
-    for alpha in (-4.0, 4.0):
+    for alpha in (-1.0, 1.0):
         rows = [[Intervention(vectors, alpha)]] * len(prompts)
         out = generate(
             adapter,
@@ -36,4 +37,4 @@ def test_shipped_testbed_steers_brightness_with_its_timbre_direction():
         medians[alpha] = float(
             np.median([spectral_centroid(a.numpy(), adapter.sample_rate) for a in out.audio])
         )
-    assert medians[4.0] > 1.1 * medians[-4.0], medians  # the bright pole is brighter
+    assert medians[1.0] > 1.5 * medians[-1.0], medians  # the bright pole is brighter

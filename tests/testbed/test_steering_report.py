@@ -82,3 +82,14 @@ def test_too_few_alphas_never_pass(tmp_path):
 def test_missing_run_folder_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="steerlit run experiment=testbed_study"):
         steering_report(tmp_path)
+
+
+def test_monotone_run_stops_where_generation_breaks():
+    from steerlit.testbed.steering_report import monotone_run
+
+    alphas = [-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 4.0]
+    broken_left = [734, 406, 486, 593, 597, 905, 1275, 1376, 1567]  # alpha -4 brightens again
+    assert monotone_run(alphas, broken_left) == (-2.0, 4.0, 8)
+    plateau = [106, 115, 125.1, 125.0, 127, 129, 134, 134, 134.1]  # a tie stops the run
+    assert monotone_run(alphas, plateau) == (-0.5, 1.0, 4)
+    assert monotone_run([-1.0, 1.0], [1, 2])[2] == 0  # no alpha = 0
