@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="OmegaConf dotlist overrides, e.g. lm.max_steps=100")
     args = parser.parse_args(argv)
     cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
+    from steerlit.testbed.train_config import check_config
+
+    check_config(cfg)
     torch.set_num_threads(int(cfg.threads))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(cfg.run_dir) / "numba_cache"))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, EncodecModel, MusicgenForConditionalGeneration
 
@@ -81,3 +82,19 @@ def test_two_step_training_save_reload_generate(tmp_path, tiny_lm_cfg):
     audio = reloaded.generate(**tok, max_new_tokens=8)
     assert audio.shape[:2] == (1, 1) and audio.shape[-1] == 5 * 320
     assert torch.isfinite(audio).all()
+
+
+def test_testbed_configs_hold_only_known_keys_and_typos_fail_before_work(tmp_path):
+    import pytest
+
+    from steerlit.testbed.train import main
+    from steerlit.testbed.train_config import check_config
+
+    for path in ("configs/testbed/default.yaml", "configs/testbed/smoke.yaml"):
+        check_config(OmegaConf.load(path))
+    run_dir = tmp_path / "run"
+    for override, hint in (("codec.w_centroidd=2", "w_centroid"), ("+codec.w_centroid=2", "+codec")):
+        with pytest.raises(ValueError, match="unknown testbed config key") as err:
+            main(["--config", "configs/testbed/smoke.yaml", f"run_dir={run_dir}", override])
+        assert hint in str(err.value)
+    assert not run_dir.exists()  # nothing written
