@@ -191,18 +191,26 @@ class CodecModule(L.LightningModule):
         self.rvq = ResidualVQ(
             config.codebook_dim, config.codebook_size, config.num_quantizers, dead_threshold=dead_threshold
         )
+        if decoder_only:
+            for p in self.encodec.encoder.parameters():
+                p.requires_grad_(False)
+        self.train(self.training)  # frozen parts to eval now: Lightning's fit keeps submodule modes as set
+
+    def train(self, mode: bool = True):
+        """With ``decoder_only`` the encoder and the RVQ stay in eval mode (no k-means, EMA or dead-code
+        updates of the codebooks) whatever mode the module is put in."""
+        super().train(mode)
+        if self.hparams.decoder_only:
+            self.encodec.encoder.eval()
+            self.rvq.eval()
+        return self
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """wav (B, 1, N) -> (reconstruction (B, 1, N), codes (B, K, N/320), commitment loss).
 
         During the first ``quantize_after`` training steps the RVQ is bypassed (codes are -1).
         """
-        if self.hparams.decoder_only:
-            self.rvq.eval()  # frozen codebooks: no k-means, EMA or dead-code updates
-            with torch.no_grad():
-                z = self.encodec.encoder(wav)
-        else:
-            z = self.encodec.encoder(wav)  # (B, D, T)
+        z = self.encodec.encoder(wav)  # (B, D, T)
         if self.training and self.global_step < self.hparams.quantize_after and not self.hparams.decoder_only:
             codes = torch.full((z.shape[0], self.rvq.num_quantizers, z.shape[-1]), -1, dtype=torch.long)
             z_q, commit = z, z.new_zeros(())
@@ -253,9 +261,8 @@ class CodecModule(L.LightningModule):
         )
 
     def configure_optimizers(self):
-        params = list(self.encodec.decoder.parameters())
-        if not self.hparams.decoder_only:
-            params += list(self.encodec.encoder.parameters())
+        parts = (self.encodec.encoder, self.encodec.decoder)
+        params = [p for part in parts for p in part.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.hparams.lr)
 
 

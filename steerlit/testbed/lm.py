@@ -195,6 +195,14 @@ class MusicgenLM(L.LightningModule):
         for part in frozen:
             for p in part.parameters():
                 p.requires_grad_(False)
+        self.train(self.training)  # frozen parts to eval now: Lightning's fit keeps submodule modes as set
+
+    def train(self, mode: bool = True):
+        """A frozen text encoder stays in eval mode (fixed features: no dropout either)."""
+        super().train(mode)
+        if self.hparams.freeze_text_encoder:
+            self.model.text_encoder.eval()
+        return self
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Training loss and the plain per-codebook cross-entropies (K,).
@@ -213,12 +221,7 @@ class MusicgenLM(L.LightningModule):
             b, k = codes.shape[:2]
             hide = torch.rand(b, 1, inputs.shape[-1], device=inputs.device) < self.hparams.input_dropout
             inputs = inputs.view(b, k, -1).masked_fill(hide, pad).view(b * k, -1)
-        if self.hparams.freeze_text_encoder:
-            self.model.text_encoder.eval()  # fixed features: no dropout either
-            with torch.no_grad():
-                states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        else:
-            states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        states = self.model.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         if self.training and self.hparams.cond_dropout > 0:
             keep = (torch.rand(ids.shape[0], device=ids.device) >= self.hparams.cond_dropout).to(states.dtype)
             states = states * keep[:, None, None]

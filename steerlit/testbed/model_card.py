@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from steerlit.generate.results import atomic_write_text
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
+from steerlit.testbed.steering_report import cross_change, format_report
 from steerlit.testbed.synth import BPM_RANGE
 
 
@@ -23,10 +24,6 @@ def _params(module) -> int:
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _cross(group: dict) -> float:
-    return next((v for k, v in group.items() if k.startswith("cross_rel_change")), float("nan"))
 
 
 def _limitations(ev: dict) -> list[str]:
@@ -68,7 +65,7 @@ def _limitations(ev: dict) -> list[str]:
         out.append(
             f"- Most monotone {concept} group: {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
             f"{g['spearman']:.2f} over {g['n_alphas']} alphas, {g['best_rel_change']:+.0%} at alpha {g['best_alpha']:g} "
-            f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {_cross(g):+.0%}; the median rises strictly over "
+            f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {cross_change(g):+.0%}; the median rises strictly over "
             f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
             f"{g.get('monotone_to', float('nan')):g}."
         )
@@ -177,8 +174,6 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
     else:
         lines += ["Not run yet: `python -m steerlit.testbed.evaluate --model checkpoints/testbed`."]
     if ev.get("steering"):
-        from steerlit.testbed.steering_report import format_report
-
         lines += [
             "",
             "## Steering (the paper's experiment on the testbed)",

@@ -113,6 +113,11 @@ def steering_report(run_dir: str | Path) -> list[dict]:
     return [group_report(groups[k]) for k in sorted(groups, key=str)]
 
 
+def cross_change(group: dict) -> float:
+    """The group's cross-effect (relative change of the other attribute at the best α), nan if none."""
+    return next((v for k, v in group.items() if k.startswith("cross_rel_change_")), float("nan"))
+
+
 def format_report(report: list[dict]) -> str:
     """A plain-text table of :func:`steering_report`."""
     lines = [
@@ -120,7 +125,7 @@ def format_report(report: list[dict]) -> str:
         f"{'best α':>8}{'change':>8}{'quality':>10}{'cross':>8}  pass"
     ]
     for r in report:
-        cross = next((v for k, v in r.items() if k.startswith("cross_rel_change_")), float("nan"))
+        cross = cross_change(r)
         lines.append(
             f"{r['concept']:<16}{r['method']:<12}{r['layer']:>5}  {r['strategy']:<11}{r['attribute']:<12}"
             f"{r['n_alphas']:>3}{r['spearman']:>9.2f}{r.get('best_alpha', float('nan')):>8.2g}"

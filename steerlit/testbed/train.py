@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from steerlit.testbed.train_config import CODEC_MODULE_OPTIONS, LM_MODULE_OPTIONS, check_config
+
 STAGES = ("codec", "codes", "lm", "codec_decoder", "assemble", "evaluate")
 
 
@@ -145,19 +147,7 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
         enc_cfg.to_dict(),
         lr=c.lr,
         log_audio_every=c.log_audio_every if cfg.logger != "none" else 0,
-        **_given(
-            c,
-            "dead_threshold",
-            "quantize_after",
-            "stft_eps",
-            "w_commit",
-            "w_l1",
-            "w_stft",
-            "stft_fft_sizes",
-            "w_envelope",
-            "w_centroid",
-            "decoder_only",
-        ),
+        **_given(c, *CODEC_MODULE_OPTIONS),
     )
     if source is not None:
         init_from_encodec(module, source)
@@ -252,7 +242,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     model = build_musicgen(cfg, Path(cfg.run_dir) / "codec" / "encodec", text_vocab_size=len(tokenizer))
     if cfg.lm.get("text_pretrain_steps", 0):
-        model.text_encoder.load_state_dict(pretrain_text_encoder(cfg, model, tokenizer, force).state_dict())
+        pretrain_text_encoder(cfg, model, tokenizer, force)
     dataset = CodeDataset(Path(cfg.cache_dir) / "codes.pt", tokenizer, seed=cfg.seed)
     data = DataLoader(
         dataset, batch_size=cfg.lm.batch_size, shuffle=True, collate_fn=dataset.collate, drop_last=True
@@ -265,7 +255,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
         cond_dropout=cfg.lm.cond_dropout,
         log_audio_every=cfg.lm.log_audio_every if cfg.logger != "none" else 0,
         tokenizer=tokenizer,
-        **_given(cfg.lm, "prefix_frames", "prefix_weight", "input_dropout", "freeze_text_encoder"),
+        **_given(cfg.lm, *LM_MODULE_OPTIONS),
     )
     if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
         state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]
@@ -289,8 +279,8 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     return out
 
 
-def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False):
-    """Pre-train ``model.text_encoder`` on caption -> clip attributes
+def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False) -> None:
+    """Pre-train ``model.text_encoder`` in place on caption -> clip attributes
     (:mod:`steerlit.testbed.text_pretrain`); cached in ``run_dir/lm/text_encoder``. Prints the
     held-out readout (captions of held-out clips) so that one sees what the features carry."""
     from torch.utils.data import DataLoader
@@ -306,7 +296,8 @@ def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False
     out = Path(cfg.run_dir) / "lm" / "text_encoder"
     if out.exists() and not force:
         print(f"[lm] pre-trained text encoder exists, using it: {out}")
-        return T5EncoderModel.from_pretrained(out)
+        model.text_encoder.load_state_dict(T5EncoderModel.from_pretrained(out).state_dict())
+        return
     module = TextAttributeModule(model.text_encoder, lr=cfg.lm.get("text_pretrain_lr", 1e-3))
     data = DataLoader(
         CaptionAttributeDataset(cfg.data.train_clips, cfg.data.base_seed, seed=cfg.seed),
@@ -328,7 +319,6 @@ def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False
     module.text_encoder.save_pretrained(out)
     (out / "readout.json").write_text(json.dumps(report, indent=2))
     _finish_wandb()
-    return module.text_encoder
 
 
 def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
@@ -338,14 +328,13 @@ def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
 
     out = Path(cfg.out_dir)
     lm_dir = Path(cfg.run_dir) / "lm" / "model"
+    tuned = Path(cfg.run_dir) / "codec" / "decoder_ft"
+    sources = (("codec", Path(cfg.run_dir) / "codec" / "encodec"), ("lm", lm_dir), ("codec_decoder", tuned))
     stats = {
         f"{prefix}_train_stats.json": src / "train_stats.json"
-        for prefix, src in (("codec", Path(cfg.run_dir) / "codec" / "encodec"), ("lm", lm_dir))
+        for prefix, src in sources
         if (src / "train_stats.json").exists()
     }
-    tuned = Path(cfg.run_dir) / "codec" / "decoder_ft"
-    if (tuned / "train_stats.json").exists():
-        stats["codec_decoder_train_stats.json"] = tuned / "train_stats.json"
     write_probe_sets(Path("probes"))
     assemble(lm_dir, out, cfg, extra_files=stats, decoder_from=tuned if tuned.exists() else None)
     print(f"[assemble] wrote {out}")
@@ -386,8 +375,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="OmegaConf dotlist overrides, e.g. lm.max_steps=100")
     args = parser.parse_args(argv)
     cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
-    from steerlit.testbed.train_config import check_config
-
     check_config(cfg)
     torch.set_num_threads(int(cfg.threads))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(cfg.run_dir) / "numba_cache"))

@@ -11,10 +11,17 @@ import difflib
 
 from omegaconf import DictConfig, OmegaConf
 
+# Optional keyword arguments of the stage modules that a config may set (their defaults hold otherwise);
+# train.py passes exactly these through ``_given``.
+CODEC_MODULE_OPTIONS = (
+    "dead_threshold", "quantize_after", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes",
+    "w_envelope", "w_centroid", "decoder_only",
+)  # fmt: skip
+LM_MODULE_OPTIONS = ("prefix_frames", "prefix_weight", "input_dropout", "freeze_text_encoder")
 _CODEC = {
     "num_filters", "hidden_size", "codebook_size", "num_codebooks", "num_lstm_layers", "batch_size", "crop_s",
-    "lr", "grad_clip", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes", "quantize_after", "max_steps",
-    "max_time_min", "log_audio_every", "dead_threshold", "checkpoint_every", "init_from", "w_envelope", "w_centroid",
+    "lr", "grad_clip", "max_steps", "max_time_min", "log_audio_every", "checkpoint_every", "init_from",
+    *CODEC_MODULE_OPTIONS,
 }  # fmt: skip
 KNOWN_KEYS: dict[str, set[str] | None] = {
     "seed": None, "run_dir": None, "out_dir": None, "cache_dir": None, "logger": None, "threads": None,
@@ -23,10 +30,9 @@ KNOWN_KEYS: dict[str, set[str] | None] = {
     "codec_decoder": _CODEC,
     "lm": {
         "text_d_model", "text_layers", "text_heads", "text_d_ff", "text_vocab_size", "word_tokenizer",
-        "text_pretrain_steps", "text_pretrain_lr", "freeze_text_encoder", "hidden_size", "num_layers", "num_heads",
-        "ffn_dim", "dropout", "batch_size", "lr", "warmup_steps", "max_steps", "max_time_min", "cond_dropout",
-        "prefix_frames", "prefix_weight", "input_dropout", "checkpoint_every", "log_audio_every", "init_from",
-        "init_skip", "grad_clip",
+        "text_pretrain_steps", "text_pretrain_lr", "hidden_size", "num_layers", "num_heads", "ffn_dim", "dropout",
+        "batch_size", "lr", "warmup_steps", "max_steps", "max_time_min", "cond_dropout", "checkpoint_every",
+        "log_audio_every", "init_from", "init_skip", "grad_clip", *LM_MODULE_OPTIONS,
     },
     "generation": {"guidance_scale", "top_k", "max_length"},
     "eval": {"n_clips", "n_prompts"},
