@@ -104,6 +104,7 @@ class SteerConfig:
 @dataclass
 class TempoMetricConfig:
     start_bpm: float = 120.0
+    std_bpm: float = 1.0  # prior width in octaves (librosa default)
     min_bpm: float = 40.0
     max_bpm: float = 240.0
 

@@ -60,6 +60,7 @@ def estimate_tempo(
     sr: int,
     *,
     start_bpm: float = 120.0,
+    std_bpm: float = 1.0,
     min_bpm: float = 40.0,
     max_bpm: float = 240.0,
     hop_length: int = 256,
@@ -74,6 +75,8 @@ def estimate_tempo(
         audio: mono float audio ``(samples,)`` (``(channels, samples)`` is averaged to mono).
         sr: sample rate in Hz.
         start_bpm: centre of the tempo prior (librosa's default 120).
+        std_bpm: width of the log-normal prior in octaves (librosa's default 1.0). A wider prior (1.5)
+            trusts the onset autocorrelation more and halves octave errors at the ends of a 60-180 BPM range.
         min_bpm, max_bpm: allowed tempo range.
         hop_length: hop of the onset envelope in samples (256 at 16-22 kHz gives ~1.5-2% BPM steps).
 
@@ -85,6 +88,8 @@ def estimate_tempo(
 
     if not 0 < min_bpm < max_bpm:
         raise ValueError(f"need 0 < min_bpm < max_bpm, got {min_bpm}, {max_bpm}")
+    if not std_bpm > 0:
+        raise ValueError(f"need std_bpm > 0 (the prior's width in octaves, e.g. 1.0), got {std_bpm}")
     y = as_mono(audio)
     duration = y.size / float(sr)
     empty = np.zeros(0, dtype=np.float64)
@@ -104,7 +109,12 @@ def estimate_tempo(
         return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=onset_rate)
 
     tempo = librosa.feature.tempo(
-        onset_envelope=oenv, sr=sr, hop_length=hop_length, start_bpm=start_bpm, max_tempo=max_bpm
+        onset_envelope=oenv,
+        sr=sr,
+        hop_length=hop_length,
+        start_bpm=start_bpm,
+        std_bpm=std_bpm,
+        max_tempo=max_bpm,
     )
     bpm = _fold_into_range(float(np.atleast_1d(tempo)[0]), min_bpm, max_bpm)
     if not np.isfinite(bpm):

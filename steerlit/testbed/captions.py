@@ -24,7 +24,7 @@ import yaml
 
 from steerlit.testbed.synth import INSTRUMENTS, KEY_NAMES, PATTERNS, ClipSpec, spec_for_index
 
-FAST_BPM, SLOW_BPM = 138.0, 102.0
+FAST_BPM, SLOW_BPM = 140.0, 90.0
 BRIGHT_MIN, DARK_MAX = 0.65, 0.35
 DROP_P = 0.1
 
@@ -156,7 +156,8 @@ def probe_sets(n_per_pole: int = 48, n_neutral: int = 24) -> dict[str, dict]:
         "testbed_tempo": {
             "name": "testbed_tempo",
             "description": (
-                "Tempo poles for the steerlit testbed (synthetic music; fast >= 138 BPM, slow <= 102 BPM in "
+                f"Tempo poles for the steerlit testbed (synthetic music; fast >= {FAST_BPM:.0f} BPM, slow <= "
+                f"{SLOW_BPM:.0f} BPM in "
                 "training captions). Prompt i of both poles differs only in the tempo word (`pairs` lists the twins)."
             ),
             "poles": {"positive": "fast", "negative": "slow"},

@@ -31,14 +31,16 @@ import torch
 
 from steerlit.metrics.attributes import compute_attribute
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM, probe_sets
-from steerlit.testbed.synth import BPM_RANGE, SAMPLE_RATE, ClipSpec, render, spec_for_index
+from steerlit.testbed.synth import BPM_RANGE, SAMPLE_RATE, TEMPO_ESTIMATOR, ClipSpec, render, spec_for_index
 
 POLE_RANGES = {"fast": (FAST_BPM, BPM_RANGE[1]), "slow": (BPM_RANGE[0], SLOW_BPM)}
 
 
 def attributes(y: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[float, float]:
     """(tempo in BPM, spectral centroid in Hz) of a mono clip ``(samples,)``."""
-    return compute_attribute(y, sr, "bpm"), compute_attribute(y, sr, "centroid_hz")
+    return compute_attribute(y, sr, "bpm", tempo_kwargs=TEMPO_ESTIMATOR), compute_attribute(
+        y, sr, "centroid_hz"
+    )
 
 
 def auroc(pos: list[float], neg: list[float]) -> float:

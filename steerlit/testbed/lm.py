@@ -66,9 +66,22 @@ def build_code_cache(
         "captions": training_captions(num_clips, base_seed, seed),
         "specs": [s.to_dict() for s in specs],
     }
-    Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, cache_path)
+    cache_path = Path(cache_path)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(f".{cache_path.name}.tmp")
+    torch.save(data, tmp)
+    tmp.replace(cache_path)  # atomic: an interrupted run never leaves a truncated cache
     return data
+
+
+def code_cache_matches(cache_path: str | Path, num_clips: int, base_seed: int = 0) -> bool:
+    """True if the cache holds exactly the clips ``spec_for_index(0..num_clips-1, base_seed)`` would
+    render now (same count, same specs): a changed ``train_clips``, seed or synth sampling (e.g. its
+    BPM range) makes a cache stale even when it is newer than the codec."""
+    specs = torch.load(cache_path)["specs"]
+    return len(specs) == num_clips and all(
+        s == spec_for_index(i, base_seed).to_dict() for i, s in enumerate(specs)
+    )
 
 
 class CodeDataset(Dataset):

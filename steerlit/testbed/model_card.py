@@ -130,8 +130,8 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         "",
         "## Data",
         "- `steerlit.testbed.synth`: 4 s, 16 kHz clips: kick/snare/hat drums + a pitched part (pluck, organ, bass,",
-        f"  lead) on a minor-pentatonic riff; tempo {BPM_RANGE[0]:.0f}-{BPM_RANGE[1]:.0f} BPM (the range where librosa's"
-        " tempo estimate, prior at 120 BPM, has no octave errors on these clips); brightness in [0, 1] = low-pass"
+        f"  lead) on a minor-pentatonic riff; tempo {BPM_RANGE[0]:.0f}-{BPM_RANGE[1]:.0f} BPM (measured with librosa's"
+        " tempo estimate, prior 1.5 octaves wide at 120 BPM: `synth.TEMPO_ESTIMATOR`); brightness in [0, 1] = low-pass"
         " cutoff 250 Hz-7 kHz",
         "  (log scale) applied to the harmonics and to the hat/snare noise; patterns four-on-the-floor / backbeat / shuffle.",
         f"- Captions (`steerlit.testbed.captions`): fast words for >= {FAST_BPM:.0f} BPM, slow words for <= {SLOW_BPM:.0f};",
@@ -153,7 +153,8 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
                 f"- Codec decoder fine-tune (encoder and codebooks frozen, codes unchanged): {dec.get('steps', '?')} "
                 f"steps, batch {cfg.codec_decoder.batch_size} x {cfg.codec_decoder.crop_s} s, adding log band-energy "
                 f"(x{cfg.codec_decoder.w_envelope}) and log spectral-centroid (x{cfg.codec_decoder.w_centroid}) losses; "
-                f"final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, {dec.get('seconds', 0) / 60:.0f} min."
+                f"final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, {dec.get('seconds', 0) / 60:.0f} min"
+                + (f"; {dec['note']}." if dec.get("note") else ".")
             ]
             if dec
             else []
@@ -194,7 +195,7 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
             "",
             "### Layer calibration",
             "Difference of means, one-to-one, layers 0-3 (`steerlit run steer.layers=[0,1,2,3] "
-            "steer.alphas=[-8,-2,-1,0,1,2,8] steer.methods=[diffmean] steer.strategies=[one_to_one]`, 8 neutral "
+            "steer.alphas=[-8,-2,-1,0,1,2,8] steer.methods=[diffmean] steer.strategies=[one_to_one] steer.seconds=3`, 8 neutral "
             "prompts x 3 s): median BPM and centroid and the DSP-Fréchet cost per alpha (`layer_calibration.csv`).",
             "",
             "```",

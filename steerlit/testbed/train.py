@@ -197,15 +197,19 @@ def stage_codec_decoder(cfg: DictConfig, force: bool = False) -> Path | None:
 
 def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
     """Render, caption and encode the training clips once; returns the cache file."""
-    from steerlit.testbed.lm import build_code_cache
+    from steerlit.testbed.lm import build_code_cache, code_cache_matches
 
     encodec_dir = Path(cfg.run_dir) / "codec" / "encodec"
     cache = Path(cfg.cache_dir) / "codes.pt"
     weights = encodec_dir / "model.safetensors"
     fresh = cache.exists() and (not weights.exists() or cache.stat().st_mtime > weights.stat().st_mtime)
     if fresh and not force:
-        print(f"[codes] exists and is newer than the codec, skipping: {cache}")
-        return cache
+        if code_cache_matches(cache, cfg.data.train_clips, cfg.data.base_seed):
+            print(
+                f"[codes] exists, is newer than the codec and holds the configured clips, skipping: {cache}"
+            )
+            return cache
+        print(f"[codes] {cache} holds other clips than data.train_clips/base_seed ask for: rebuilding")
     t0 = time.time()
     build_code_cache(
         encodec_dir, cache, cfg.data.train_clips, cfg.data.base_seed, cfg.data.clip_s, seed=cfg.seed

@@ -85,6 +85,8 @@ def test_range_folding_and_validation():
     assert np.isnan(_fold_into_range(float("nan"), 40.0, 240.0))
     with pytest.raises(ValueError):
         estimate_tempo(click_track(120, SR, 2.0), SR, min_bpm=200.0, max_bpm=100.0)
+    with pytest.raises(ValueError, match="std_bpm"):
+        estimate_tempo(click_track(120, SR, 2.0), SR, std_bpm=0.0)
 
 
 def test_accuracy_functions():

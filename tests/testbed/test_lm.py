@@ -15,6 +15,7 @@ from steerlit.testbed.lm import (
     assemble,
     build_code_cache,
     build_musicgen,
+    code_cache_matches,
     delay_inputs_and_labels,
 )
 from steerlit.testbed.model_card import main as rewrite_card
@@ -51,6 +52,8 @@ def test_two_step_training_save_reload_generate(tmp_path, tiny_lm_cfg):
     cache = tmp_path / "codes.pt"
     data = build_code_cache(enc_dir, cache, num_clips=4, clip_s=1.0)
     assert data["codes"].shape == (4, 4, 50)
+    assert code_cache_matches(cache, 4) and not list(tmp_path.glob(".codes.pt.tmp"))
+    assert not code_cache_matches(cache, 5) and not code_cache_matches(cache, 4, base_seed=1)
     tokenizer = build_t5_tokenizer(training_corpus(200), vocab_size=200)
     model = build_musicgen(tiny_lm_cfg, enc_dir, text_vocab_size=len(tokenizer))
     ds = CodeDataset(cache, tokenizer)
