@@ -196,7 +196,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument(
-        "--study", default=None, help="a finished `steerlit run experiment=testbed_study` folder"
+        "--study",
+        nargs="+",
+        default=None,
+        help="finished `steerlit run experiment=testbed_study` folder(s); a second one (the same grid "
+        "re-summarised with metrics.attributes.testbed_tempo=onset_rate) adds its other-attribute groups",
     )
     parser.add_argument("--only-study", action="store_true", help="report the --study folder only")
     args = parser.parse_args(argv)
@@ -206,9 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache") / "numba"))
     results = {} if args.only_study else evaluate(args.model, args.n_clips, args.n_prompts, args.heldout_seed)
     if args.study:
-        from steerlit.testbed.steering_report import format_report, steering_report
+        from steerlit.testbed.steering_report import format_report, studies_report
 
-        results["steering"] = {"run": str(args.study), "groups": steering_report(args.study)}
+        results["steering"] = studies_report(args.study)
         print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:

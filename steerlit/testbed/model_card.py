@@ -18,6 +18,11 @@ from steerlit.testbed.steering_report import cross_change, format_report
 from steerlit.testbed.synth import BPM_RANGE
 
 
+def _study_runs(steering: dict) -> list[str]:
+    """Run folders of the steering section (``run``: the single-study format of earlier cards)."""
+    return list(steering.get("runs") or [steering["run"]])
+
+
 def _params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -60,10 +65,12 @@ def _limitations(ev: dict) -> list[str]:
         out.append(
             "- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above."
         )
-    for concept in sorted({g["concept"] for g in st}):
-        g = max((g for g in st if g["concept"] == concept), key=lambda g: g["spearman"])
+    for concept, attr in sorted({(g["concept"], g["attribute"]) for g in st}):
+        g = max(
+            (g for g in st if (g["concept"], g["attribute"]) == (concept, attr)), key=lambda g: g["spearman"]
+        )
         out.append(
-            f"- Most monotone {concept} group: {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
+            f"- Most monotone {concept} group on {attr}: {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
             f"{g['spearman']:.2f} over {g['n_alphas']} alphas, {g['best_rel_change']:+.0%} at alpha {g['best_alpha']:g} "
             f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {cross_change(g):+.0%}; the median rises strictly over "
             f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
@@ -178,8 +185,9 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         lines += [
             "",
             "## Steering (the paper's experiment on the testbed)",
-            f"`steerlit run experiment=testbed_study`, then `python -m steerlit.testbed.evaluate --study <run> "
-            f"--only-study` (run `{ev['steering']['run']}`); change = median attribute at the best α vs α = 0 over "
+            "`steerlit run experiment=testbed_study` (and a copy of its folder re-run as `run_name` with "
+            "`metrics.attributes.testbed_tempo=onset_rate`: the finished grid is only re-summarised), then "
+            f"`python -m steerlit.testbed.evaluate --study <runs> --only-study` (runs {', '.join(f'`{r}`' for r in _study_runs(ev['steering']))}); change = median attribute at the best α vs α = 0 over "
             "the neutral prompts, quality = DSP-Fréchet distance to the α = 0 clips, cross = the other attribute "
             "at that α:",
             "",

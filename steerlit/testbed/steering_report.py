@@ -113,6 +113,21 @@ def steering_report(run_dir: str | Path) -> list[dict]:
     return [group_report(groups[k]) for k in sorted(groups, key=str)]
 
 
+def studies_report(run_dirs: list[str | Path]) -> dict:
+    """``{"runs": [...], "groups": [...]}`` over several finished runs, e.g. the study and the same grid
+    re-summarised with another attribute (``metrics.attributes.testbed_tempo=onset_rate``). A group
+    (concept, method, layer, strategy, attribute) already reported by an earlier run is not repeated;
+    each group names its ``run``."""
+    seen, groups = set(), []
+    for run in run_dirs:
+        for g in steering_report(run):
+            key = tuple(g[k] for k in (*GROUP, "attribute"))
+            if key not in seen:
+                seen.add(key)
+                groups.append(dict(g, run=str(run)))
+    return {"runs": [str(r) for r in run_dirs], "groups": groups}
+
+
 def cross_change(group: dict) -> float:
     """The group's cross-effect (relative change of the other attribute at the best α), nan if none."""
     return next((v for k, v in group.items() if k.startswith("cross_rel_change_")), float("nan"))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
-from steerlit.testbed.steering_report import format_report, steering_report
+from steerlit.testbed.evaluate import main as evaluate_main
+from steerlit.testbed.model_card import _limitations
+from steerlit.testbed.steering_report import format_report, steering_report, studies_report
 
 COLUMNS = [
     "concept",
@@ -93,3 +96,39 @@ def test_monotone_run_stops_where_generation_breaks():
     plateau = [106, 115, 125.1, 125.0, 127, 129, 134, 134, 134.1]  # a tie stops the run
     assert monotone_run(alphas, plateau) == (-0.5, 1.0, 4)
     assert monotone_run([-1.0, 1.0], [1, 2])[2] == 0  # no alpha = 0
+
+
+def test_studies_report_adds_other_attribute_groups_once(tmp_path):
+    """The study plus the same grid re-summarised on onset rate: tempo is reported on both attributes,
+    timbre (the same in both runs) once, and every group names its run."""
+    alphas = [-3, -2, -1, 0, 1, 2, 3]
+    bpm_run, onset_run = tmp_path / "bpm", tmp_path / "onset"
+    bpm_run.mkdir(), onset_run.mkdir()
+    timbre = [_row("timbre", "one_to_one", a, 120, 800 * (1 + 0.2 * a), "centroid_hz") for a in alphas]
+    _write(
+        bpm_run, [_row("tempo", "one_to_all", a, 120 * (1 + 0.01 * a), 800, "bpm") for a in alphas] + timbre
+    )
+    with (onset_run / "per_alpha.csv").open("w", newline="") as f:
+        cols = [c for c in COLUMNS if c != "median_bpm"] + ["median_onset_rate"]
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for a in alphas:
+            row = _row("tempo", "one_to_all", a, 0, 800, "onset_rate")
+            row.pop("median_bpm")
+            w.writerow(dict(row, median_onset_rate=3.0 * (1 + 0.15 * a)))
+        for r in timbre:
+            w.writerow({k: v for k, v in dict(r, median_onset_rate=3.0).items() if k != "median_bpm"})
+    report = studies_report([bpm_run, onset_run])
+    assert report["runs"] == [str(bpm_run), str(onset_run)]
+    got = {(g["concept"], g["attribute"]): g for g in report["groups"]}
+    assert sorted(got) == [("tempo", "bpm"), ("tempo", "onset_rate"), ("timbre", "centroid_hz")]
+    assert got[("tempo", "onset_rate")]["run"] == str(onset_run) and got[("tempo", "onset_rate")]["passes"]
+    assert not got[("tempo", "bpm")]["passes"] and got[("timbre", "centroid_hz")]["run"] == str(bpm_run)
+
+    # The evaluation command writes the same report; the model card names the best group per attribute.
+    out = tmp_path / "eval.json"
+    evaluate_main(["--study", str(bpm_run), str(onset_run), "--only-study", "--out", str(out)])
+    steering = json.loads(out.read_text())["steering"]
+    assert steering["runs"] == report["runs"] and len(steering["groups"]) == 3
+    lines = "\n".join(_limitations({"steering": steering}))
+    assert "Most monotone tempo group on onset_rate" in lines and "Most monotone tempo group on bpm" in lines
