@@ -78,7 +78,7 @@ def code_cache_matches(cache_path: str | Path, num_clips: int, base_seed: int = 
     """True if the cache holds exactly the clips ``spec_for_index(0..num_clips-1, base_seed)`` would
     render now (same count, same specs): a changed ``train_clips``, seed or synth sampling (e.g. its
     BPM range) makes a cache stale even when it is newer than the codec."""
-    specs = torch.load(cache_path)["specs"]
+    specs = torch.load(cache_path, weights_only=True)["specs"]
     return len(specs) == num_clips and all(
         s == spec_for_index(i, base_seed).to_dict() for i, s in enumerate(specs)
     )
@@ -92,7 +92,7 @@ class CodeDataset(Dataset):
     """
 
     def __init__(self, cache_path: str | Path, tokenizer, seed: int = 0, recaption: bool = True):
-        data = torch.load(cache_path)
+        data = torch.load(cache_path, weights_only=True)
         self.codes, self.captions, self.tokenizer = data["codes"], data["captions"], tokenizer
         self.specs = [ClipSpec(**s) for s in data["specs"]]
         self.recaption, self.rng = recaption, np.random.default_rng([seed, 777])
