@@ -18,11 +18,6 @@ from steerlit.testbed.steering_report import cross_change, format_report
 from steerlit.testbed.synth import BPM_RANGE
 
 
-def _study_runs(steering: dict) -> list[str]:
-    """Run folders of the steering section (``run``: the single-study format of earlier cards)."""
-    return list(steering.get("runs") or [steering["run"]])
-
-
 def _params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -187,7 +182,7 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
             "## Steering (the paper's experiment on the testbed)",
             "`steerlit run experiment=testbed_study` (and a copy of its folder re-run as `run_name` with "
             "`metrics.attributes.testbed_tempo=onset_rate`: the finished grid is only re-summarised), then "
-            f"`python -m steerlit.testbed.evaluate --study <runs> --only-study` (runs {', '.join(f'`{r}`' for r in _study_runs(ev['steering']))}); change = median attribute at the best α vs α = 0 over "
+            f"`python -m steerlit.testbed.evaluate --study <runs> --only-study` (runs {', '.join(f'`{r}`' for r in ev['steering']['runs'])}); change = median attribute at the best α vs α = 0 over "
             "the neutral prompts, quality = DSP-Fréchet distance to the α = 0 clips, cross = the other attribute "
             "at that α:",
             "",

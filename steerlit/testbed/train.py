@@ -106,6 +106,16 @@ def _train_seconds(trainer, t0: float) -> float:
     return float(timers[0].time_elapsed("train")) if timers else time.time() - t0
 
 
+def _save_train_stats(trainer, t0: float, out: Path, stage: str, **extra) -> None:
+    """``out/train_stats.json`` (atomic): the last logged metrics, steps, training seconds and ``extra``."""
+    from steerlit.generate.results import atomic_write_text
+
+    stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0), **extra)
+    atomic_write_text(out / "train_stats.json", json.dumps(stats, indent=2))
+    print(f"[{stage}] saved {out}: {stats}")
+
+
 def _resume_path(ckpt_dir: Path) -> str | None:
     last = ckpt_dir / "last.ckpt"
     return str(last) if last.exists() else None
@@ -161,11 +171,7 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
     encodec = export_encodec(module)
     encodec.save_pretrained(out)
-    stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0))
-    stats["params"] = sum(p.numel() for p in encodec.parameters())
-    (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
-    print(f"[{stage}] saved {out}: {stats}")
+    _save_train_stats(trainer, t0, out, stage, params=sum(p.numel() for p in encodec.parameters()))
     _finish_wandb()
     return out
 
@@ -275,10 +281,7 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0))
-    (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
-    print(f"[lm] saved {out}: {stats}")
+    _save_train_stats(trainer, t0, out, "lm")
     _finish_wandb()
     return out
 
