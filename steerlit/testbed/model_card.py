@@ -136,6 +136,8 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         " tempo estimate, prior 1.5 octaves wide at 120 BPM: `synth.TEMPO_ESTIMATOR`); brightness in [0, 1] = low-pass"
         " cutoff 250 Hz-7 kHz",
         "  (log scale) applied to the harmonics and to the hat/snare noise; patterns four-on-the-floor / backbeat / shuffle.",
+        "  The pitched part's note value follows the tempo so that its metrical level is the beat (plucks and leads in",
+        "  eighths when fast, quarters below 80-120 BPM; organ chords every two beats, every beat above 130-170 BPM).",
         f"- Captions (`steerlit.testbed.captions`): fast words for >= {FAST_BPM:.0f} BPM, slow words for <= {SLOW_BPM:.0f};",
         f"  bright words for brightness >= {BRIGHT_MIN}, dark words for <= {DARK_MAX}; middle values unsaid, and each",
         "  said attribute dropped with p = 0.1 (~60% of captions leave tempo and/or brightness unsaid).",
@@ -166,7 +168,7 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         f"first {cfg.lm.get('prefix_frames', 0)} frames weighted x{cfg.lm.get('prefix_weight', 1.0)}, "
         f"audio-context frame dropout {cfg.lm.get('input_dropout', 0.0)};"
         f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
-        f"{lm.get('seconds', 0) / 60:.0f} min.",
+        f"{lm.get('seconds', 0) / 60:.0f} min" + (f"; {lm['note']}." if lm.get("note") else "."),
         "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml`",
         "",
         "## Evaluation",

@@ -22,6 +22,12 @@ INSTRUMENTS = ("pluck", "organ", "bass", "lead")
 PATTERNS = ("four_on_floor", "backbeat", "shuffle")
 KEY_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 CUTOFF_RANGE_HZ = (250.0, 7000.0)
+# The pitched part's note value follows the tempo, so that its metrical level is the beat's: plucks
+# and leads play eighths when fast and quarters when slow (the chance of quarters rises linearly
+# from 0 at 120 BPM to 1 at 80 BPM); organ chords last two beats when slow and one beat when fast
+# (chance rising from 0 at 130 to 1 at 170 BPM). With one note value at every tempo, slow plucks
+# were read at their eighth-note level (72 BPM -> 144) and fast organs at their half-note level.
+QUARTER_NOTE_RAMPS_BPM = {"pluck": (120.0, 80.0), "lead": (120.0, 80.0), "organ": (130.0, 170.0)}
 # estimate_tempo settings for this music (also configs/metrics/testbed.yaml): librosa's default prior width
 # (1 octave around 120 BPM) doubles most clips below 75 BPM; 1.5 octaves keeps ~90 % of 60-180 BPM clips within 4 %.
 TEMPO_ESTIMATOR = {"start_bpm": 120.0, "std_bpm": 1.5, "min_bpm": 40.0, "max_bpm": 240.0}
@@ -158,6 +164,21 @@ def _drums(spec: ClipSpec, n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def quarter_note_probability(instrument: str, bpm: float) -> float:
+    """Chance that ``instrument`` plays quarter notes at ``bpm`` (0 for the bass: always quarters)."""
+    if instrument not in QUARTER_NOTE_RAMPS_BPM:
+        return 0.0
+    zero_at, one_at = QUARTER_NOTE_RAMPS_BPM[instrument]
+    return float(np.clip((bpm - zero_at) / (one_at - zero_at), 0.0, 1.0))
+
+
+def plays_quarter_notes(spec: ClipSpec) -> bool:
+    """Whether the clip's pluck, lead or organ plays quarter notes (drawn from its own stream)."""
+    return bool(
+        np.random.default_rng([spec.seed, 7]).random() < quarter_note_probability(spec.instrument, spec.bpm)
+    )
+
+
 def _pitched(spec: ClipSpec, n: int, rng: np.random.Generator) -> np.ndarray:
     """Pitched part: a riff on the minor-pentatonic scale of ``spec.key``, on the beat grid."""
     sr = SAMPLE_RATE
@@ -165,14 +186,16 @@ def _pitched(spec: ClipSpec, n: int, rng: np.random.Generator) -> np.ndarray:
     out = np.zeros(n)
     root = _REGISTER[spec.instrument] + spec.key
     cutoff = spec.cutoff_hz
-    if spec.instrument == "pluck":  # eighth-note arpeggio, fast exponential decay
+    if spec.instrument == "pluck":  # eighth-note arpeggio (quarters when slow), fast decay
         step, dur, decay, odd = 0.5, 0.5, 12.0, False
-    elif spec.instrument == "organ":  # chords held for two beats, square-ish spectrum
+    elif spec.instrument == "organ":  # chords held for two beats (one when fast), square-ish spectrum
         step, dur, decay, odd = 2.0, 1.9, 0.5, True
     elif spec.instrument == "bass":  # one note per beat
         step, dur, decay, odd = 1.0, 0.9, 4.0, False
-    else:  # lead: quarter and eighth notes
+    else:  # lead: eighth notes (quarters when slow)
         step, dur, decay, odd = 0.5, 0.45, 3.0, True
+    if plays_quarter_notes(spec):
+        step, dur = 1.0, (0.95 if spec.instrument == "organ" else dur)
     riff = rng.choice(_MINOR_PENTA, size=8)
     n_steps = int(np.ceil(n / (step * beat))) + 1
     for i in range(n_steps):

@@ -13,6 +13,8 @@ from steerlit.testbed.synth import (
     SAMPLE_RATE,
     TEMPO_ESTIMATOR,
     ClipSpec,
+    plays_quarter_notes,
+    quarter_note_probability,
     render,
     sample_spec,
     spec_for_index,
@@ -90,3 +92,22 @@ def test_testbed_metric_config_uses_the_synth_tempo_settings():
 
     for overrides in ([], ["experiment=testbed_study"]):
         assert dict(compose(overrides).metrics.tempo) == TEMPO_ESTIMATOR
+
+
+def test_pitched_note_value_follows_the_tempo():
+    """Slow plucks and leads play quarter notes and fast organs one chord per beat, so that the
+    beat is the pitched part's metrical level: the estimator then reads such clips at their tempo,
+    not at the eighth-note (double) or half-note (half) level."""
+    assert quarter_note_probability("pluck", 70.0) == 1.0 and quarter_note_probability("lead", 130.0) == 0.0
+    assert quarter_note_probability("organ", 175.0) == 1.0 and quarter_note_probability("organ", 100.0) == 0.0
+    assert quarter_note_probability("bass", 60.0) == 0.0
+    assert 0.0 < quarter_note_probability("pluck", 100.0) < 1.0
+    cases = [("pluck", 66.0), ("lead", 72.0), ("organ", 172.0)]
+    for instrument, bpm in cases:
+        specs = [
+            ClipSpec(bpm, 0.5, instrument, pattern, key=seed % 12, seed=seed)
+            for seed, pattern in enumerate(("four_on_floor", "backbeat", "shuffle") * 2)
+        ]
+        assert all(plays_quarter_notes(s) for s in specs)
+        est = np.array([estimate_tempo(render(s), SAMPLE_RATE, **TEMPO_ESTIMATOR).bpm for s in specs])
+        assert np.mean(np.abs(est / bpm - 1) <= 0.04) >= 5 / 6, (instrument, bpm, est)
