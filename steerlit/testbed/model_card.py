@@ -26,6 +26,11 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _with_note(text: str, stats: dict) -> str:
+    """``text`` closed with a full stop, with the stage's lineage ``note`` (train stats) appended if any."""
+    return text + (f"; {stats['note']}." if stats.get("note") else ".")
+
+
 def _limitations(ev: dict) -> list[str]:
     """Plain statements of where the evaluation falls short of its targets."""
     out = []
@@ -146,29 +151,37 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         "  used in training.",
         "",
         "## Training (2 CPU cores)",
-        f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
-        f"L1 + multi-resolution log-STFT + commitment; EMA RVQ with k-means init and dead-code reset; "
-        f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
-        f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min"
-        + (f" (continuing from `{cfg.codec.init_from}`)" if cfg.codec.get("init_from") else "")
-        + (f"; {codec['note']}." if codec.get("note") else "."),
+        _with_note(
+            f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
+            f"L1 + multi-resolution log-STFT + commitment; EMA RVQ with k-means init and dead-code reset; "
+            f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
+            f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min"
+            + (f" (continuing from `{cfg.codec.init_from}`)" if cfg.codec.get("init_from") else ""),
+            codec,
+        ),
         *(
             [
-                f"- Codec decoder fine-tune (encoder and codebooks frozen, codes unchanged): {dec.get('steps', '?')} "
-                f"steps, batch {cfg.codec_decoder.batch_size} x {cfg.codec_decoder.crop_s} s, adding log band-energy "
-                f"(x{cfg.codec_decoder.w_envelope}) and log spectral-centroid (x{cfg.codec_decoder.w_centroid}) losses; "
-                f"final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, {dec.get('seconds', 0) / 60:.0f} min"
-                + (f"; {dec['note']}." if dec.get("note") else ".")
+                _with_note(
+                    f"- Codec decoder fine-tune (encoder and codebooks frozen, codes unchanged): {dec.get('steps', '?')} "
+                    f"steps, batch {cfg.codec_decoder.batch_size} x {cfg.codec_decoder.crop_s} s, adding log band-energy "
+                    f"(x{cfg.codec_decoder.w_envelope}) and log spectral-centroid (x{cfg.codec_decoder.w_centroid}) "
+                    f"losses; final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, "
+                    f"{dec.get('seconds', 0) / 60:.0f} min",
+                    dec,
+                )
             ]
             if dec
             else []
         ),
-        f"- LM: {lm.get('steps', '?')} steps, batch {cfg.lm.batch_size} x 4 s (200 frames + delay), "
-        f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG), "
-        f"first {cfg.lm.get('prefix_frames', 0)} frames weighted x{cfg.lm.get('prefix_weight', 1.0)}, "
-        f"audio-context frame dropout {cfg.lm.get('input_dropout', 0.0)};"
-        f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
-        f"{lm.get('seconds', 0) / 60:.0f} min" + (f"; {lm['note']}." if lm.get("note") else "."),
+        _with_note(
+            f"- LM: {lm.get('steps', '?')} steps, batch {cfg.lm.batch_size} x 4 s (200 frames + delay), "
+            f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG), "
+            f"first {cfg.lm.get('prefix_frames', 0)} frames weighted x{cfg.lm.get('prefix_weight', 1.0)}, "
+            f"audio-context frame dropout {cfg.lm.get('input_dropout', 0.0)};"
+            f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
+            f"{lm.get('seconds', 0) / 60:.0f} min",
+            lm,
+        ),
         "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml`",
         "",
         "## Evaluation",
