@@ -17,6 +17,7 @@ of a fraction of the examples, as ``generate`` does for the unconditional half o
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def build_code_cache(
         "codes": torch.cat(codes),
         "captions": training_captions(num_clips, base_seed, seed),
         "specs": [s.to_dict() for s in specs],
+        "clip_s": float(clip_s),
+        "render_sha256": render_fingerprint(specs, clip_s),
     }
     cache_path = Path(cache_path)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,13 +77,29 @@ def build_code_cache(
     return data
 
 
-def code_cache_matches(cache_path: str | Path, num_clips: int, base_seed: int = 0) -> bool:
-    """True if the cache holds exactly the clips ``spec_for_index(0..num_clips-1, base_seed)`` would
-    render now (same count, same specs): a changed ``train_clips``, seed or synth sampling (e.g. its
-    BPM range) makes a cache stale even when it is newer than the codec."""
-    specs = torch.load(cache_path, weights_only=True)["specs"]
-    return len(specs) == num_clips and all(
-        s == spec_for_index(i, base_seed).to_dict() for i, s in enumerate(specs)
+def render_fingerprint(specs: list[ClipSpec], clip_s: float, n: int = 4) -> str:
+    """sha256 of the first ``n`` clips as the synth renders them now: a change of the synth that keeps
+    the specs (e.g. the pitched part's note values) changes it. A few milliseconds."""
+    digest = hashlib.sha256()
+    for spec in specs[:n]:
+        digest.update(render(spec, clip_s).tobytes())
+    return digest.hexdigest()
+
+
+def code_cache_matches(
+    cache_path: str | Path, num_clips: int, base_seed: int = 0, clip_s: float = 4.0
+) -> bool:
+    """True if the cache holds exactly the clips ``spec_for_index(0..num_clips-1, base_seed)`` as the
+    synth renders them now, at ``clip_s`` seconds: a changed ``train_clips``, seed, clip length, synth
+    sampling (e.g. its BPM range) or synth rendering makes a cache stale even when it is newer than the
+    codec. Caches written before the rendering fingerprint existed count as stale."""
+    data = torch.load(cache_path, weights_only=True)
+    specs = [spec_for_index(i, base_seed) for i in range(num_clips)]
+    return (
+        len(data["specs"]) == num_clips
+        and all(s == spec.to_dict() for s, spec in zip(data["specs"], specs))
+        and data.get("clip_s") == float(clip_s)
+        and data.get("render_sha256") == render_fingerprint(specs, clip_s)
     )
 
 

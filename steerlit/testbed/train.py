@@ -210,12 +210,15 @@ def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
     weights = encodec_dir / "model.safetensors"
     fresh = cache.exists() and (not weights.exists() or cache.stat().st_mtime > weights.stat().st_mtime)
     if fresh and not force:
-        if code_cache_matches(cache, cfg.data.train_clips, cfg.data.base_seed):
+        if code_cache_matches(cache, cfg.data.train_clips, cfg.data.base_seed, cfg.data.clip_s):
             print(
                 f"[codes] exists, is newer than the codec and holds the configured clips, skipping: {cache}"
             )
             return cache
-        print(f"[codes] {cache} holds other clips than data.train_clips/base_seed ask for: rebuilding")
+        print(
+            f"[codes] {cache} holds other clips than data.train_clips/base_seed/clip_s and the current synth "
+            "render: rebuilding"
+        )
     t0 = time.time()
     build_code_cache(
         encodec_dir, cache, cfg.data.train_clips, cfg.data.base_seed, cfg.data.clip_s, seed=cfg.seed

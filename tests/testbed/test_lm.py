@@ -52,8 +52,12 @@ def test_two_step_training_save_reload_generate(tmp_path, tiny_lm_cfg):
     cache = tmp_path / "codes.pt"
     data = build_code_cache(enc_dir, cache, num_clips=4, clip_s=1.0)
     assert data["codes"].shape == (4, 4, 50)
-    assert code_cache_matches(cache, 4) and not list(tmp_path.glob(".codes.pt.tmp"))
-    assert not code_cache_matches(cache, 5) and not code_cache_matches(cache, 4, base_seed=1)
+    assert code_cache_matches(cache, 4, clip_s=1.0) and not list(tmp_path.glob(".codes.pt.tmp"))
+    assert not code_cache_matches(cache, 5, clip_s=1.0) and not code_cache_matches(cache, 4, 1, clip_s=1.0)
+    assert not code_cache_matches(cache, 4, clip_s=2.0)  # another clip length
+    stale = dict(torch.load(cache, weights_only=True), render_sha256="rendered by an older synth")
+    torch.save(stale, tmp_path / "stale.pt")
+    assert not code_cache_matches(tmp_path / "stale.pt", 4, clip_s=1.0)
     tokenizer = build_t5_tokenizer(training_corpus(200), vocab_size=200)
     model = build_musicgen(tiny_lm_cfg, enc_dir, text_vocab_size=len(tokenizer))
     ds = CodeDataset(cache, tokenizer)
