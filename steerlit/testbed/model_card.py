@@ -134,6 +134,9 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         f"- Decoder: MusicGen, {dc.num_hidden_layers} layers x {dc.hidden_size} ({dc.num_attention_heads} heads, "
         f"ffn {dc.ffn_dim}); {_params(model.decoder):,} params.",
         f"- Total {_params(model):,} params; folder size {size_mb:.1f} MB.",
+        f"- Sampling (`generation_config.json`): CFG scale {model.generation_config.guidance_scale}, top-k "
+        f"{model.generation_config.top_k}; top-k was chosen on probe prompts the evaluation does not use "
+        "(BENCHMARKS.md, testbed sampling).",
         "",
         "## Data",
         "- `steerlit.testbed.synth`: 4 s, 16 kHz clips: kick/snare/hat drums + a pitched part (pluck, organ, bass,",

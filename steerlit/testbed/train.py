@@ -360,7 +360,13 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
 
     out = Path(cfg.out_dir)
     ev = cfg.get("eval", {})
-    results = evaluate(out, ev.get("n_clips", 40), ev.get("n_prompts", 16), cfg.data.heldout_base_seed)
+    results = evaluate(
+        out,
+        ev.get("n_clips", 40),
+        ev.get("n_prompts", 16),
+        cfg.data.heldout_base_seed,
+        tuple(ev.get("seeds", (0, 1, 2))),
+    )
     (out / "eval.json").write_text(json.dumps(results, indent=2))
     write_model_card(out, cfg, MusicgenForConditionalGeneration.from_pretrained(out))
     print(f"[evaluate] wrote {out / 'eval.json'}")

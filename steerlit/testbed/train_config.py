@@ -35,7 +35,7 @@ KNOWN_KEYS: dict[str, set[str] | None] = {
         "log_audio_every", "init_from", "init_skip", "grad_clip", *LM_MODULE_OPTIONS,
     },
     "generation": {"guidance_scale", "top_k", "max_length"},
-    "eval": {"n_clips", "n_prompts"},
+    "eval": {"n_clips", "n_prompts", "seeds"},
 }  # fmt: skip
 
 

@@ -32,7 +32,7 @@ def _steered_medians(concept, strategy, alphas, seconds, measure):
             max_new_tokens=adapter.seconds_to_steps(seconds),
             seeds=[0] * len(prompts),
             steering=[[Intervention(vectors, alpha)]] * len(prompts),
-            top_k=50,
+            top_k=20,  # the testbed generation config (configs/steer/testbed.yaml)
         )
         assert out.audio.shape[-1] >= seconds * adapter.sample_rate * 0.95
         medians[alpha] = float(np.median([measure(a.numpy(), adapter.sample_rate) for a in out.audio]))
@@ -47,16 +47,19 @@ def test_shipped_testbed_loads_by_short_name():
 def test_shipped_testbed_steers_brightness_with_its_timbre_direction():
     # One-to-one: alpha = +-1 moves the activations by one bright-dark gap (calibrated in the model card).
     medians = _steered_medians("testbed_timbre", "one_to_one", (-1.0, 1.0), 2.0, spectral_centroid)
-    assert medians[1.0] > 2.5 * medians[-1.0], medians  # the bright pole is brighter (measured 4.5x)
+    assert medians[1.0] > 2.5 * medians[-1.0], (
+        medians
+    )  # the bright pole is brighter (measured 5.3x: 308 -> 1626 Hz)
 
 
 def test_shipped_testbed_tempo_direction_makes_music_busier():
     """The tempo direction (layer 2, one-to-all, alpha -2 vs +2) raises the onset rate of neutral prompts.
     Onset rate, not BPM: on 4 clips of 3 s the BPM median is dominated by octave choices of the estimator
-    (the study in the model card measures BPM on 24 prompts x 4 s). Measured: 1.7 -> 5.7 onsets/s."""
+    (the study in the model card measures BPM on 24 prompts x 4 s). Measured at top-k 20: 2.2 -> 5.0 onsets/s
+    (1.7 -> 5.7 at top-k 50)."""
 
     def onset_rate(audio, sr):
         return estimate_tempo(audio, sr, **TEMPO_ESTIMATOR).onset_rate
 
     rates = _steered_medians("testbed_tempo", "one_to_all", (-2.0, 2.0), 3.0, onset_rate)
-    assert rates[2.0] > 2.0 * rates[-2.0], rates  # the fast pole is busier
+    assert rates[2.0] > 1.6 * rates[-2.0], rates  # the fast pole is busier

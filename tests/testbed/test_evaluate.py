@@ -1,0 +1,43 @@
+"""The testbed evaluation's summaries, and prompt following pooled over sampling seeds on the shipped model."""
+
+import numpy as np
+import pytest
+import torch
+
+from steerlit.models.loading import CHECKPOINTS_DIR
+from steerlit.testbed.evaluate import auroc, octave_aware_hit, plain_hit, prompt_following
+
+
+def test_octave_aware_hit_accepts_half_and_double_tempo_only():
+    assert plain_hit(75.0, "slow") and not plain_hit(150.0, "slow")
+    assert octave_aware_hit(150.0, "slow") and octave_aware_hit(80.0, "fast")  # 150/2 = 75, 80*2 = 160
+    assert not octave_aware_hit(110.0, "slow") and not octave_aware_hit(110.0, "fast")
+
+
+def test_auroc_counts_ties_half():
+    assert auroc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert auroc([1.0], [1.0]) == 0.5
+    assert auroc([1.0, 2.0], [2.0, 3.0]) == pytest.approx(0.125)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    torch.set_num_threads(2)
+    folder = CHECKPOINTS_DIR / "testbed"
+    return MusicgenForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(
+        folder
+    ).tokenizer
+
+
+def test_prompt_following_pools_the_sampling_seeds(shipped):
+    model, tokenizer = shipped
+    both = prompt_following(model, tokenizer, n=2, seconds=1.0, seeds=(0, 1))
+    first = prompt_following(model, tokenizer, n=2, seconds=1.0, seeds=(0,))
+    per_seed = both["tempo"]["accuracy_octave_aware_per_seed"]
+    assert both["seeds"] == [0, 1] and len(per_seed) == 2
+    # the pooled accuracy is the mean over seeds (equal clip counts), and seed 0's share is seed 0 alone
+    assert both["tempo"]["accuracy_octave_aware"] == pytest.approx(np.mean(per_seed))
+    assert per_seed[0] == pytest.approx(first["tempo"]["accuracy_octave_aware"])
+    assert 0.0 <= both["centroid"]["auroc_bright_gt_dark"] <= 1.0
