@@ -6,7 +6,8 @@ Prints (and optionally writes as JSON):
 
 * codec round trip on held-out clips (seed stream ``--heldout-seed``): share of clips whose
   estimated tempo after encode/decode is within 4% of the estimate on the original, and whose
-  spectral centroid is within 10% (targets: >= 90% each);
+  spectral centroid is within 10% (targets: >= 90% each), and how much of a steady vs a plucked
+  sine it keeps (``tone_round_trip``);
 * prompt following without steering, on the testbed probe prompts: fast vs slow prompts ->
   median BPM per pole, octave-aware accuracy (any of bpm, bpm/2, 2*bpm in the pole's caption
   range) and the AUROC of fast > slow; bright vs dark -> centroid AUROC; all pooled over the
@@ -91,6 +92,29 @@ def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
         "centroid_within_10pct": float(np.mean(cent_ok)),
         "centroid_rel_error_median": float(np.median(rel_cent)),
     }
+
+
+TONE_TEST_HZ = (65.0, 200.0, 450.0, 900.0, 2000.0)
+
+
+@torch.no_grad()
+def tone_round_trip(encodec, freqs_hz: tuple[float, ...] = TONE_TEST_HZ, seconds: float = 2.0) -> dict:
+    """RMS of the decoded / RMS of the input for a steady sine and for the same sine in decaying notes
+    (four a second), per frequency: how much of a held tone vs a plucked one the codec keeps
+    (1 = all). Edges (0.1 s each side) are left out."""
+    from steerlit.testbed.codec import decode_codes, encode_codes
+
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    edge = int(0.1 * SAMPLE_RATE)
+    out: dict[str, list[float]] = {"freqs_hz": list(freqs_hz), "steady": [], "decaying_notes": []}
+    for f in freqs_hz:
+        steady = 0.2 * np.sin(2 * np.pi * f * t)
+        for kind, y in (("steady", steady), ("decaying_notes", steady * np.exp(-6.0 * ((4.0 * t) % 1.0)))):
+            wav = torch.from_numpy(y.astype(np.float32))[None, None]
+            rec = decode_codes(encodec, encode_codes(encodec, wav))[0, 0, : len(y)].numpy()
+            rms = [float(np.sqrt(np.mean(a[edge:-edge] ** 2))) for a in (rec, y)]
+            out[kind].append(rms[0] / rms[1])
+    return out
 
 
 def reference_clips(n: int = 24, base_seed: int = 1) -> dict:
@@ -196,6 +220,7 @@ def evaluate(
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     t0 = time.time()
     results = {"codec_round_trip": codec_round_trip(model.audio_encoder, n_clips, heldout_seed)}
+    results["codec_round_trip"]["tone_rms_ratio"] = tone_round_trip(model.audio_encoder)
     print("codec round trip:", json.dumps(results["codec_round_trip"]), flush=True)
     results["reference_real_clips"] = reference_clips(n_prompts, heldout_seed)
     print("reference (real clips):", json.dumps(results["reference_real_clips"]), flush=True)

@@ -36,11 +36,19 @@ def _limitations(ev: dict) -> list[str]:
     out = []
     rt = ev.get("codec_round_trip", {})
     if rt.get("tempo_within_4pct", 1) < 0.9 or rt.get("centroid_within_10pct", 1) < 0.9:
+        tones = rt.get("tone_rms_ratio")
+        why = (
+            f"the codec keeps {min(tones['steady']):.0%}-{max(tones['steady']):.0%} of a steady sine's RMS at "
+            f"{min(tones['freqs_hz']):.0f}-{max(tones['freqs_hz']):.0f} Hz but "
+            f"{min(tones['decaying_notes']):.0%}-{max(tones['decaying_notes']):.0%} of the same sine in decaying "
+            "notes, so held organ chords and lead notes come back too quiet and a clip's centroid follows its drums"
+            if tones
+            else "the toy codec's 1.8 kbps codes carry the spectral envelope only coarsely"
+        )
         out.append(
             f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "
-            f"{rt.get('centroid_rel_error_median', 0):+.0%}): the toy codec's 1.8 kbps codes carry the spectral "
-            "envelope only coarsely, so single clips come back up to ~25% brighter or darker."
+            f"{rt.get('centroid_rel_error_median', 0):+.0%}): {why}."
         )
     pf = ev.get("prompt_following", {})
     t, c = pf.get("tempo", {}), pf.get("centroid", {})
