@@ -355,7 +355,7 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
     """Run :mod:`steerlit.testbed.evaluate` on ``out_dir``; write ``eval.json`` and refresh the card."""
     from transformers import MusicgenForConditionalGeneration
 
-    from steerlit.testbed.evaluate import evaluate
+    from steerlit.testbed.evaluate import PROMPT_SEEDS, evaluate
     from steerlit.testbed.model_card import write_model_card
 
     out = Path(cfg.out_dir)
@@ -365,7 +365,7 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
         ev.get("n_clips", 40),
         ev.get("n_prompts", 16),
         cfg.data.heldout_base_seed,
-        tuple(ev.get("seeds", (0, 1, 2))),
+        tuple(ev.get("seeds", PROMPT_SEEDS)),
     )
     (out / "eval.json").write_text(json.dumps(results, indent=2))
     write_model_card(out, cfg, MusicgenForConditionalGeneration.from_pretrained(out))
