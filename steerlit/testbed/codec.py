@@ -135,6 +135,22 @@ def band_envelope_loss(
     return loss / (len(edges) - 1)
 
 
+def lowpass_waveform(x: torch.Tensor, cutoff_hz: float, width_hz: float = 200.0) -> torch.Tensor:
+    """Zero-phase FFT low-pass of x (B, N) -> (B, N): gain 1 below ``cutoff_hz``, a raised-cosine
+    transition ``width_hz`` wide, 0 above."""
+    spec = torch.fft.rfft(x)
+    freqs = torch.fft.rfftfreq(x.shape[-1], 1.0 / SAMPLE_RATE).to(x.device)
+    ramp = ((freqs - cutoff_hz) / width_hz).clamp(0.0, 1.0)
+    return torch.fft.irfft(spec * (0.5 + 0.5 * torch.cos(math.pi * ramp)), x.shape[-1])
+
+
+def low_band_l1_loss(x: torch.Tensor, y: torch.Tensor, cutoff_hz: float = 2000.0) -> torch.Tensor:
+    """L1 between the low bands (below ``cutoff_hz``) of two waveforms x, y (B, N). Phase-sensitive where
+    the music is tonal (the pitched part's fundamentals and first harmonics), so the encoder must carry the
+    phase of steady tones; the noisy highs (hats, snare) stay to the magnitude losses."""
+    return F.l1_loss(lowpass_waveform(x, cutoff_hz), lowpass_waveform(y, cutoff_hz))
+
+
 class ClipCropDataset(IterableDataset):
     """Endless random crops of synthetic training clips.
 
@@ -189,6 +205,7 @@ class CodecModule(L.LightningModule):
         w_centroid: weight of the L1 between log spectral centroids (:func:`spectral_centroid_torch`)
             of reconstruction and input: the attribute the testbed's brightness is measured by.
         w_mel: weight of :func:`multi_scale_mel_loss` (log-mel L1 at four scales).
+        w_l1_low, l1_low_cutoff_hz: weight and cutoff of :func:`low_band_l1_loss`.
         decoder_only: train the decoder alone; encoder and codebooks stay frozen (no EMA updates),
             so the codes, and an LM trained on them, stay valid.
     """
@@ -208,6 +225,8 @@ class CodecModule(L.LightningModule):
         w_envelope: float = 0.0,
         w_centroid: float = 0.0,
         w_mel: float = 0.0,
+        w_l1_low: float = 0.0,
+        l1_low_cutoff_hz: float = 2000.0,
         decoder_only: bool = False,
     ):
         super().__init__()
@@ -258,13 +277,15 @@ class CodecModule(L.LightningModule):
             parts["envelope"] = band_envelope_loss(recon[:, 0], batch[:, 0])
         if hp.w_mel:
             parts["mel"] = multi_scale_mel_loss(recon[:, 0], batch[:, 0])
+        if hp.w_l1_low:
+            parts["l1_low"] = low_band_l1_loss(recon[:, 0], batch[:, 0], hp.l1_low_cutoff_hz)
         if hp.w_centroid:
             c_rec, c_ref = spectral_centroid_torch(recon[:, 0]), spectral_centroid_torch(batch[:, 0])
             parts["centroid"] = (
                 (torch.log(c_rec.clamp_min(1.0)) - torch.log(c_ref.clamp_min(1.0))).abs().mean()
             )
         weights = {"l1": hp.w_l1, "stft": hp.w_stft, "commit": hp.w_commit}
-        weights.update(envelope=hp.w_envelope, centroid=hp.w_centroid, mel=hp.w_mel)
+        weights.update(envelope=hp.w_envelope, centroid=hp.w_centroid, mel=hp.w_mel, l1_low=hp.w_l1_low)
         loss = sum(weights[k] * v for k, v in parts.items())
         used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()
         self.log_dict(

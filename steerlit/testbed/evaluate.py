@@ -71,12 +71,25 @@ def tempo_summary(bpm: dict[str, list[float]]) -> dict:
     return out
 
 
+BAND_EDGES_HZ = (0.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0, 8000.0)
+
+
+def band_energies(y: np.ndarray, edges_hz: tuple[float, ...] = BAND_EDGES_HZ) -> np.ndarray:
+    """Energy of a clip ``(samples,)`` per frequency band [edges[i], edges[i+1]): ``(len(edges) - 1,)``."""
+    power = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1.0 / SAMPLE_RATE)
+    return np.array(
+        [power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(edges_hz[:-1], edges_hz[1:])]
+    )
+
+
 @torch.no_grad()
 def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
-    """Encode/decode ``n`` held-out clips with the stock EnCodec; compare tempo and centroid."""
+    """Encode/decode ``n`` held-out clips with the stock EnCodec; compare tempo and centroid, and the
+    level change per octave band (dB, mean over clips): where in the spectrum the codec loses energy."""
     from steerlit.testbed.codec import round_trip
 
-    tempo_ok, cent_ok, rel_cent = [], [], []
+    tempo_ok, cent_ok, rel_cent, band_db = [], [], [], []
     for i in range(n):
         y = render(spec_for_index(i, base_seed))
         rec = round_trip(encodec, y)
@@ -84,11 +97,14 @@ def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
         tempo_ok.append(abs(b1 / b0 - 1) <= 0.04)
         cent_ok.append(abs(c1 / c0 - 1) <= 0.10)
         rel_cent.append(c1 / c0 - 1)
+        band_db.append(10 * np.log10((band_energies(rec) + 1e-12) / (band_energies(y) + 1e-12)))
     return {
         "clips": n,
         "tempo_within_4pct": float(np.mean(tempo_ok)),
         "centroid_within_10pct": float(np.mean(cent_ok)),
         "centroid_rel_error_median": float(np.median(rel_cent)),
+        "band_edges_hz": list(BAND_EDGES_HZ),
+        "band_level_change_db": [round(float(v), 2) for v in np.mean(band_db, axis=0)],
     }
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from steerlit.generate.results import atomic_write_text
@@ -45,6 +46,15 @@ def _limitations(ev: dict) -> list[str]:
             if tones
             else "the toy codec's 1.8 kbps codes carry the spectral envelope only coarsely"
         )
+        bands = rt.get("band_level_change_db")
+        if bands:
+            edges, worst = rt["band_edges_hz"], int(np.argmin(bands))
+            why += (
+                f"; per octave band the round trip loses the most at {edges[worst]:.0f}-{edges[worst + 1]:.0f} Hz "
+                f"({bands[worst]:+.1f} dB, mean over clips; all bands: "
+                + ", ".join(f"{v:+.1f}" for v in bands)
+                + " dB)"
+            )
         out.append(
             f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "

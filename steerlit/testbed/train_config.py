@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 # train.py passes exactly these through ``_given``.
 CODEC_MODULE_OPTIONS = (
     "dead_threshold", "quantize_after", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes",
-    "w_envelope", "w_centroid", "w_mel", "decoder_only",
+    "w_envelope", "w_centroid", "w_mel", "w_l1_low", "l1_low_cutoff_hz", "decoder_only",
 )  # fmt: skip
 LM_MODULE_OPTIONS = ("prefix_frames", "prefix_weight", "input_dropout", "freeze_text_encoder")
 _CODEC = {

@@ -1,5 +1,5 @@
 """Codebook copy into a stock EncodecModel reproduces our codes exactly; decoder-only fine-tuning
-keeps the codes; the centroid, envelope and mel losses measure what they claim."""
+keeps the codes; the centroid, envelope, mel and low-band L1 losses measure what they claim."""
 
 import pytest
 import torch
@@ -11,6 +11,8 @@ from steerlit.testbed.codec import (
     encode_codes,
     export_encodec,
     init_from_encodec,
+    low_band_l1_loss,
+    lowpass_waveform,
     make_encodec_config,
     multi_resolution_stft_loss,
     multi_scale_mel_loss,
@@ -121,16 +123,32 @@ def test_torch_centroid_matches_metric_and_envelope_loss_sees_lost_highs():
         ours = float(spectral_centroid_torch(torch.from_numpy(y).float()[None])[0])
         assert abs(ours / spectral_centroid(y, 16000) - 1) < 0.05
     noise = torch.from_numpy(clips[1]).float()[None]
-    dull = torchaudio_free_lowpass(noise)
+    dull = lowpass_waveform(noise, 2000.0)
     assert float(band_envelope_loss(noise, noise)) == 0.0
     assert float(band_envelope_loss(dull, noise)) > 1.0
 
 
-def torchaudio_free_lowpass(x: torch.Tensor, cutoff_bin: int = 1000) -> torch.Tensor:
-    """Zero every FFT bin above ``cutoff_bin`` (of 8001): a 2 kHz brick-wall low-pass."""
-    spec = torch.fft.rfft(x)
-    spec[..., cutoff_bin:] = 0
-    return torch.fft.irfft(spec, n=x.shape[-1])
+def test_lowpass_keeps_the_low_band_and_removes_the_high_band():
+    t = torch.arange(16000) / 16000
+    low, high = torch.sin(2 * torch.pi * 440 * t)[None], torch.sin(2 * torch.pi * 5000 * t)[None]
+    out = lowpass_waveform(low + high, 2000.0)
+    assert float((out - low).abs().max()) < 1e-3
+
+
+def test_low_band_l1_is_phase_sensitive_below_the_cutoff_only():
+    """A steady tone in the wrong phase costs as much as silence (so the codec must carry its phase),
+    while differences above the cutoff (noisy highs) cost nothing; magnitude losses miss the phase."""
+    t = torch.arange(16000) / 16000
+    tone = (0.2 * torch.sin(2 * torch.pi * 440 * t))[None]
+    shifted = (0.2 * torch.sin(2 * torch.pi * 440 * t + torch.pi / 2))[None]
+    hiss = 0.05 * torch.randn(generator=torch.Generator().manual_seed(0), size=tone.shape)
+    silence = torch.zeros_like(tone)
+    assert (
+        float(low_band_l1_loss(tone + lowpass_waveform(hiss, 8000.0) - lowpass_waveform(hiss, 3000.0), tone))
+        < 1e-3
+    )
+    assert float(low_band_l1_loss(shifted, tone)) > 0.8 * float(low_band_l1_loss(silence, tone))
+    assert float(multi_scale_mel_loss(shifted, tone)) < 0.25 * float(multi_scale_mel_loss(silence, tone))
 
 
 def test_mel_loss_prefers_a_detuned_tone_to_silence_more_than_per_bin_log_stft():

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from steerlit.models.loading import CHECKPOINTS_DIR
-from steerlit.testbed.evaluate import auroc, octave_aware_hit, plain_hit, prompt_following, tone_round_trip
+from steerlit.testbed.evaluate import (
+    BAND_EDGES_HZ,
+    auroc,
+    band_energies,
+    octave_aware_hit,
+    plain_hit,
+    prompt_following,
+    tone_round_trip,
+)
 
 
 def test_octave_aware_hit_accepts_half_and_double_tempo_only():
@@ -18,6 +26,16 @@ def test_auroc_counts_ties_half():
     assert auroc([3.0, 4.0], [1.0, 2.0]) == 1.0
     assert auroc([1.0], [1.0]) == 0.5
     assert auroc([1.0, 2.0], [2.0, 3.0]) == pytest.approx(0.125)
+
+
+def test_band_energies_put_a_tone_in_its_octave_band():
+    t = np.arange(16000) / 16000
+    y = np.sin(2 * np.pi * 1000 * t) + 0.1 * np.sin(2 * np.pi * 150 * t)
+    energies = band_energies(y)
+    assert energies.shape == (len(BAND_EDGES_HZ) - 1,)
+    assert np.argmax(energies) == BAND_EDGES_HZ.index(800.0)  # 1000 Hz lies in 800-1600 Hz
+    assert energies[BAND_EDGES_HZ.index(100.0)] == pytest.approx(0.01 * energies.max(), rel=1e-3)
+    assert energies.sum() == pytest.approx(np.sum(np.abs(np.fft.rfft(y)) ** 2))  # the bands tile 0-8 kHz
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +79,9 @@ def test_model_card_explains_a_short_codec_centroid_with_the_tone_round_trip():
     (line,) = _limitations({"codec_round_trip": {**rt, "tone_rms_ratio": tones}})
     assert "centroid within 10% on only 62%" in line
     assert "2%-22% of a steady sine's RMS at 65-2000 Hz" in line and "50%-77%" in line
+    bands = {"band_edges_hz": [0.0, 400.0, 1600.0, 8000.0], "band_level_change_db": [-1.0, -9.3, 0.5]}
+    (banded,) = _limitations({"codec_round_trip": {**rt, **bands}})
+    assert "loses the most at 400-1600 Hz (-9.3 dB" in banded
     (plain,) = _limitations({"codec_round_trip": rt})
     assert "steady" not in plain
     assert _limitations({"codec_round_trip": {**rt, "centroid_within_10pct": 0.95}}) == [
