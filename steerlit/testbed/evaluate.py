@@ -6,8 +6,8 @@ Prints (and optionally writes as JSON):
 
 * codec round trip on held-out clips (seed stream ``--heldout-seed``): share of clips whose
   estimated tempo after encode/decode is within 4% of the estimate on the original, and whose
-  spectral centroid is within 10% (targets: >= 90% each), and how much of a steady vs a plucked
-  sine it keeps (``tone_round_trip``);
+  spectral centroid is within 10% (targets: >= 90% each), the level change per octave band (where
+  the codec loses energy), and how much of a steady vs a plucked sine it keeps (``tone_round_trip``);
 * prompt following without steering, on the testbed probe prompts: fast vs slow prompts ->
   median BPM per pole, octave-aware accuracy (any of bpm, bpm/2, 2*bpm in the pole's caption
   range) and the AUROC of fast > slow; bright vs dark -> centroid AUROC; all pooled over the
