@@ -117,8 +117,10 @@ def _save_train_stats(trainer, t0: float, out: Path, stage: str, **extra) -> Non
 
 
 def _resume_path(ckpt_dir: Path) -> str | None:
-    last = ckpt_dir / "last.ckpt"
-    return str(last) if last.exists() else None
+    """The newest ``last*.ckpt`` in ``ckpt_dir`` (None if there is none). Lightning writes ``last-v1.ckpt``
+    next to a ``last.ckpt`` it did not write itself, e.g. when a run folder was copied and resumed."""
+    lasts = list(ckpt_dir.glob("last*.ckpt"))
+    return str(max(lasts, key=lambda p: p.stat().st_mtime)) if lasts else None
 
 
 def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from: str | None) -> Path:

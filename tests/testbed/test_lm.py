@@ -105,3 +105,19 @@ def test_testbed_configs_hold_only_known_keys_and_typos_fail_before_work(tmp_pat
             main(["--config", "configs/testbed/smoke.yaml", f"run_dir={run_dir}", override])
         assert hint in str(err.value)
     assert not run_dir.exists()  # nothing written
+
+
+def test_resume_takes_the_newest_last_checkpoint(tmp_path):
+    import os
+
+    from steerlit.testbed.train import _resume_path
+
+    assert _resume_path(tmp_path) is None
+    (tmp_path / "epoch=0-step=100.ckpt").write_bytes(b"")
+    assert _resume_path(tmp_path) is None  # only last*.ckpt resume a run
+    for i, name in enumerate(("last.ckpt", "last-v1.ckpt")):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    assert _resume_path(tmp_path) == str(tmp_path / "last-v1.ckpt")  # a copied run: Lightning wrote -v1
+    os.utime(tmp_path / "last.ckpt", (2000, 2000))
+    assert _resume_path(tmp_path) == str(tmp_path / "last.ckpt")
