@@ -357,6 +357,7 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
     """Run :mod:`steerlit.testbed.evaluate` on ``out_dir``; write ``eval.json`` and refresh the card."""
     from transformers import MusicgenForConditionalGeneration
 
+    from steerlit.generate.results import atomic_write_text
     from steerlit.testbed.evaluate import PROMPT_SEEDS, evaluate
     from steerlit.testbed.model_card import write_model_card
 
@@ -369,7 +370,7 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
         cfg.data.heldout_base_seed,
         tuple(ev.get("seeds", PROMPT_SEEDS)),
     )
-    (out / "eval.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(out / "eval.json", json.dumps(results, indent=2))
     write_model_card(out, cfg, MusicgenForConditionalGeneration.from_pretrained(out))
     print(f"[evaluate] wrote {out / 'eval.json'}")
     return out
