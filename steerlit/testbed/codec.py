@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from transformers import EncodecConfig, EncodecModel
 
 from steerlit.testbed.rvq import ResidualVQ
-from steerlit.testbed.synth import SAMPLE_RATE, render, spec_for_index
+from steerlit.testbed.synth import SAMPLE_RATE, render, render_stems, spec_for_index
 
 
 def make_encodec_config(
@@ -155,18 +155,28 @@ class ClipCropDataset(IterableDataset):
     """Endless random crops of synthetic training clips.
 
     Yields float tensors (1, crop_samples). Clip ``i`` of the pool is ``spec_for_index(i, base_seed)``,
-    so the pool is deterministic; crop positions come from ``seed``.
+    so the pool is deterministic; crop positions come from ``seed``. With ``stem_prob`` > 0 that share
+    of crops is one stem of the clip alone (drums or pitched part, at its level in the mix), so that
+    the codes must say whether a pitched part plays instead of the decoder guessing from the drums.
     """
 
-    def __init__(self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0):
+    def __init__(
+        self, num_clips: int, crop_s: float = 1.0, base_seed: int = 0, seed: int = 0, stem_prob: float = 0.0
+    ):
+        if not 0.0 <= stem_prob <= 1.0:
+            raise ValueError(f"stem_prob is a probability in [0, 1], got {stem_prob}")
         self.num_clips, self.crop = num_clips, int(crop_s * SAMPLE_RATE)
-        self.base_seed, self.seed = base_seed, seed
+        self.base_seed, self.seed, self.stem_prob = base_seed, seed, stem_prob
 
     def __iter__(self):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
-            wav = render(spec_for_index(int(rng.integers(self.num_clips)), self.base_seed))
+            spec = spec_for_index(int(rng.integers(self.num_clips)), self.base_seed)
+            if self.stem_prob and rng.random() < self.stem_prob:
+                wav = render_stems(spec)[int(rng.integers(2))]
+            else:
+                wav = render(spec)
             start = int(rng.integers(0, len(wav) - self.crop + 1))
             yield torch.from_numpy(wav[start : start + self.crop].copy())[None]
 
@@ -266,6 +276,14 @@ class CodecModule(L.LightningModule):
         return recon, codes, commit
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss, parts, recon, codes = self.reconstruction_loss(batch)
+        self.log_step(loss, parts, codes, batch, recon)
+        return loss
+
+    def reconstruction_loss(
+        self, batch: torch.Tensor
+    ) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+        """batch (B, 1, N) -> (weighted loss, {part: unweighted loss}, reconstruction (B, 1, N), codes)."""
         recon, codes, commit = self(batch)
         l1 = F.l1_loss(recon, batch)
         stft = multi_resolution_stft_loss(
@@ -286,15 +304,19 @@ class CodecModule(L.LightningModule):
             )
         weights = {"l1": hp.w_l1, "stft": hp.w_stft, "commit": hp.w_commit}
         weights.update(envelope=hp.w_envelope, centroid=hp.w_centroid, mel=hp.w_mel, l1_low=hp.w_l1_low)
-        loss = sum(weights[k] * v for k, v in parts.items())
+        return sum(weights[k] * v for k, v in parts.items()), parts, recon, codes
+
+    def log_step(
+        self, loss, parts: dict, codes: torch.Tensor, batch: torch.Tensor, recon: torch.Tensor
+    ) -> None:
+        """Log the losses and codebook usage (progress bar + logger); audio every ``log_audio_every`` steps."""
         used = torch.tensor([float(torch.unique(codes[:, k]).numel()) for k in range(codes.shape[1])]).mean()
         self.log_dict(
             {"codec/loss": loss, **{f"codec/{k}": v for k, v in parts.items()}, "codec/codes_used": used},
             prog_bar=True,
         )
-        if hp.log_audio_every and self.global_step % hp.log_audio_every == 0:
+        if self.hparams.log_audio_every and self.global_step % self.hparams.log_audio_every == 0:
             self._log_audio(batch[0, 0], recon[0, 0])
-        return loss
 
     def _log_audio(self, ref: torch.Tensor, rec: torch.Tensor) -> None:
         logger = self.logger

@@ -7,7 +7,9 @@ Prints (and optionally writes as JSON):
 * codec round trip on held-out clips (seed stream ``--heldout-seed``): share of clips whose
   estimated tempo after encode/decode is within 4% of the estimate on the original, and whose
   spectral centroid is within 10% (targets: >= 90% each), the level change per octave band (where
-  the codec loses energy), and how much of a steady vs a plucked sine it keeps (``tone_round_trip``);
+  the codec loses energy), the same for each clip's drums alone and pitched part alone
+  (``stem_round_trip``: do the codes carry the pitched part?), and how much of a steady vs a plucked
+  sine it keeps (``tone_round_trip``);
 * prompt following without steering, on the testbed probe prompts: fast vs slow prompts ->
   median BPM per pole, octave-aware accuracy (any of bpm, bpm/2, 2*bpm in the pole's caption
   range) and the AUROC of fast > slow; bright vs dark -> centroid AUROC; all pooled over the
@@ -33,7 +35,15 @@ import torch
 
 from steerlit.metrics.attributes import compute_attribute
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM, probe_sets
-from steerlit.testbed.synth import BPM_RANGE, SAMPLE_RATE, TEMPO_ESTIMATOR, ClipSpec, render, spec_for_index
+from steerlit.testbed.synth import (
+    BPM_RANGE,
+    SAMPLE_RATE,
+    TEMPO_ESTIMATOR,
+    ClipSpec,
+    render,
+    render_stems,
+    spec_for_index,
+)
 
 POLE_RANGES = {"fast": (FAST_BPM, BPM_RANGE[1]), "slow": (BPM_RANGE[0], SLOW_BPM)}
 
@@ -106,6 +116,23 @@ def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
         "band_edges_hz": list(BAND_EDGES_HZ),
         "band_level_change_db": [round(float(v), 2) for v in np.mean(band_db, axis=0)],
     }
+
+
+@torch.no_grad()
+def stem_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
+    """Round trip of each held-out clip's drums alone and pitched part alone (the mix's stems, at their
+    level in the mix): level change per octave band (dB, mean over clips). A codec whose codes carry
+    the pitched part keeps it when it plays alone and adds nothing to the drums alone in its bands."""
+    from steerlit.testbed.codec import round_trip
+
+    change = {"drums": [], "pitched": []}
+    for i in range(n):
+        for name, stem in zip(("drums", "pitched"), render_stems(spec_for_index(i, base_seed)), strict=True):
+            rec = round_trip(encodec, stem)
+            change[name].append(10 * np.log10((band_energies(rec) + 1e-12) / (band_energies(stem) + 1e-12)))
+    out = {"clips": n, "band_edges_hz": list(BAND_EDGES_HZ)}
+    out.update({k: [round(float(v), 2) for v in np.mean(dbs, axis=0)] for k, dbs in change.items()})
+    return out
 
 
 TONE_TEST_HZ = (65.0, 200.0, 450.0, 900.0, 2000.0)
@@ -234,6 +261,7 @@ def evaluate(
     t0 = time.time()
     results = {"codec_round_trip": codec_round_trip(model.audio_encoder, n_clips, heldout_seed)}
     results["codec_round_trip"]["tone_rms_ratio"] = tone_round_trip(model.audio_encoder)
+    results["codec_round_trip"]["stems"] = stem_round_trip(model.audio_encoder, n_clips, heldout_seed)
     print("codec round trip:", json.dumps(results["codec_round_trip"]), flush=True)
     results["reference_real_clips"] = reference_clips(n_prompts, heldout_seed)
     print("reference (real clips):", json.dumps(results["reference_real_clips"]), flush=True)

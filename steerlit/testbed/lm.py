@@ -348,20 +348,6 @@ class MusicgenLM(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-@torch.no_grad()
-def replace_codec_decoder(encodec: EncodecModel, tuned: EncodecModel) -> None:
-    """Copy ``tuned``'s decoder into ``encodec`` after checking that everything else (encoder,
-    codebooks) is identical, so that codes made by ``encodec`` keep their meaning."""
-    mine, theirs = encodec.state_dict(), tuned.state_dict()
-    differ = [k for k in mine if not k.startswith("decoder.") and not torch.equal(mine[k], theirs[k])]
-    if differ:
-        raise ValueError(
-            f"{len(differ)} encoder/codebook tensors differ (e.g. {differ[0]}): this codec was not "
-            "fine-tuned from the LM's codec; re-run the codec_decoder stage with --force"
-        )
-    encodec.decoder.load_state_dict(tuned.decoder.state_dict())
-
-
 def assemble(
     lm_dir: str | Path,
     out_dir: str | Path,
@@ -376,7 +362,8 @@ def assemble(
     its ``directions/``) never sit next to the new weights. ``extra_files`` ({name: source}) are
     copied in before the card is written (e.g. the training stats it quotes). ``decoder_from``: an
     ``EncodecModel`` folder whose decoder replaces the model's codec decoder; its encoder and
-    codebooks must equal the model's (they made the LM's training codes), else ``ValueError``.
+    codebooks must equal the model's (they made the LM's training codes), or its widening
+    (:func:`~steerlit.testbed.widen.with_tuned_decoder`), else ``ValueError``.
     """
     import shutil
 
@@ -392,7 +379,12 @@ def assemble(
         shutil.copy(src, tmp / name)
     model = MusicgenForConditionalGeneration.from_pretrained(lm_dir)
     if decoder_from is not None:
-        replace_codec_decoder(model.audio_encoder, EncodecModel.from_pretrained(decoder_from))
+        from steerlit.testbed.widen import with_tuned_decoder
+
+        model.audio_encoder = with_tuned_decoder(
+            model.audio_encoder, EncodecModel.from_pretrained(decoder_from)
+        )
+        model.config.audio_encoder = model.audio_encoder.config
     set_generation_defaults(model, cfg)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir)
     fe = EncodecFeatureExtractor(

@@ -55,6 +55,12 @@ def _limitations(ev: dict) -> list[str]:
                 + ", ".join(f"{v:+.1f}" for v in bands)
                 + " dB)"
             )
+            stems = rt.get("stems")
+            if stems:
+                why += (
+                    f"; there, the pitched part alone comes back at {stems['pitched'][worst]:+.1f} dB and the drums "
+                    f"alone at {stems['drums'][worst]:+.1f} dB, so the codes barely say whether a pitched part plays"
+                )
         out.append(
             f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "

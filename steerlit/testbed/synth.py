@@ -216,17 +216,33 @@ def _pitched(spec: ClipSpec, n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def render(spec: ClipSpec, duration_s: float = DURATION_S, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Render ``spec`` to a float32 waveform of shape ``(round(duration_s * sample_rate),)``.
-
-    Deterministic: the same spec always gives the same samples.
-    """
+def _stems(spec: ClipSpec, duration_s: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(drums, pitched) in float64, scaled as in the mix (peak 0.5)."""
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"render: only {SAMPLE_RATE} Hz is supported, got {sample_rate}")
     n = int(round(duration_s * sample_rate))
     rng = np.random.default_rng(spec.seed)
     drums = _drums(spec, n, rng)
     pitched = _pitched(spec, n, rng)
-    mix = 0.6 * drums / (np.abs(drums).max() + 1e-9) + 0.55 * pitched / (np.abs(pitched).max() + 1e-9)
-    mix = mix / (np.abs(mix).max() + 1e-9) * 0.5
-    return mix.astype(np.float32)
+    drums = 0.6 * drums / (np.abs(drums).max() + 1e-9)
+    pitched = 0.55 * pitched / (np.abs(pitched).max() + 1e-9)
+    gain = 0.5 / (np.abs(drums + pitched).max() + 1e-9)
+    return drums * gain, pitched * gain
+
+
+def render_stems(
+    spec: ClipSpec, duration_s: float = DURATION_S, sample_rate: int = SAMPLE_RATE
+) -> tuple[np.ndarray, np.ndarray]:
+    """The drums and the pitched part of ``spec``, each float32 ``(samples,)``, scaled as in the mix, so
+    ``render(spec)`` is their sum (up to float32 rounding). Deterministic."""
+    drums, pitched = _stems(spec, duration_s, sample_rate)
+    return drums.astype(np.float32), pitched.astype(np.float32)
+
+
+def render(spec: ClipSpec, duration_s: float = DURATION_S, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Render ``spec`` to a float32 waveform of shape ``(round(duration_s * sample_rate),)``.
+
+    Deterministic: the same spec always gives the same samples.
+    """
+    drums, pitched = _stems(spec, duration_s, sample_rate)
+    return (drums + pitched).astype(np.float32)

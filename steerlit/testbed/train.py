@@ -9,8 +9,9 @@ redoes them), so an interrupted run can be resumed by re-running the same comman
   clips and saves the stock ``EncodecModel`` (our codebooks copied in) to ``run_dir/codec/encodec``.
 * ``codec_decoder`` (with a ``codec_decoder`` config section): fine-tunes the codec's decoder alone
   (encoder and codebooks frozen, so codes stay valid) with extra losses on the spectral envelope and
-  centroid; saved to ``run_dir/codec/decoder_ft`` and shipped by ``assemble``. Independent of ``lm``,
-  so the two can train at once in two processes.
+  centroid; saved to ``run_dir/codec/decoder_ft`` and shipped by ``assemble``. With ``widen: k`` the
+  codec first gets k times the channels, the old ones computing as before (same codes, more decoder
+  capacity; :mod:`steerlit.testbed.widen`). Independent of ``lm``, so the two can train at once.
 * ``codes``: renders the training clips, encodes them with that EnCodec and caches codes + captions
   in ``cache_dir`` (git-ignored).
 * ``lm``: trains T5 encoder + MusicGen decoder (:class:`~steerlit.testbed.lm.MusicgenLM`) on the
@@ -32,7 +33,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from steerlit.testbed.train_config import CODEC_MODULE_OPTIONS, LM_MODULE_OPTIONS, check_config
+from steerlit.testbed.train_config import (
+    ADVERSARIAL_OPTIONS,
+    CODEC_MODULE_OPTIONS,
+    LM_MODULE_OPTIONS,
+    check_config,
+)
 
 STAGES = ("codec", "codes", "lm", "codec_decoder", "assemble", "evaluate")
 
@@ -81,7 +87,7 @@ def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
         callbacks=callbacks,
         default_root_dir=str(Path(cfg.run_dir) / stage),
         log_every_n_steps=10,
-        gradient_clip_val=stage_cfg.get("grad_clip", 1.0),
+        gradient_clip_val=None if stage_cfg.get("w_adv", 0) else stage_cfg.get("grad_clip", 1.0),
         enable_progress_bar=True,
         enable_model_summary=True,
     ), ckpt_dir
@@ -144,8 +150,15 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
             if is_musicgen
             else EncodecModel.from_pretrained(init_from)
         )
+        if c.get("widen", 1) != 1:  # more decoder width, same codes: see steerlit.testbed.widen
+            from steerlit.testbed.widen import widen_encodec
+
+            source = widen_encodec(source, c.widen)
+            print(f"[{stage}] widened to num_filters={source.config.num_filters}")
         enc_cfg = source.config
     else:
+        if c.get("widen", 1) != 1:
+            raise ValueError(f"{stage}.widen widens a trained codec; set {stage}.init_from or drop widen")
         source = None
         enc_cfg = make_encodec_config(
             num_filters=c.num_filters,
@@ -155,17 +168,24 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
             num_lstm_layers=c.num_lstm_layers,
         )
     torch.manual_seed(cfg.seed)
-    module = CodecModule(
+    module_cls, options = CodecModule, _given(c, *CODEC_MODULE_OPTIONS)
+    if c.get("w_adv", 0):  # adversarial: the module clips its own gradients (manual optimisation)
+        from steerlit.testbed.codec_gan import AdversarialCodecModule as module_cls
+
+        options.update(_given(c, *ADVERSARIAL_OPTIONS, "grad_clip"))
+    module = module_cls(
         enc_cfg.to_dict(),
         lr=c.lr,
         log_audio_every=c.log_audio_every if cfg.logger != "none" else 0,
-        **_given(c, *CODEC_MODULE_OPTIONS),
+        **options,
     )
     if source is not None:
         init_from_encodec(module, source)
         print(f"[{stage}] initialised from {init_from}")
     data = DataLoader(
-        ClipCropDataset(cfg.data.train_clips, c.crop_s, cfg.data.base_seed, seed=cfg.seed),
+        ClipCropDataset(
+            cfg.data.train_clips, c.crop_s, cfg.data.base_seed, cfg.seed, c.get("stem_prob", 0.0)
+        ),
         batch_size=c.batch_size,
     )
     trainer, ckpt_dir = _trainer(cfg, c, stage)

@@ -17,11 +17,18 @@ CODEC_MODULE_OPTIONS = (
     "dead_threshold", "quantize_after", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes",
     "w_envelope", "w_centroid", "w_mel", "w_l1_low", "l1_low_cutoff_hz", "decoder_only",
 )  # fmt: skip
+ADVERSARIAL_OPTIONS = (
+    "w_adv",
+    "w_feat",
+    "disc_lr",
+    "disc_channels",
+    "disc_fft_sizes",
+)  # w_adv > 0: codec_gan
 LM_MODULE_OPTIONS = ("prefix_frames", "prefix_weight", "input_dropout", "freeze_text_encoder")
 _CODEC = {
     "num_filters", "hidden_size", "codebook_size", "num_codebooks", "num_lstm_layers", "batch_size", "crop_s",
     "lr", "grad_clip", "max_steps", "max_time_min", "log_audio_every", "checkpoint_every", "init_from",
-    *CODEC_MODULE_OPTIONS,
+    "widen", "stem_prob", *CODEC_MODULE_OPTIONS, *ADVERSARIAL_OPTIONS,
 }  # fmt: skip
 KNOWN_KEYS: dict[str, set[str] | None] = {
     "seed": None, "run_dir": None, "out_dir": None, "cache_dir": None, "logger": None, "threads": None,

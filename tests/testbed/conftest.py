@@ -1,7 +1,28 @@
-"""A tiny testbed training config shared by the LM tests."""
+"""Shared tiny testbed objects: a training config for the LM tests and trained-RVQ codecs."""
 
 import pytest
+import torch
 from omegaconf import OmegaConf
+
+
+@pytest.fixture
+def tiny_trained_codec():
+    """Factory: (seed, num_lstm_layers=1) -> (EncodecConfig dict, EncodecModel) of a tiny codec
+    (4 filters, 16-dim latents, 4 x 64 codes) whose RVQ is k-means initialised on one random batch,
+    so its codebooks are in use."""
+    from steerlit.testbed.codec import CodecModule, export_encodec, make_encodec_config
+
+    def make(seed: int = 0, num_lstm_layers: int = 1):
+        torch.manual_seed(seed)
+        config = make_encodec_config(
+            num_filters=4, hidden_size=16, codebook_size=64, num_lstm_layers=num_lstm_layers
+        ).to_dict()
+        module = CodecModule(config)
+        module.train()
+        module(torch.randn(2, 1, 16000) * 0.1)  # k-means init of the RVQ
+        return config, export_encodec(module)
+
+    return make
 
 
 @pytest.fixture

@@ -63,19 +63,10 @@ def test_init_from_encodec_restores_weights_and_codebooks():
     torch.testing.assert_close(codes, encode_codes(encodec, x), rtol=0, atol=0)
 
 
-def _trained_encodec(seed: int = 0):
-    torch.manual_seed(seed)
-    config = make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64).to_dict()
-    module = CodecModule(config)
-    module.train()
-    module(torch.randn(2, 1, 16000) * 0.1)  # k-means init of the RVQ
-    return config, export_encodec(module)
-
-
-def test_decoder_only_training_keeps_codes_and_changes_decoder():
+def test_decoder_only_training_keeps_codes_and_changes_decoder(tiny_trained_codec):
     import lightning as L
 
-    config, encodec = _trained_encodec()
+    config, encodec = tiny_trained_codec()
     before = {k: v.clone() for k, v in encodec.state_dict().items()}
     x = torch.randn(2, 1, 16000) * 0.1
     codes_before = encode_codes(encodec, x)
@@ -92,18 +83,18 @@ def test_decoder_only_training_keeps_codes_and_changes_decoder():
     assert changed and all(k.startswith("decoder.") for k in changed)
 
 
-def test_replace_codec_decoder_refuses_another_codec():
-    from steerlit.testbed.lm import replace_codec_decoder
+def test_with_tuned_decoder_refuses_another_codec(tiny_trained_codec):
+    from steerlit.testbed.widen import with_tuned_decoder
 
-    _, encodec = _trained_encodec(0)
-    _, other = _trained_encodec(1)
+    _, encodec = tiny_trained_codec(0)
+    _, other = tiny_trained_codec(1)
     with pytest.raises(ValueError, match="encoder/codebook tensors differ"):
-        replace_codec_decoder(encodec, other)
-    _, same_encoder = _trained_encodec(0)
+        with_tuned_decoder(encodec, other)
+    _, same_encoder = tiny_trained_codec(0)
     with torch.no_grad():
         for p in same_encoder.decoder.parameters():
             p.mul_(0.5)
-    replace_codec_decoder(encodec, same_encoder)
+    assert with_tuned_decoder(encodec, same_encoder) is encodec
     for a, b in zip(encodec.decoder.parameters(), same_encoder.decoder.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -163,3 +154,23 @@ def test_mel_loss_prefers_a_detuned_tone_to_silence_more_than_per_bin_log_stft()
         multi_resolution_stft_loss(silence, target, sizes, 1e-4)
     )
     assert mel < 0.3 and stft > 1.5 * mel, (mel, stft)  # measured 0.22 and 0.54
+
+
+def test_crop_dataset_mixes_in_single_stems():
+    """With stem_prob 1 every crop is the drums or the pitched part alone; with 0 the mix, as before."""
+    import itertools
+
+    import numpy as np
+
+    from steerlit.testbed.codec import ClipCropDataset
+    from steerlit.testbed.synth import render, render_stems, spec_for_index
+
+    spec = spec_for_index(0)
+    stems = render_stems(spec)
+    crops = [c[0].numpy() for c in itertools.islice(iter(ClipCropDataset(1, crop_s=4.0, stem_prob=1.0)), 8)]
+    which = [next(k for k, s in enumerate(stems) if np.array_equal(c, s)) for c in crops]
+    assert set(which) == {0, 1}  # both stems turn up in 8 draws
+    mix = next(iter(ClipCropDataset(1, crop_s=4.0)))[0].numpy()
+    np.testing.assert_array_equal(mix, render(spec))
+    with pytest.raises(ValueError, match="stem_prob"):
+        ClipCropDataset(1, stem_prob=1.5)

@@ -12,6 +12,7 @@ from steerlit.testbed.evaluate import (
     octave_aware_hit,
     plain_hit,
     prompt_following,
+    stem_round_trip,
     tone_round_trip,
 )
 
@@ -71,6 +72,15 @@ def test_tone_round_trip_reports_steady_and_decaying_tones_per_frequency(shipped
     assert all(np.isfinite(r) and r >= 0.0 for r in report["steady"])
 
 
+def test_stem_round_trip_reports_each_stem_per_band(shipped):
+    model, _ = shipped
+    report = stem_round_trip(model.audio_encoder, n=2)
+    assert report["clips"] == 2 and report["band_edges_hz"] == list(BAND_EDGES_HZ)
+    for stem in ("drums", "pitched"):
+        assert len(report[stem]) == len(BAND_EDGES_HZ) - 1 and np.all(np.isfinite(report[stem]))
+    assert report["drums"] != report["pitched"]
+
+
 def test_model_card_explains_a_short_codec_centroid_with_the_tone_round_trip():
     from steerlit.testbed.model_card import _limitations
 
@@ -82,6 +92,9 @@ def test_model_card_explains_a_short_codec_centroid_with_the_tone_round_trip():
     bands = {"band_edges_hz": [0.0, 400.0, 1600.0, 8000.0], "band_level_change_db": [-1.0, -9.3, 0.5]}
     (banded,) = _limitations({"codec_round_trip": {**rt, **bands}})
     assert "loses the most at 400-1600 Hz (-9.3 dB" in banded
+    stems = {"stems": {"drums": [0.0, 14.0, 1.0], "pitched": [40.0, -16.2, -9.0]}}
+    (stemmed,) = _limitations({"codec_round_trip": {**rt, **bands, **stems}})
+    assert "the pitched part alone comes back at -16.2 dB and the drums alone at +14.0 dB" in stemmed
     (plain,) = _limitations({"codec_round_trip": rt})
     assert "steady" not in plain
     assert _limitations({"codec_round_trip": {**rt, "centroid_within_10pct": 0.95}}) == [

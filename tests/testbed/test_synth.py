@@ -16,6 +16,7 @@ from steerlit.testbed.synth import (
     plays_quarter_notes,
     quarter_note_probability,
     render,
+    render_stems,
     sample_spec,
     spec_for_index,
 )
@@ -44,6 +45,14 @@ def test_render_is_deterministic_and_shaped():
     np.testing.assert_array_equal(a, b)
     assert 0.3 < np.abs(a).max() <= 0.5 + 1e-6
     assert not np.array_equal(a, render(spec_for_index(4)))
+
+
+def test_stems_add_up_to_the_mix():
+    spec = spec_for_index(3)
+    drums, pitched = render_stems(spec)
+    assert drums.dtype == pitched.dtype == np.float32 and drums.shape == pitched.shape == (4 * SAMPLE_RATE,)
+    np.testing.assert_allclose(drums + pitched, render(spec), atol=1e-6)
+    assert np.abs(drums).max() > 0.05 and np.abs(pitched).max() > 0.05
 
 
 def test_sample_spec_ranges():
