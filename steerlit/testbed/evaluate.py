@@ -93,6 +93,15 @@ def band_energies(y: np.ndarray, edges_hz: tuple[float, ...] = BAND_EDGES_HZ) ->
     )
 
 
+def band_level_change_db(rec: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Level of ``rec`` relative to ``ref`` per band of :func:`band_energies`, in dB: ``(bands,)``."""
+    return 10 * np.log10((band_energies(rec) + 1e-12) / (band_energies(ref) + 1e-12))
+
+
+def _mean_per_band(change_db: list[np.ndarray]) -> list[float]:
+    return [round(float(v), 2) for v in np.mean(change_db, axis=0)]
+
+
 @torch.no_grad()
 def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
     """Encode/decode ``n`` held-out clips with the stock EnCodec; compare tempo and centroid, and the
@@ -107,14 +116,14 @@ def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
         tempo_ok.append(abs(b1 / b0 - 1) <= 0.04)
         cent_ok.append(abs(c1 / c0 - 1) <= 0.10)
         rel_cent.append(c1 / c0 - 1)
-        band_db.append(10 * np.log10((band_energies(rec) + 1e-12) / (band_energies(y) + 1e-12)))
+        band_db.append(band_level_change_db(rec, y))
     return {
         "clips": n,
         "tempo_within_4pct": float(np.mean(tempo_ok)),
         "centroid_within_10pct": float(np.mean(cent_ok)),
         "centroid_rel_error_median": float(np.median(rel_cent)),
         "band_edges_hz": list(BAND_EDGES_HZ),
-        "band_level_change_db": [round(float(v), 2) for v in np.mean(band_db, axis=0)],
+        "band_level_change_db": _mean_per_band(band_db),
     }
 
 
@@ -129,9 +138,9 @@ def stem_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
     for i in range(n):
         for name, stem in zip(("drums", "pitched"), render_stems(spec_for_index(i, base_seed)), strict=True):
             rec = round_trip(encodec, stem)
-            change[name].append(10 * np.log10((band_energies(rec) + 1e-12) / (band_energies(stem) + 1e-12)))
+            change[name].append(band_level_change_db(rec, stem))
     out = {"clips": n, "band_edges_hz": list(BAND_EDGES_HZ)}
-    out.update({k: [round(float(v), 2) for v in np.mean(dbs, axis=0)] for k, dbs in change.items()})
+    out.update({k: _mean_per_band(dbs) for k, dbs in change.items()})
     return out
 
 

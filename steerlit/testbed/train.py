@@ -65,7 +65,8 @@ def _setup_logger(cfg: DictConfig, stage: str):
     )
 
 
-def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
+def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str, clip_gradients: bool = True):
+    """The stage's Trainer. ``clip_gradients=False`` for modules that clip their own (manual optimisation)."""
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
@@ -87,7 +88,7 @@ def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str):
         callbacks=callbacks,
         default_root_dir=str(Path(cfg.run_dir) / stage),
         log_every_n_steps=10,
-        gradient_clip_val=None if stage_cfg.get("w_adv", 0) else stage_cfg.get("grad_clip", 1.0),
+        gradient_clip_val=stage_cfg.get("grad_clip", 1.0) if clip_gradients else None,
         enable_progress_bar=True,
         enable_model_summary=True,
     ), ckpt_dir
@@ -143,6 +144,7 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
         make_encodec_config,
     )
 
+    widen = c.get("widen", 1)
     if init_from:  # a MusicGen folder (its audio_encoder) or an EncodecModel folder
         is_musicgen = AutoConfig.from_pretrained(init_from).model_type == "musicgen"
         source = (
@@ -150,14 +152,14 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
             if is_musicgen
             else EncodecModel.from_pretrained(init_from)
         )
-        if c.get("widen", 1) != 1:  # more decoder width, same codes: see steerlit.testbed.widen
+        if widen != 1:  # more decoder width, same codes: see steerlit.testbed.widen
             from steerlit.testbed.widen import widen_encodec
 
-            source = widen_encodec(source, c.widen)
+            source = widen_encodec(source, widen)
             print(f"[{stage}] widened to num_filters={source.config.num_filters}")
         enc_cfg = source.config
     else:
-        if c.get("widen", 1) != 1:
+        if widen != 1:
             raise ValueError(f"{stage}.widen widens a trained codec; set {stage}.init_from or drop widen")
         source = None
         enc_cfg = make_encodec_config(
@@ -169,7 +171,7 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
         )
     torch.manual_seed(cfg.seed)
     module_cls, options = CodecModule, _given(c, *CODEC_MODULE_OPTIONS)
-    if c.get("w_adv", 0):  # adversarial: the module clips its own gradients (manual optimisation)
+    if c.get("w_adv", 0):  # adversarial (manual optimisation): the module clips its own gradients
         from steerlit.testbed.codec_gan import AdversarialCodecModule as module_cls
 
         options.update(_given(c, *ADVERSARIAL_OPTIONS, "grad_clip"))
@@ -188,7 +190,7 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
         ),
         batch_size=c.batch_size,
     )
-    trainer, ckpt_dir = _trainer(cfg, c, stage)
+    trainer, ckpt_dir = _trainer(cfg, c, stage, clip_gradients=module.automatic_optimization)
     t0 = time.time()
     trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
     encodec = export_encodec(module)
