@@ -2,7 +2,7 @@
 
 Regression losses alone (waveform L1, log-STFT, band energies) let a small decoder render steady
 pitched partials, whose phase across frames it cannot be sure of, as a blurred, quieter spectrum:
-the shipped codec loses 6-9 dB at 200-1600 Hz, where the testbed's pitched parts lie. Codecs such as
+the testbed codec up to v3 lost 6-9 dB at 200-1600 Hz, where the pitched parts lie. Codecs such as
 EnCodec add a discriminator on complex STFTs at several resolutions, which penalises a missing
 partial however its phase comes out; this module does the same for the testbed's codec (typically
 for the ``codec_decoder`` stage, with the encoder and codebooks frozen so that the codes stay valid).

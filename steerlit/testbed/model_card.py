@@ -66,6 +66,16 @@ def _limitations(ev: dict) -> list[str]:
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "
             f"{rt.get('centroid_rel_error_median', 0):+.0%}): {why}."
         )
+    elif rt.get("stems") and rt.get("tone_rms_ratio"):
+        pitched, tones = rt["stems"]["pitched"], rt["tone_rms_ratio"]
+        worst, edges = int(np.argmin(pitched)), rt["stems"]["band_edges_hz"]
+        out.append(
+            f"- Codec sound: the round-trip targets are met (tempo {rt['tempo_within_4pct']:.0%}, centroid "
+            f"{rt['centroid_within_10pct']:.0%}), yet pitched notes come back too quiet: the pitched part alone "
+            f"at {pitched[worst]:+.1f} dB at {edges[worst]:.0f}-{edges[worst + 1]:.0f} Hz, a steady sine at "
+            f"{min(tones['steady']):.0%}-{max(tones['steady']):.0%} of its RMS. A measurement-grade codec, not a "
+            "good-sounding one."
+        )
     pf = ev.get("prompt_following", {})
     t, c = pf.get("tempo", {}), pf.get("centroid", {})
     if t and t.get("auroc_fast_gt_slow", 1) < 0.65:
@@ -91,10 +101,11 @@ def _limitations(ev: dict) -> list[str]:
         )
     for concept, attr in sorted({(g["concept"], g["attribute"]) for g in st}):
         g = max(
-            (g for g in st if (g["concept"], g["attribute"]) == (concept, attr)), key=lambda g: g["spearman"]
+            (g for g in st if (g["concept"], g["attribute"]) == (concept, attr)),
+            key=lambda g: (g["passes"], g["spearman"]),
         )
         out.append(
-            f"- Most monotone {concept} group on {attr}: {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
+            f"- Best {concept} group on {attr} (passing groups first, then by Spearman): {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
             f"{g['spearman']:.2f} over {g['n_alphas']} alphas, {g['best_rel_change']:+.0%} at alpha {g['best_alpha']:g} "
             f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {cross_change(g):+.0%}; the median rises strictly over "
             f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
@@ -180,7 +191,18 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         "## Training (2 CPU cores)",
         _with_note(
             f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
-            f"L1 + multi-resolution log-STFT + commitment; EMA RVQ with k-means init and dead-code reset; "
+            "L1 + multi-resolution log-STFT + commitment"
+            + (
+                f" + log band-energy (x{cfg.codec.w_envelope}) + log spectral-centroid (x{cfg.codec.w_centroid})"
+                if cfg.codec.get("w_envelope")
+                else ""
+            )
+            + (
+                f", {cfg.codec.stem_prob:.0%} of the crops a single stem (drums or pitched part alone)"
+                if cfg.codec.get("stem_prob")
+                else ""
+            )
+            + "; EMA RVQ with k-means init and dead-code reset; "
             f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
             f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min"
             + (f" (continuing from `{cfg.codec.init_from}`)" if cfg.codec.get("init_from") else ""),
@@ -209,7 +231,8 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
             f"{lm.get('seconds', 0) / 60:.0f} min",
             lm,
         ),
-        "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml`",
+        "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml` with the overrides of "
+        "`training_config.yaml`; where a stage continued an earlier run, its note above names it.",
         "",
         "## Evaluation",
     ]

@@ -14,15 +14,15 @@ from steerlit.models.loading import CHECKPOINTS_DIR, load_model
 from steerlit.testbed.synth import TEMPO_ESTIMATOR
 
 
-def _steered_medians(concept, strategy, alphas, seconds, measure):
-    """Median of ``measure(audio, sr)`` over 4 neutral prompts, per alpha, with the shipped diffmean
-    direction of ``concept`` at layer 2 (the calibrated layer, see the model card)."""
+def _steered_medians(concept, strategy, layer, alphas, seconds, measure, n_prompts=4):
+    """Median of ``measure(audio, sr)`` over ``n_prompts`` neutral prompts, per alpha, with the shipped
+    diffmean direction of ``concept`` read at ``layer`` (the concept's best layer in the model card's study)."""
     adapter = load_model("testbed")
     directions = load_directions(
         CHECKPOINTS_DIR / "testbed" / "directions" / f"{concept}.safetensors", adapter
     )
-    prompts = load_eval_prompts("testbed_neutral")[:4]
-    vectors = inject(strategy, directions.for_method("diffmean"), [2], adapter.num_layers)
+    prompts = load_eval_prompts("testbed_neutral")[:n_prompts]
+    vectors = inject(strategy, directions.for_method("diffmean"), [layer], adapter.num_layers)
     torch.set_num_threads(2)
     medians = {}
     for alpha in alphas:
@@ -45,21 +45,21 @@ def test_shipped_testbed_loads_by_short_name():
 
 
 def test_shipped_testbed_steers_brightness_with_its_timbre_direction():
-    # One-to-one: alpha = +-1 moves the activations by one bright-dark gap (calibrated in the model card).
-    medians = _steered_medians("testbed_timbre", "one_to_one", (-1.0, 1.0), 2.0, spectral_centroid)
-    assert medians[1.0] > 2.5 * medians[-1.0], (
+    # One-to-one at layer 3: alpha = +-1 moves the activations by one bright-dark gap (study in the model card).
+    medians = _steered_medians("testbed_timbre", "one_to_one", 3, (-1.0, 1.0), 2.0, spectral_centroid)
+    assert medians[1.0] > 1.8 * medians[-1.0], (
         medians
-    )  # the bright pole is brighter (measured 5.3x: 308 -> 1626 Hz)
+    )  # the bright pole is brighter (measured 2.6x: 497 -> 1307 Hz)
 
 
 def test_shipped_testbed_tempo_direction_makes_music_busier():
-    """The tempo direction (layer 2, one-to-all, alpha -2 vs +2) raises the onset rate of neutral prompts.
-    Onset rate, not BPM: on 4 clips of 3 s the BPM median is dominated by octave choices of the estimator
-    (the study in the model card measures BPM on 24 prompts x 4 s). Measured at top-k 20: 2.2 -> 5.0 onsets/s
-    (1.7 -> 5.7 at top-k 50)."""
+    """The tempo direction (layer 1, one-to-all, alpha -2 vs +2) raises the onset rate of neutral prompts.
+    Onset rate, not BPM: on a few clips of 3 s the BPM median is dominated by octave choices of the estimator
+    (the study in the model card measures BPM on 24 prompts x 4 s). Measured: 1.0 -> 4.5 onsets/s over 8
+    prompts (over 4 prompts the median is noisier: 3.8 -> 5.0)."""
 
     def onset_rate(audio, sr):
         return estimate_tempo(audio, sr, **TEMPO_ESTIMATOR).onset_rate
 
-    rates = _steered_medians("testbed_tempo", "one_to_all", (-2.0, 2.0), 3.0, onset_rate)
-    assert rates[2.0] > 1.6 * rates[-2.0], rates  # the fast pole is busier
+    rates = _steered_medians("testbed_tempo", "one_to_all", 1, (-2.0, 2.0), 3.0, onset_rate, n_prompts=8)
+    assert rates[2.0] > 2.0 * rates[-2.0], rates  # the fast pole is busier

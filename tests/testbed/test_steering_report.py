@@ -131,4 +131,26 @@ def test_studies_report_adds_other_attribute_groups_once(tmp_path):
     steering = json.loads(out.read_text())["steering"]
     assert steering["runs"] == report["runs"] and len(steering["groups"]) == 3
     lines = "\n".join(_limitations({"steering": steering}))
-    assert "Most monotone tempo group on onset_rate" in lines and "Most monotone tempo group on bpm" in lines
+    assert "Best tempo group on onset_rate" in lines and "Best tempo group on bpm" in lines
+
+
+def test_model_card_names_a_passing_group_before_a_more_monotone_failing_one():
+    def group(layer, spearman, change, passes):
+        return dict(
+            concept="tempo",
+            method="diffmean",
+            layer=layer,
+            strategy="one_to_all",
+            attribute="bpm",
+            n_alphas=9,
+            spearman=spearman,
+            best_alpha=-2.0,
+            best_rel_change=change,
+            quality_cost=10.0,
+            cross_rel_change_centroid_hz=0.0,
+            passes=passes,
+        )
+
+    steering = {"groups": [group(3, 0.98, -0.28, False), group(1, 0.95, -0.34, True)]}
+    (line,) = [x for x in _limitations({"steering": steering}) if x.startswith("- Best tempo")]
+    assert "layer 1 one_to_all, Spearman 0.95" in line and "-34%" in line
