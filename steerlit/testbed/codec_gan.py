@@ -122,16 +122,18 @@ class AdversarialCodecModule(CodecModule):
         opt_codec, opt_disc = self.optimizers()
         loss_rec, parts, recon, codes = self.reconstruction_loss(batch)
 
-        real = self.discriminator(batch)
-        fake_detached = self.discriminator(recon.detach())
-        d_loss = discriminator_hinge_loss([r[0] for r in real], [f[0] for f in fake_detached])
+        real_logits = [logits for logits, _ in self.discriminator(batch)]
+        fake_logits = [logits for logits, _ in self.discriminator(recon.detach())]
+        d_loss = discriminator_hinge_loss(real_logits, fake_logits)
         opt_disc.zero_grad()
         self.manual_backward(d_loss)
         opt_disc.optimizer.step()  # the raw optimiser: global_step counts codec steps only
 
         fake = self.discriminator(recon)
+        with torch.no_grad():  # real features from the same (just updated) discriminator as the fake ones
+            real_feats = [feats for _, feats in self.discriminator(batch)]
         parts["adv"] = generator_hinge_loss([f[0] for f in fake])
-        parts["feat"] = feature_matching_loss([r[1] for r in real], [f[1] for f in fake])
+        parts["feat"] = feature_matching_loss(real_feats, [f[1] for f in fake])
         loss = loss_rec + hp.w_adv * parts["adv"] + hp.w_feat * parts["feat"]
         opt_codec.zero_grad()
         self.manual_backward(loss)
