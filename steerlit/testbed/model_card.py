@@ -105,7 +105,8 @@ def _limitations(ev: dict) -> list[str]:
             key=lambda g: (g["passes"], g["spearman"]),
         )
         out.append(
-            f"- Best {concept} group on {attr} (passing groups first, then by Spearman): {g['method']} layer {g['layer']} {g['strategy']}, Spearman "
+            f"- Best {concept} group on {attr} (passing groups first, then by Spearman): {g['method']} "
+            f"layer {g['layer']} {g['strategy']}, Spearman "
             f"{g['spearman']:.2f} over {g['n_alphas']} alphas, {g['best_rel_change']:+.0%} at alpha {g['best_alpha']:g} "
             f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {cross_change(g):+.0%}; the median rises strictly over "
             f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
