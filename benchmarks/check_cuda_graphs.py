@@ -22,9 +22,9 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 0
-    from steerlit.generate import fast_state
-    from steerlit.generate.fast_engine import fast_generate
-    from steerlit.generate.hf_engine import generate
+    from steerlit.engines.fast import state as fast_state
+    from steerlit.engines.fast.engine import fast_generate
+    from steerlit.engines.hf import generate
     from steerlit.intervene.steer import Intervention
     from steerlit.models.loading import load_model
 

@@ -156,8 +156,8 @@ def paths(device: str, with_compile: bool):
 
 
 def measure(adapter, shape, batch, steps, repeats, device, with_compile) -> list[dict]:
-    from steerlit.generate.engines import generate_with
-    from steerlit.generate.fast_state import clear_fast_cache
+    from steerlit.engines.fast.state import clear_fast_cache
+    from steerlit.engines.select import generate_with
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
     seeds = list(range(batch))

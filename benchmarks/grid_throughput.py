@@ -81,7 +81,7 @@ def random_directions(adapter, seed: int = 0, norm: float = 4.0):
 def bench_rows(adapter, n: int):
     """``n`` rows: prompts cycled, distinct seeds, α cycling over 0 (reference), 1, 2, 4 (one_to_all
     from the middle layer)."""
-    from steerlit.generate.grid import GridRow, SteerTerm
+    from steerlit.engines.grid import GridRow, SteerTerm
 
     rows = []
     for i in range(n):
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from steerlit.generate.engine import audio_seconds, run_grid, run_naive
+    from steerlit.engines.runner import audio_seconds, run_grid, run_naive
     from steerlit.models.loading import load_model
 
     adapter = load_model(model_path(args.model), device=args.device, dtype=args.dtype)

@@ -25,8 +25,8 @@ from grid_throughput import PROMPTS, hardware, model_path, random_directions  # 
 
 
 def measure(model: str, *, steps: int, batch: int, repeats: int, device: str, dtype) -> dict:
-    from steerlit.generate.grid import GridRow, SteerTerm, row_steering
-    from steerlit.generate.hf_engine import generate
+    from steerlit.engines.grid import GridRow, SteerTerm, row_steering
+    from steerlit.engines.hf import generate
     from steerlit.models.loading import load_model
 
     adapter = load_model(model_path(model), device=device, dtype=dtype)

@@ -37,7 +37,7 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from steerlit.pipeline import run_main
+    from steerlit.study.run import run_main
 
     run_main(_compose(args))
     return 0
@@ -52,13 +52,13 @@ def cmd_config(args) -> int:
 
 def cmd_extract(args) -> int:
     from steerlit.config import check_layers
-    from steerlit.pipeline import limited_probe_set, load_adapter, model_num_layers, prepare_run
+    from steerlit.study.run import limited_probe_set, load_adapter, model_num_layers, prepare_run
 
     cfg = _compose(args)
     check_layers(cfg, model_num_layers(cfg))
     run = prepare_run(cfg)
     adapter = load_adapter(cfg)
-    from steerlit.pipeline import extract_activations_only
+    from steerlit.study.run import extract_activations_only
 
     for concept in cfg.probe.concepts:
         name = limited_probe_set(concept, None, cfg.probe.form).name
@@ -85,7 +85,7 @@ def _run_cfg(args):
 
 
 def cmd_fit(args) -> int:
-    from steerlit.pipeline import fit_concept, limited_probe_set
+    from steerlit.study.run import fit_concept, limited_probe_set
 
     cfg, run = _run_cfg(args)
     for concept in cfg.probe.concepts:
@@ -97,7 +97,7 @@ def cmd_steer(args) -> int:
     from steerlit.callbacks.steered_generation import print_summary
     from steerlit.config import check_layers
     from steerlit.directions.io import load_directions
-    from steerlit.pipeline import limited_probe_set, load_adapter, make_callback
+    from steerlit.study.run import limited_probe_set, load_adapter, make_callback
 
     cfg, run = _run_cfg(args)
     adapter = load_adapter(cfg)
@@ -113,8 +113,8 @@ def cmd_steer(args) -> int:
 def cmd_generate(args) -> int:
     import soundfile as sf
 
-    from steerlit.generate.hf_engine import generate
-    from steerlit.pipeline import load_adapter
+    from steerlit.engines.hf import generate
+    from steerlit.study.run import load_adapter
 
     cfg = _compose(args)
     adapter = load_adapter(cfg)
@@ -153,7 +153,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from steerlit.generate.sweeps import run_sweep_cli
+    from steerlit.sweeps.local import run_sweep_cli
 
     return run_sweep_cli(args.sweep_file, args.overrides, workers=args.workers)
 

@@ -25,17 +25,17 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from steerlit.analysis import (
+from steerlit.directions.io import DirectionSet
+from steerlit.engines.grid import STEER_COLUMNS, build_grid
+from steerlit.engines.results import ResultStore, atomic_write_text
+from steerlit.engines.runner import run_grid
+from steerlit.study.tables import (
     attribute_for,
     format_summary,
     per_alpha_table,
     plot_attribute_vs_alpha,
     summarize,
 )
-from steerlit.directions.io import DirectionSet
-from steerlit.generate.engine import run_grid
-from steerlit.generate.grid import STEER_COLUMNS, build_grid
-from steerlit.generate.results import ResultStore, atomic_write_text
 
 
 @dataclass
@@ -57,7 +57,7 @@ class GridSpec:
     temperature: float = 1.0
     top_k: int | None = 250
     batch_size: int | None = 16
-    engine: str = "hf"  # hf | fast (steerlit.generate.engines; falls back to hf with a logged reason)
+    engine: str = "hf"  # hf | fast (steerlit.engines.select; falls back to hf with a logged reason)
     devices: int = 1  # > 1: rows sharded over this many processes (DDP)
     accelerator: str = "cpu"
 
@@ -197,7 +197,7 @@ class SteeredGenerationCallback(L.Callback):
             engine=g.engine,
         )
         if g.devices > 1:  # rows sharded over processes (Lightning DDP); rank 0 gathers and writes
-            from steerlit.generate.distributed import run_grid_distributed
+            from steerlit.engines.distributed import run_grid_distributed
 
             records = run_grid_distributed(
                 self.adapter.model_id,

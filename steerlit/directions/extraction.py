@@ -21,6 +21,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -30,7 +31,8 @@ from steerlit.directions.diffmean import ClassSums, save_class_sums
 from steerlit.intervene.record import ActivationRecorder
 from steerlit.models.loading import load_model, resolve_dtype
 
-SOURCES = ("prompt", "generate")
+Source = Literal["prompt", "generate"]
+SOURCES: tuple[Source, ...] = get_args(Source)
 
 
 def example_seed(gen_seed: int, example_id: str) -> int:
@@ -198,7 +200,7 @@ class ActivationCacheModule(L.LightningModule):
                 )
                 adapter.model(**inputs, decoder_input_ids=dec)
             else:
-                from steerlit.generate.hf_engine import generate
+                from steerlit.engines.hf import generate
 
                 seeds = (
                     None if self.gen_seed is None else [example_seed(self.gen_seed, i) for i in batch["ids"]]

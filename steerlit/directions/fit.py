@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
@@ -31,7 +32,9 @@ from steerlit.directions.io import save_directions
 from steerlit.directions.probes import ProbeDataModule, train_probe
 
 log = logging.getLogger(__name__)
-METHODS = ("diffmean", "logistic", "regression", "pca", "random")
+Method = Literal["diffmean", "logistic", "regression", "pca", "random"]
+METHODS: tuple[Method, ...] = get_args(Method)
+ProbeScale = Literal["unit", "diffmean"]
 DIRECTIONS_FILE = "directions.safetensors"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -27,7 +28,8 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from steerlit.directions.cache import labels_of, load_activation_cache
 
-KINDS = ("logistic", "regression")
+ProbeKind = Literal["logistic", "regression"]
+KINDS: tuple[ProbeKind, ...] = get_args(ProbeKind)
 SCALES = ("unit", "diffmean")
 
 

@@ -12,12 +12,14 @@ Also Gram-Schmidt orthogonalisation for steering several concepts at once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import torch
 
 from steerlit.models.sites import layer_site
 
-STRATEGIES = ("one_to_one", "one_to_all")
+Strategy = Literal["one_to_one", "one_to_all"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 
 def _get(directions: Mapping[str, torch.Tensor], site: str) -> torch.Tensor:

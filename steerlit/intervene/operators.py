@@ -10,9 +10,12 @@ All take ``h`` (B', T, H), a per-row vector ``v`` (B', H) and per-row, per-posit
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-OPERATORS = ("add", "norm_add", "ablate")
+Operator = Literal["add", "norm_add", "ablate"]
+OPERATORS: tuple[Operator, ...] = get_args(Operator)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:

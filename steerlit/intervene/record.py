@@ -9,13 +9,16 @@ the recording is the hidden state whose logits choose the tokens at position ``p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.models.sites import Site
 
-REDUCTIONS = ("first", "mean", "last", "all")
+Reduction = Literal["first", "mean", "last", "all"]
+REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
+PooledReduction = Literal["first", "mean", "last"]  # the reductions a cache stores (one vector per example)
 HALVES = ("cond", "uncond", "both")
 
 

@@ -8,6 +8,7 @@ Schedules are built from config dicts by :func:`make_schedule` (``{"kind": "exp_
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class EveryK:
         return ((t >= self.offset) & ((t - self.offset) % self.k == 0)).astype(float)
 
 
-SCHEDULES = {
+SCHEDULES: dict[str, type] = {  # keys: the ScheduleKind choices
     "constant": Constant,
     "exp_decay": ExpDecay,
     "ramp": LinearRamp,
@@ -76,6 +77,7 @@ SCHEDULES = {
     "every_k": EveryK,
 }
 Schedule = Constant | ExpDecay | LinearRamp | Window | EveryK
+ScheduleKind = Literal["constant", "exp_decay", "ramp", "window", "every_k"]
 
 
 def make_schedule(spec: dict | str | Schedule | None) -> Schedule:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -24,7 +25,8 @@ from steerlit.intervene.operators import OPERATORS, apply_operator
 from steerlit.intervene.schedules import Constant, Schedule, make_schedule
 from steerlit.models.sites import Site
 
-CFG_HALVES = ("both", "cond", "uncond")
+CfgHalf = Literal["both", "cond", "uncond"]
+CFG_HALVES: tuple[CfgHalf, ...] = get_args(CfgHalf)
 
 
 class SteeringError(ValueError):

@@ -7,6 +7,7 @@ MusicGen decoder) with random weights and an offline tokenizer, and writes it wi
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -125,3 +126,22 @@ def build_tiny_musicgen(out_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def install_in_hub_cache(
+    folder: str | Path, cache_dir: str | Path, repo_id: str, revision: str = "0" * 40
+) -> Path:
+    """Copy a saved model ``folder`` into a Hugging Face hub cache as ``repo_id`` and return the snapshot.
+
+    The layout is the one ``hf download`` writes (``models--<org>--<name>/{refs/main,snapshots/<rev>/}``), so
+    ``from_pretrained(repo_id, cache_dir=cache_dir, local_files_only=True)`` finds it with no network.
+    """
+    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for item in Path(folder).iterdir():
+        if item.is_file():
+            shutil.copy2(item, snapshot / item.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot

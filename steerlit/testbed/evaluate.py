@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:
-        from steerlit.generate.results import atomic_write_text
+        from steerlit.engines.results import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps(results, indent=2))
 

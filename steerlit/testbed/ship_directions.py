@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from steerlit.config import compose
-from steerlit.pipeline import extract_activations_only, fit_concept, limited_probe_set, load_adapter
+from steerlit.study.run import extract_activations_only, fit_concept, limited_probe_set, load_adapter
 
 
 def ship(

@@ -28,7 +28,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from steerlit.analysis import relative_change, spearman
+from steerlit.study.tables import relative_change, spearman
 
 GROUP = ("concept", "method", "layer", "strategy")
 MIN_ALPHAS = 7

@@ -115,7 +115,7 @@ def _train_seconds(trainer, t0: float) -> float:
 
 def _save_train_stats(trainer, t0: float, out: Path, stage: str, **extra) -> None:
     """``out/train_stats.json`` (atomic): the last logged metrics, steps, training seconds and ``extra``."""
-    from steerlit.generate.results import atomic_write_text
+    from steerlit.engines.results import atomic_write_text
 
     stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
     stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0), **extra)
@@ -379,7 +379,7 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
     """Run :mod:`steerlit.testbed.evaluate` on ``out_dir``; write ``eval.json`` and refresh the card."""
     from transformers import MusicgenForConditionalGeneration
 
-    from steerlit.generate.results import atomic_write_text
+    from steerlit.engines.results import atomic_write_text
     from steerlit.testbed.evaluate import PROMPT_SEEDS, evaluate
     from steerlit.testbed.model_card import write_model_card
 

@@ -6,12 +6,12 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from support.tiny_clap import build_tiny_clap
 from torch.utils.data import DataLoader, TensorDataset
 
 from steerlit.callbacks.steered_generation import GridSpec, MetricSpec, SteeredGenerationCallback
 from steerlit.directions.io import DirectionSet
-from steerlit.metrics.tiny_clap import build_tiny_clap
-from steerlit.tracking.wandb_setup import wandb_dirs
+from steerlit.study.tracking import wandb_dirs
 
 
 class TinyRegression(L.LightningModule):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from steerlit.generate.hf_engine import delay_masked, generate
+from steerlit.engines.hf import delay_masked, generate
 from steerlit.intervene.record import ActivationRecorder
 
 PROMPTS = ["a fast techno track", "slow jazz piano"]

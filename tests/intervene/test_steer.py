@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from steerlit.generate.hf_engine import generate
+from steerlit.engines.hf import generate
 from steerlit.intervene.record import ActivationRecorder
 from steerlit.intervene.steer import Intervention, Steering, SteeringError
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.tiny_clap import CORPUS, FE_SR, build_tiny_clap
 
 from steerlit.metrics.clap import ClapScorer
-from steerlit.metrics.tiny_clap import CORPUS, FE_SR, build_tiny_clap
 
 from .synth_audio import click_track, sine, white_noise
 

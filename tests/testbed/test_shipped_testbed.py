@@ -5,7 +5,7 @@ import torch
 
 from steerlit.data.probe_set import load_eval_prompts
 from steerlit.directions.io import load_directions
-from steerlit.generate.hf_engine import generate
+from steerlit.engines.hf import generate
 from steerlit.intervene.injection import inject
 from steerlit.intervene.steer import Intervention
 from steerlit.metrics.brightness import spectral_centroid

@@ -5,9 +5,9 @@ import logging
 import pytest
 import torch
 
-from steerlit.generate.engines import fast_fallback_reason, generate_with
-from steerlit.generate.fast_engine import fast_generate, fast_unsupported_reason
-from steerlit.generate.hf_engine import generate
+from steerlit.engines.fast.engine import fast_generate, fast_unsupported_reason
+from steerlit.engines.hf import generate
+from steerlit.engines.select import fast_fallback_reason, generate_with
 from steerlit.intervene.steer import Intervention, SteeringError
 from steerlit.models.loading import load_model
 from steerlit.models.tiny import build_tiny_musicgen
@@ -152,7 +152,7 @@ def test_unsupported_models(tiny_adapter, monkeypatch):
 def test_bucketed_decoder_is_reused_and_refilled(tiny_adapter):
     """Bucketed (graph-shaped) decoders are cached per model and refilled in place by the next call of the
     same shape: text, seeds and steering values change, results stay equal to HF."""
-    from steerlit.generate import fast_state
+    from steerlit.engines.fast import state as fast_state
 
     fast_state.clear_fast_cache()
     rows = mixed_rows()
@@ -179,7 +179,7 @@ def test_cache_does_not_keep_models_alive(tiny_model_dir):
     import gc
     import weakref
 
-    from steerlit.generate import fast_state
+    from steerlit.engines.fast import state as fast_state
 
     adapter = load_model(str(tiny_model_dir))
     fast_generate(adapter, PROMPTS[:1], max_new_tokens=STEPS, bucketed=True, decode_audio=False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from steerlit.generate.sampling import PerRowSampler, SequenceCapture
+from steerlit.engines.sampling import PerRowSampler, SequenceCapture
 from steerlit.intervene.steer import RowSteering, Steering
 
 
@@ -59,7 +59,7 @@ def generate(
     """Generate one clip per prompt.
 
     ``seeds=None`` is greedy decoding; otherwise each row samples from its own counter-based stream
-    (:mod:`steerlit.generate.sampling`). ``steering``: one RowSteering per prompt or one for all.
+    (:mod:`steerlit.engines.sampling`). ``steering``: one RowSteering per prompt or one for all.
     ``generate_kwargs`` go to HF ``generate`` (e.g. ``use_cache=False``).
     """
     prompts = list(prompts)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from steerlit.directions.io import DirectionSet
-from steerlit.generate.grid import GridRow, SteerTerm, build_grid
+from steerlit.engines.grid import GridRow, SteerTerm, build_grid
 
 PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar"]
 STEPS = 12  # decoding steps per row: 9 frames of audio on the tiny model

@@ -1,6 +1,6 @@
 import torch
 
-from steerlit.generate.sampling import counter_uniform, gumbel_noise, sample_logits, splitmix64
+from steerlit.engines.sampling import counter_uniform, gumbel_noise, sample_logits, splitmix64
 
 
 def test_counter_noise_is_a_pure_function_of_seed_and_step():

@@ -1,6 +1,6 @@
 """CUDA-graph replay of the fast decode step (CUDA only; never imported on the CPU path).
 
-All step state lives on the GPU (:class:`~steerlit.generate.fast_engine.FastDecoder`: step counter,
+All step state lives on the GPU (:class:`~steerlit.engines.fast.engine.FastDecoder`: step counter,
 raw ids, delay pattern, KV cache, steering tables, seeds), so one step is a fixed sequence of
 kernels with no host sync. Steps are grouped into KV-length buckets of ``bucket`` steps: bucket
 ``b`` covers steps ``[b·bucket, (b+1)·bucket)`` and its attention reads the first
@@ -34,10 +34,10 @@ def run_bucketed(dec, num_steps: int, bucket: int, *, deterministic: bool = Fals
 
 
 class GraphSet:
-    """Captured step graphs of one :class:`~steerlit.generate.fast_state.FastDecoder`, per bucket.
+    """Captured step graphs of one :class:`~steerlit.engines.fast.state.FastDecoder`, per bucket.
 
     Graphs read and write the decoder's tensors by address: keep a GraphSet with the decoder it was
-    captured on (see :func:`steerlit.generate.fast_state.cached_decoder`), never with another.
+    captured on (see :func:`steerlit.engines.fast.state.cached_decoder`), never with another.
     """
 
     def __init__(self):

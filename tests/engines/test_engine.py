@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from steerlit.generate.engine import auto_batch_size, estimate_row_bytes, plan_batches, run_grid, run_naive
-from steerlit.generate.grid import reference_of
-from steerlit.generate.hf_engine import generate
-from steerlit.generate.results import ResultStore
+from steerlit.engines.grid import reference_of
+from steerlit.engines.hf import generate
+from steerlit.engines.results import ResultStore
+from steerlit.engines.runner import auto_batch_size, estimate_row_bytes, plan_batches, run_grid, run_naive
 
 from .grid_helpers import STEPS, comparable, random_directions, rms_metrics, small_grid
 
@@ -143,10 +143,10 @@ def test_store_roundtrip_torn_line_and_settings(tiny_adapter, directions, tmp_pa
 SWEEP_SCRIPT = """
 import sys, torch
 torch.set_num_threads(1)
-from steerlit.generate.engine import run_grid
-from steerlit.generate.results import ResultStore
+from steerlit.engines.runner import run_grid
+from steerlit.engines.results import ResultStore
 from steerlit.models.loading import load_model
-from generate.grid_helpers import STEPS, random_directions, slow_rms_metrics, small_grid
+from engines.grid_helpers import STEPS, random_directions, slow_rms_metrics, small_grid
 a = load_model(sys.argv[1])
 d = random_directions(a.hidden_size, a.num_layers)
 print("ready", flush=True)
@@ -211,8 +211,8 @@ def test_kill_and_resume_equals_uninterrupted(tiny_adapter, tiny_model_dir, dire
 
 DDP_SCRIPT = """
 import sys, json
-from steerlit.generate.distributed import run_grid_distributed
-from generate.grid_helpers import STEPS, random_directions, rms_metrics, small_grid
+from steerlit.engines.distributed import run_grid_distributed
+from engines.grid_helpers import STEPS, random_directions, rms_metrics, small_grid
 if __name__ == "__main__":
     d = random_directions(32, 4)
     recs = run_grid_distributed(sys.argv[1], small_grid()[::2], d, out_dir=sys.argv[2], max_new_tokens=STEPS,

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from steerlit.generate.grid import GridRow, SteerTerm, build_grid, reference_of, row_steering
+from steerlit.engines.grid import GridRow, SteerTerm, build_grid, reference_of, row_steering
 from steerlit.intervene.injection import gram_schmidt
 
 from .grid_helpers import random_directions
@@ -62,7 +62,7 @@ def test_flat_columns_and_multi_terms():
 
 def test_keys_stable_across_processes():
     code = (
-        "from steerlit.generate.grid import build_grid;"
+        "from steerlit.engines.grid import build_grid;"
         "rows = build_grid(['a', 'b'], [0, 1], concepts=['tempo'], methods=['diffmean'], layers=[1, 2], alphas=[0, 1.5]);"
         "print(','.join(r.key for r in rows))"
     )

@@ -1,23 +1,23 @@
 """A steered decode loop for ``MusicgenForConditionalGeneration`` that does what HF ``generate`` does.
 
-:func:`fast_generate` takes the same arguments as :func:`steerlit.generate.hf_engine.generate` and
-returns the same :class:`~steerlit.generate.hf_engine.GenerationOutput`. Per call:
+:func:`fast_generate` takes the same arguments as :func:`steerlit.engines.hf.generate` and
+returns the same :class:`~steerlit.engines.hf.GenerationOutput`. Per call:
 
 1. the text encoder runs once; under guidance the batch is ``[cond rows; uncond rows]`` with zeroed
    encoder states and a zero attention mask for the unconditional half, projected by
    ``enc_to_dec_proj`` when the widths differ and multiplied by the mask, as in ``forward``;
 2. cross-attention keys/values are computed once; the self-attention cache is preallocated
-   (B', heads, 1 + N, d) and written by index (:mod:`steerlit.generate.fast_layers`);
+   (B', heads, 1 + N, d) and written by index (:mod:`steerlit.engines.fast.layers`);
 3. each step feeds the raw ids with MusicGen's delay-pattern mask applied (the pattern comes from
    ``decoder.build_delay_pattern_mask``), applies guidance ``u + g·(c − u)`` and picks tokens by
-   argmax (greedy) or with the per-row Gumbel streams of :mod:`steerlit.generate.sampling`
-   (``step`` = sequence length − 1, as :class:`~steerlit.generate.sampling.PerRowSampler`);
+   argmax (greedy) or with the per-row Gumbel streams of :mod:`steerlit.engines.sampling`
+   (``step`` = sequence length − 1, as :class:`~steerlit.engines.sampling.PerRowSampler`);
 4. steering reuses :class:`steerlit.intervene.steer.Steering` (validation, per-row vector and
    coefficient tables, CFG-half policy, schedules keyed by the step) at the same four sites;
 5. EnCodec decodes all rows in one call, exactly as HF ``generate`` does.
 
 Without CUDA graphs every step mirrors HF's maths and kernels (fp32 codes identical to HF). On CUDA
-the step is captured into CUDA graphs per KV-length bucket (:mod:`steerlit.generate.fast_graphs`).
+the step is captured into CUDA graphs per KV-length bucket (:mod:`steerlit.engines.fast.graphs`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Sequence
 
 import torch
 
-from steerlit.generate.fast_layers import SUPPORTED_ATTN, DecoderWeights
-from steerlit.generate.fast_state import FastDecoder, cached_decoder, weights_signature
-from steerlit.generate.hf_engine import GenerationOutput, codes_from_sequences
+from steerlit.engines.fast.layers import SUPPORTED_ATTN, DecoderWeights
+from steerlit.engines.fast.state import FastDecoder, cached_decoder, weights_signature
+from steerlit.engines.hf import GenerationOutput, codes_from_sequences
 from steerlit.intervene.steer import RowSteering, Steering, SteeringError
 
 # generation-config fields that add logits processors or stopping in greedy mode: (name, neutral values)
@@ -197,7 +197,7 @@ def fast_generate(
     seeds_t = None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     compiled = None
     if compile:
-        from steerlit.generate.fast_layers import compile_pieces
+        from steerlit.engines.fast.layers import compile_pieces
 
         compiled = compile_pieces(model.config.decoder.activation_function)
     with torch.inference_mode():
@@ -231,12 +231,12 @@ def fast_generate(
         dec.load(enc, enc_mask, steer, seeds_t)
         kw = {"deterministic": deterministic, "compiled": compiled}
         if graphs:
-            from steerlit.generate.fast_graphs import GraphSet
+            from steerlit.engines.fast.graphs import GraphSet
 
             entry.graphs = entry.graphs or GraphSet()
             entry.graphs.run(dec, max_new_tokens, bucket, **kw)
         elif bucketed:
-            from steerlit.generate.fast_graphs import run_bucketed
+            from steerlit.engines.fast.graphs import run_bucketed
 
             run_bucketed(dec, max_new_tokens, bucket, **kw)
         else:

@@ -1,6 +1,6 @@
 """W&B sweep definitions read and enumerated locally (grid, seeded random, bayes via the ``sweeps`` package).
 
-See :mod:`steerlit.generate.sweeps` for running them.
+See :mod:`steerlit.sweeps.local` for running them.
 """
 
 from __future__ import annotations

@@ -1,27 +1,29 @@
 """Pick a generation engine: HF ``generate`` or the fast decode loop, with a logged fallback.
 
-``generate_with("fast", ...)`` runs :func:`steerlit.generate.fast_engine.fast_generate` when it
+``generate_with("fast", ...)`` runs :func:`steerlit.engines.fast.engine.fast_generate` when it
 reproduces HF for this model and call, and otherwise logs the reason (``logging.warning``) and runs
-:func:`steerlit.generate.hf_engine.generate`: results are never silently different.
+:func:`steerlit.engines.hf.generate`: results are never silently different.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Literal, get_args
 
-from steerlit.generate import hf_engine
-from steerlit.generate.hf_engine import GenerationOutput
+from steerlit.engines import hf as hf_engine
+from steerlit.engines.hf import GenerationOutput
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("hf", "fast")
+EngineName = Literal["hf", "fast"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 FAST_ONLY = ("use_cuda_graphs", "compile", "deterministic", "bucket", "bucketed")
 AUDIO_PROMPT_KEYS = ("input_values", "padding_mask", "decoder_input_ids")
 
 
 def fast_fallback_reason(adapter, kwargs: dict) -> str | None:
     """Why ``generate_with("fast", ...)`` would fall back to HF for this model and these arguments."""
-    from steerlit.generate.fast_engine import fast_unsupported_reason
+    from steerlit.engines.fast.engine import fast_unsupported_reason
 
     prompt = [k for k in AUDIO_PROMPT_KEYS if kwargs.get(k) is not None]
     if prompt:
@@ -55,7 +57,7 @@ def generate_with(engine: str, adapter, prompts, **kwargs) -> GenerationOutput:
     if engine == "fast":
         reason = fast_fallback_reason(adapter, kwargs)
         if reason is None:
-            from steerlit.generate.fast_engine import fast_generate
+            from steerlit.engines.fast.engine import fast_generate
 
             return fast_generate(adapter, prompts, **kwargs)
         log.warning("Fast engine not used, falling back to HF generate: %s.", reason)

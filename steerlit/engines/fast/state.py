@@ -2,7 +2,7 @@
 
 :class:`FastDecoder` owns everything a step reads or writes: raw ids (B·K, L), the delay pattern
 (B·K, L), the device step counter, per-row seeds and the decoder buffers of
-:mod:`steerlit.generate.fast_layers`. In bucketed (graph) mode these tensors never move: a new call
+:mod:`steerlit.engines.fast.layers`. In bucketed (graph) mode these tensors never move: a new call
 with the same shapes refills them in place (:meth:`FastDecoder.load`), so the graphs captured by an
 earlier call replay unchanged. :func:`cached_decoder` keeps the last such decoder per model, keyed by
 everything a captured graph bakes in (shapes, options, steering layout, weight storage and version).
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
-from steerlit.generate.fast_layers import (
+from steerlit.engines.fast.layers import (
     DecoderWeights,
     allocate_buffers,
     decoder_step,
     load_steering,
     load_text,
 )
-from steerlit.generate.sampling import gumbel_noise, sample_logits
+from steerlit.engines.sampling import gumbel_noise, sample_logits
 
 
 def select_tokens(

@@ -2,11 +2,11 @@ import logging
 
 import pytest
 import yaml
+from support.offline_runs import read_offline_run
 
-from steerlit.generate import sweeps
-from steerlit.generate.sweep_definition import DEFAULT_RUN_CAP, SweepDefinitionError, load_sweep, sweep_points
-from steerlit.generate.sweeps import run_local_sweep
-from steerlit.tracking.offline_runs import read_offline_run
+from steerlit.sweeps import local as sweeps
+from steerlit.sweeps.definition import DEFAULT_RUN_CAP, SweepDefinitionError, load_sweep, sweep_points
+from steerlit.sweeps.local import run_local_sweep
 
 GRID_YAML = """
 name: alpha-layer
@@ -114,7 +114,7 @@ def test_bayes_falls_back_to_random_with_a_warning(wandb_env, monkeypatch, caplo
         "metric": {"name": "score", "goal": "minimize"},
         "parameters": {"steer.alpha": {"min": 0.0, "max": 1.0}, "steer.layer": {"values": [1, 2]}},
     }
-    with caplog.at_level(logging.WARNING, logger="steerlit.generate.sweeps"):
+    with caplog.at_level(logging.WARNING, logger="steerlit.sweeps.local"):
         summaries = run_local_sweep(d, score_fn, out_dir=wandb_env / "bayes")
     assert "random search" in caplog.text and "sweeps" in caplog.text
     assert [s["overrides"] for s in summaries] == sweep_points(d, seed=0)

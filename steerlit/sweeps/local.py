@@ -33,7 +33,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from steerlit.generate.sweep_definition import (
+from steerlit.sweeps.definition import (
     DEFAULT_RUN_CAP,
     SweepDefinitionError,
     bayes_available,
@@ -347,7 +347,7 @@ def pipeline_point(overrides: Mapping, base_overrides=(), sweep_name: str = "swe
     import wandb
 
     from steerlit.config import compose
-    from steerlit.pipeline import run_main
+    from steerlit.study.run import run_main
 
     dotlist = list(base_overrides) + [_dotlist_item(k, v) for k, v in overrides.items()]
     if not any(o.startswith("run_name=") for o in dotlist):

@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from steerlit.generate.engines import generate_with
-from steerlit.generate.grid import GridRow, row_steering
-from steerlit.generate.results import ResultStore
+from steerlit.engines.grid import GridRow, row_steering
+from steerlit.engines.results import ResultStore
+from steerlit.engines.select import generate_with
 
 DEFAULT_CPU_BATCH = 16
 MAX_AUTO_BATCH = 256
@@ -159,7 +159,7 @@ def run_grid(
     ``directions``: ``{concept: DirectionSet}`` (or one DirectionSet; None if all rows are
     references). ``batch_size=None`` picks one from free memory (:func:`auto_batch_size`).
     With a ``store``, batches already committed are skipped and each finished batch is committed
-    at once (WAV files + JSONL lines). ``engine``: ``hf`` or ``fast`` (see :mod:`steerlit.generate.engines`).
+    at once (WAV files + JSONL lines). ``engine``: ``hf`` or ``fast`` (see :mod:`steerlit.engines.select`).
     ``keep_codes`` adds ``codes`` (K, F) arrays to the returned
     records (never stored). Records: ``row.flat()`` + ``codes_sha1``, ``frames``, metrics, ``wav``.
     """

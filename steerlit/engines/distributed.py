@@ -8,7 +8,7 @@ plain ``torch.distributed.all_gather_object`` calls.
 
 How it works:
 
-* every rank builds the same batch plan (:func:`steerlit.generate.engine.plan_batches`) with the
+* every rank builds the same batch plan (:func:`steerlit.engines.runner.plan_batches`) with the
   batch size and the done keys broadcast from rank 0, so batches, and hence results, are
   identical to a one-process :func:`run_grid` with the same batch size;
 * the dataset is the indices of the pending batches, sharded by a padded ``DistributedSampler``
@@ -31,15 +31,15 @@ import lightning.pytorch as pl
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from steerlit.generate.engine import (
+from steerlit.engines.grid import GridRow
+from steerlit.engines.results import ResultStore
+from steerlit.engines.runner import (
     MetricsFn,
     auto_batch_size,
     generate_rows,
     generation_settings,
     plan_batches,
 )
-from steerlit.generate.grid import GridRow
-from steerlit.generate.results import ResultStore
 
 
 class _Holder:

@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 
 from steerlit.config import as_container, check_layers, to_yaml
-from steerlit.generate.results import atomic_write_text
+from steerlit.engines.results import atomic_write_text
 
 
 def _progress(msg: str) -> None:
@@ -63,7 +63,7 @@ def model_num_layers(cfg) -> int:
 
 def prepare_run(cfg):
     """Create the run folder and write the resolved config; returns the RunDir."""
-    from steerlit.tracking.run_dir import RunDir
+    from steerlit.study.layout import RunDir
 
     run = RunDir.create(cfg.output_dir, cfg.run_name, prefix=cfg.experiment or "run")
     atomic_write_text(run.config, to_yaml(cfg))
@@ -201,7 +201,7 @@ def run_main(cfg) -> list[dict]:
     """Run the whole study described by ``cfg``; returns the summary rows (also printed and saved)."""
     from steerlit.callbacks.steered_generation import print_summary
     from steerlit.directions.io import load_directions
-    from steerlit.tracking.wandb_setup import make_wandb_logger
+    from steerlit.study.tracking import make_wandb_logger
 
     check_layers(cfg, model_num_layers(cfg))  # fail before loading weights
     L.seed_everything(cfg.seed, verbose=False)

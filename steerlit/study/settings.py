@@ -1,0 +1,76 @@
+"""The typed settings of one study: one frozen object per concern, composed by :func:`steerlit.config.compose`.
+
+Each concern's settings live in the package that owns it (models, data, directions, engines, metrics); the
+study adds the grid axes, the logger and the trainer. Every list of choices is a ``Literal`` declared once,
+in the module that owns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from steerlit.data.settings import ProbeSettings
+from steerlit.directions.fit import Method
+from steerlit.directions.settings import ExtractSettings, FitSettings
+from steerlit.engines.settings import GenerationSettings
+from steerlit.intervene.injection import Strategy
+from steerlit.intervene.operators import Operator
+from steerlit.intervene.steer import CfgHalf
+from steerlit.metrics.settings import MetricsSettings
+from steerlit.models.settings import ModelSettings
+
+LoggerKind = Literal["wandb", "none"]
+LoggerMode = Literal["auto", "online", "offline", "disabled"]
+
+
+@dataclass(frozen=True)
+class SteerSettings(GenerationSettings):
+    """The steering grid (layers x alphas x methods x strategies over the evaluation prompts) and, inherited,
+    the :class:`GenerationSettings` every row is generated with (``.generation()`` gives them alone)."""
+
+    layers: tuple[int, ...] | None = None  # source layers; None: the middle layer
+    alphas: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
+    methods: tuple[Method, ...] = ("diffmean", "regression")
+    strategies: tuple[Strategy, ...] = ("one_to_all",)
+    operator: Operator = "add"
+    schedule: Any = "constant"  # a ScheduleKind name or {kind: exp_decay, rate: .., floor: ..}
+    half: CfgHalf = "both"
+    n_prompts: int | None = 8  # neutral evaluation prompts used (None: all)
+    every_n_epochs: int = 0  # also steer at every n-th probe validation epoch (0: only at the end of fitting)
+
+
+@dataclass(frozen=True)
+class LoggerSettings:
+    kind: LoggerKind = "wandb"
+    mode: LoggerMode = "auto"  # auto (online with a key, else offline) | online | offline | disabled
+    project: str = "steerlit"
+    entity: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    log_audio: bool = True
+    max_audio: int = 64
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"  # auto | ddp (CPU: gloo processes)
+    enable_progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    output_dir: str = "runs"
+    run_name: str | None = None  # default: <experiment or 'run'>-<timestamp>
+    experiment: str | None = None
+    seed: int = 0
+    model: ModelSettings = field(default_factory=ModelSettings)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    fit: FitSettings = field(default_factory=FitSettings)
+    steer: SteerSettings = field(default_factory=SteerSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logger: LoggerSettings = field(default_factory=LoggerSettings)
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
