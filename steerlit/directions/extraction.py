@@ -21,15 +21,20 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import lightning as L
 import torch
 
+from steerlit.data.settings import ProbeSettings
 from steerlit.directions import cache as C
 from steerlit.directions.diffmean import ClassSums, save_class_sums
 from steerlit.intervene.record import ActivationRecorder
 from steerlit.models.loading import load_model, resolve_dtype
+from steerlit.runtime import TrainerSettings
+
+if TYPE_CHECKING:  # settings.py imports this module's Source choices
+    from steerlit.directions.settings import ExtractSettings
 
 Source = Literal["prompt", "generate"]
 SOURCES: tuple[Source, ...] = get_args(Source)
@@ -284,7 +289,7 @@ def _num_devices(devices) -> int:
     return n if n > 0 else 1
 
 
-def extract_activations(
+def extract_activations_kw(
     run_dir: str | Path,
     probe_set,
     model,
@@ -343,3 +348,40 @@ def extract_activations(
     )
     trainer.predict(module, datamodule=dm, return_predictions=False)
     return C.activations_dir(run_dir)
+
+
+def extract_activations(
+    run_dir: str | Path,
+    probe_set,
+    model,
+    settings: ExtractSettings,
+    probe: ProbeSettings,
+    trainer: TrainerSettings,
+    *,
+    callbacks: Sequence = (),
+) -> Path:
+    """Cache activations of a probe set into ``<run_dir>/activations`` (resumable); returns that folder.
+
+    ``model``: a loaded adapter (shared with forked ranks) or :class:`ModelSettings` (loaded in ``setup()`` on each
+    rank with every setting). ``probe``: split fractions, seed and example form; ``trainer``: where it runs.
+    """
+    # TODO(directions helper): fold extract_activations_kw into this settings-based entry point.
+    layers = settings.layers
+    return extract_activations_kw(
+        run_dir,
+        probe_set,
+        model,
+        source=settings.source,
+        sites=None if layers is None else [f"{settings.site_kind}.{i}" for i in layers],
+        reduction=settings.position,
+        gen_steps=settings.gen_steps,
+        dtype=settings.dtype,
+        form=probe.form,
+        fractions=list(probe.split),
+        split_seed=probe.seed,
+        batch_size=settings.batch_size,
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        enable_progress_bar=trainer.enable_progress_bar,
+        callbacks=callbacks,
+    )

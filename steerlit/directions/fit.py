@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
@@ -30,6 +30,10 @@ from steerlit.directions.compare import compare_directions, log_comparison, save
 from steerlit.directions.diffmean import combined, diff_mean, load_class_sums
 from steerlit.directions.io import save_directions
 from steerlit.directions.probes import ProbeDataModule, train_probe
+from steerlit.runtime import TrainerSettings
+
+if TYPE_CHECKING:  # settings.py imports this module's Method choices
+    from steerlit.directions.settings import FitSettings
 
 log = logging.getLogger(__name__)
 Method = Literal["diffmean", "logistic", "regression", "pca", "random"]
@@ -90,7 +94,7 @@ def diffmean_directions(
     return {s: diff_mean(a[rows][y == 1], a[rows][y == 0]) for s, a in acts.items()}
 
 
-def fit_directions(
+def fit_directions_kw(
     run_dir: str | Path,
     methods: Sequence[str] = METHODS,
     *,
@@ -242,3 +246,41 @@ def write_comparison(
     )
     log_comparison(rows, png, wandb_run)
     return rows
+
+
+def fit_directions(
+    run_dir: str | Path,
+    settings: FitSettings,
+    trainer: TrainerSettings,
+    *,
+    seed: int = 0,
+    callbacks: Sequence = (),
+    wandb_run=None,
+    logger=None,
+) -> Path:
+    """Fit every method of ``settings`` on a concept's cache; save ``<run>/directions.safetensors``; return its path.
+
+    Probes train on one device (``trainer.accelerator``); ``callbacks`` and ``logger`` go to the probe ``Trainer``.
+    """
+    # TODO(directions helper): fold fit_directions_kw into this settings-based entry point.
+    probe = settings.probe
+    extra = {"logger": logger} if logger is not None else {}
+    return fit_directions_kw(
+        run_dir,
+        list(settings.methods),
+        scale=probe.scale,
+        seed=seed,
+        probe_cfg={
+            "lr": probe.lr,
+            "weight_decay": probe.weight_decay,
+            "standardize": probe.standardize,
+            "batch_size": probe.batch_size,
+        },
+        accelerator=trainer.accelerator,
+        devices=1,
+        max_epochs=probe.max_epochs,
+        callbacks=list(callbacks),
+        wandb_run=wandb_run,
+        enable_progress_bar=trainer.enable_progress_bar,
+        **extra,
+    )

@@ -40,6 +40,9 @@ from steerlit.engines.runner import (
     generation_settings,
     plan_batches,
 )
+from steerlit.engines.settings import GenerationSettings
+from steerlit.models.loading import load_adapter
+from steerlit.models.settings import ModelSettings
 
 
 class _Holder:
@@ -58,35 +61,21 @@ class GridPredictor(pl.LightningModule):
 
     def __init__(
         self,
-        model: str,
+        model: ModelSettings,
         rows: Sequence[GridRow],
-        directions=None,
+        directions,
+        generation: GenerationSettings,
         *,
         out_dir: str | Path,
-        max_new_tokens: int,
-        batch_size: int | None = None,
-        guidance_scale: float = 3.0,
-        temperature: float = 1.0,
-        top_k: int | None = 250,
         metrics_fn: MetricsFn | None = None,
         orthogonalize: bool = False,
-        dtype: str | None = None,
-        engine: str = "hf",
     ):
         super().__init__()
         self.automatic_optimization = False
-        self.model_name, self.dtype_name = str(model), dtype
+        self.model_settings, self.generation = model, generation
         self.rows = list(rows)
         self.directions = directions
         self.out_dir = Path(out_dir)
-        self.batch_size = batch_size
-        self.gen = dict(
-            max_new_tokens=max_new_tokens,
-            guidance_scale=guidance_scale,
-            temperature=temperature,
-            top_k=top_k,
-            engine=engine,
-        )
         self.metrics_fn, self.orthogonalize = metrics_fn, orthogonalize
         self._adapter = _Holder()
         self.plan: list[list[GridRow]] = []
@@ -98,11 +87,8 @@ class GridPredictor(pl.LightningModule):
         return self._adapter.value
 
     def setup(self, stage: str) -> None:
-        from steerlit.models.loading import load_model
-
-        if self.adapter is None:
-            device = self.trainer.strategy.root_device
-            self._adapter.value = load_model(self.model_name, device=device, dtype=self.dtype_name)
+        if self.adapter is None:  # every model setting (dtype, hub cache, attention) on this rank's device
+            self._adapter.value = load_adapter(self.model_settings, device=self.trainer.strategy.root_device)
 
     def _world(self) -> tuple[int, int]:
         return self.trainer.world_size, self.trainer.global_rank
@@ -112,13 +98,20 @@ class GridPredictor(pl.LightningModule):
         plan_info = None
         if rank == 0:
             store = ResultStore(self.out_dir)
-            batch_size = self.batch_size or store.settings().get("batch_size")
-            batch_size = batch_size or auto_batch_size(
-                self.adapter, self.gen["max_new_tokens"], self.gen["guidance_scale"]
-            )
+            g = self.generation
+            max_new_tokens = self.adapter.seconds_to_steps(g.seconds)
+            batch_size = g.batch_size or store.settings().get("batch_size")
+            batch_size = batch_size or auto_batch_size(self.adapter, max_new_tokens, g.guidance_scale)
             store.ensure_settings(
                 generation_settings(
-                    self.adapter, **self.gen, orthogonalize=self.orthogonalize, batch_size=batch_size
+                    self.adapter,
+                    max_new_tokens=max_new_tokens,
+                    guidance_scale=g.guidance_scale,
+                    temperature=g.temperature,
+                    top_k=g.top_k,
+                    orthogonalize=self.orthogonalize,
+                    batch_size=batch_size,
+                    engine=g.engine,
                 )
             )
             plan_info = (batch_size, sorted(store.done_keys()))
@@ -138,9 +131,9 @@ class GridPredictor(pl.LightningModule):
             self.adapter,
             batch,
             self.directions,
+            self.generation,
             metrics_fn=self.metrics_fn,
             orthogonalize=self.orthogonalize,
-            **self.gen,
         )
         payload = (records, audios)
         world, rank = self._world()
@@ -166,32 +159,26 @@ class GridPredictor(pl.LightningModule):
 
 
 def run_grid_distributed(
-    model: str,
+    model: ModelSettings,
     rows: Sequence[GridRow],
-    directions: Mapping | None = None,
+    directions: Mapping | None,
+    generation: GenerationSettings,
     *,
     out_dir: str | Path,
-    max_new_tokens: int,
-    batch_size: int | None = None,
     devices: int | str = 2,
     accelerator: str = "cpu",
     strategy: str | None = None,
-    guidance_scale: float = 3.0,
-    temperature: float = 1.0,
-    top_k: int | None = 250,
     metrics_fn: MetricsFn | None = None,
     orthogonalize: bool = False,
-    dtype: str | None = None,
     progress: bool = False,
-    engine: str = "hf",
 ) -> list[dict]:
     """Run a grid over ``devices`` processes; return the stored records in the order of ``rows``.
 
-    ``model``: a name or folder for :func:`load_model` (loaded on each rank, in ``setup()``).
-    ``strategy`` defaults to ``ddp_fork`` on CPU and ``ddp_spawn`` on GPUs (CUDA cannot be forked
-    once initialised) for several devices, ``auto`` for one; both work from scripts, notebooks and
-    tests, and give identical results (spawn pickles the module: ``metrics_fn`` must be a
-    module-level function). ``ddp`` (popen: re-runs the script per rank) suits multi-GPU CLI runs.
+    ``model``: the full model settings, loaded on each rank in ``setup()`` (dtype, hub cache and attention
+    implementation included). ``strategy`` defaults to ``ddp_fork`` on CPU and ``ddp_spawn`` on GPUs (CUDA cannot
+    be forked once initialised) for several devices, ``auto`` for one; both work from scripts, notebooks and
+    tests, and give identical results (spawn pickles the module: ``metrics_fn`` must be a module-level function).
+    ``ddp`` (popen: re-runs the script per rank) suits multi-GPU CLI runs.
     """
     n = devices if isinstance(devices, int) else None
     if strategy is None and n == 1:
@@ -202,16 +189,10 @@ def run_grid_distributed(
         model,
         rows,
         directions,
+        generation,
         out_dir=out_dir,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        guidance_scale=guidance_scale,
-        temperature=temperature,
-        top_k=top_k,
         metrics_fn=metrics_fn,
         orthogonalize=orthogonalize,
-        dtype=dtype,
-        engine=engine,
     )
     trainer = pl.Trainer(
         accelerator=accelerator,

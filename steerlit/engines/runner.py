@@ -11,7 +11,6 @@ a row can differ in the last float bit between batch sizes, hence the fixed plan
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from steerlit.engines.grid import GridRow, row_steering
 from steerlit.engines.results import ResultStore
 from steerlit.engines.select import generate_with
+from steerlit.engines.settings import GenerationSettings
 
 DEFAULT_CPU_BATCH = 16
 MAX_AUTO_BATCH = 256
@@ -96,29 +96,27 @@ def _record(row: GridRow, codes: torch.Tensor, audio: np.ndarray | None, sr: int
 def generate_rows(
     adapter,
     rows: Sequence[GridRow],
-    directions=None,
+    directions,
+    generation: GenerationSettings,
     *,
-    max_new_tokens: int,
-    guidance_scale: float = 3.0,
-    temperature: float = 1.0,
-    top_k: int | None = 250,
     metrics_fn: MetricsFn | None = None,
     orthogonalize: bool = False,
     decode_audio: bool = True,
-    engine: str = "hf",
 ) -> tuple[list[dict], list[np.ndarray | None], torch.Tensor]:
-    """One batched ``generate`` for ``rows``: (records, audios (S,) float32, codes (B, K, F))."""
+    """One batched ``generate`` for ``rows``: (records, audios (S,) float32, codes (B, K, F)).
+
+    Each row's own seed is used (``generation.seeds`` are the grid's seed axis, already in the rows)."""
     rows = list(rows)
     steering = [row_steering(r, directions, adapter.num_layers, orthogonalize) for r in rows]
     out = generate_with(
-        engine,
+        generation.engine,
         adapter,
         [r.prompt for r in rows],
-        max_new_tokens=max_new_tokens,
-        guidance_scale=guidance_scale,
+        max_new_tokens=adapter.seconds_to_steps(generation.seconds),
+        guidance_scale=generation.guidance_scale,
         seeds=[r.seed for r in rows],
-        temperature=temperature,
-        top_k=top_k,
+        temperature=generation.temperature,
+        top_k=generation.top_k,
         steering=steering if any(steering) else None,
         decode_audio=decode_audio,
     )
@@ -140,44 +138,41 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 def run_grid(
     adapter,
     rows: Sequence[GridRow],
-    directions=None,
+    directions,
+    generation: GenerationSettings,
     *,
-    max_new_tokens: int,
-    batch_size: int | None = None,
-    guidance_scale: float = 3.0,
-    temperature: float = 1.0,
-    top_k: int | None = 250,
     store: ResultStore | None = None,
     metrics_fn: MetricsFn | None = None,
     orthogonalize: bool = False,
     progress: bool = True,
     keep_codes: bool = False,
-    engine: str = "hf",
 ) -> list[dict]:
     """Generate every row of a grid; return one record per unique row, in the order of ``rows``.
 
     ``directions``: ``{concept: DirectionSet}`` (or one DirectionSet; None if all rows are
-    references). ``batch_size=None`` picks one from free memory (:func:`auto_batch_size`).
+    references). ``generation.batch_size=None`` picks one from free memory (:func:`auto_batch_size`).
     With a ``store``, batches already committed are skipped and each finished batch is committed
-    at once (WAV files + JSONL lines). ``engine``: ``hf`` or ``fast`` (see :mod:`steerlit.engines.select`).
+    at once (WAV files + JSONL lines). ``generation.engine``: ``hf`` or ``fast`` (see :mod:`steerlit.engines.select`).
     ``keep_codes`` adds ``codes`` (K, F) arrays to the returned
     records (never stored). Records: ``row.flat()`` + ``codes_sha1``, ``frames``, metrics, ``wav``.
     """
+    max_new_tokens = adapter.seconds_to_steps(generation.seconds)
+    batch_size = generation.batch_size
     if batch_size is None and store is not None:  # resume with the plan of the first run
         batch_size = store.settings().get("batch_size")
     if batch_size is None:
-        batch_size = auto_batch_size(adapter, max_new_tokens, guidance_scale)
+        batch_size = auto_batch_size(adapter, max_new_tokens, generation.guidance_scale)
     if store is not None:
         store.ensure_settings(
             generation_settings(
                 adapter,
                 max_new_tokens=max_new_tokens,
-                guidance_scale=guidance_scale,
-                temperature=temperature,
-                top_k=top_k,
+                guidance_scale=generation.guidance_scale,
+                temperature=generation.temperature,
+                top_k=generation.top_k,
                 orthogonalize=orthogonalize,
                 batch_size=batch_size,
-                engine=engine,
+                engine=generation.engine,
             )
         )
     batches = plan_batches(rows, batch_size)
@@ -189,16 +184,7 @@ def run_grid(
     try:
         for batch in pending:
             records, audios, codes = generate_rows(
-                adapter,
-                batch,
-                directions,
-                max_new_tokens=max_new_tokens,
-                guidance_scale=guidance_scale,
-                temperature=temperature,
-                top_k=top_k,
-                metrics_fn=metrics_fn,
-                orthogonalize=orthogonalize,
-                engine=engine,
+                adapter, batch, directions, generation, metrics_fn=metrics_fn, orthogonalize=orthogonalize
             )
             new = [(rec, a) for rec, a in zip(records, audios) if rec["key"] not in done]
             if store is not None:
@@ -217,15 +203,21 @@ def run_grid(
 
 
 def run_naive(
-    adapter, rows: Sequence[GridRow], directions=None, *, progress: bool = False, **generation
+    adapter,
+    rows: Sequence[GridRow],
+    directions,
+    generation: GenerationSettings,
+    *,
+    progress: bool = False,
+    **options,
 ) -> list[dict]:
     """The baseline: one ``generate`` call per row, no store (for benchmarks and cross-checks).
 
-    ``generation``: the keyword arguments of :func:`generate_rows` (``max_new_tokens``, ``metrics_fn``, ...)."""
+    ``options``: the keyword options of :func:`generate_rows` (``metrics_fn``, ``orthogonalize``)."""
     out = []
     bar = _progress(len(rows), 0, progress, "naive")
     for row in rows:
-        out.extend(generate_rows(adapter, [row], directions, **generation)[0])
+        out.extend(generate_rows(adapter, [row], directions, generation, **options)[0])
         bar.update(1)
     bar.close()
     return out
@@ -234,9 +226,3 @@ def run_naive(
 def audio_seconds(adapter, max_new_tokens: int) -> float:
     """Seconds of audio one row of ``max_new_tokens`` steps yields."""
     return max(0, max_new_tokens - adapter.num_codebooks + 1) / adapter.frame_rate
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from steerlit.models.adapter import MusicGenAdapter
+from steerlit.models.settings import ModelSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS_DIR = Path(os.environ.get("STEERLIT_CHECKPOINTS", REPO_ROOT / "checkpoints"))
@@ -169,3 +170,16 @@ def load_model(
         ) from err
     model.to(device).eval()
     return MusicGenAdapter(model=model, processor=processor, model_id=model_id)
+
+
+def load_adapter(settings: ModelSettings, device: str | torch.device | None = None) -> MusicGenAdapter:
+    """Load the model that ``settings`` describe (every field is honoured: name, dtype, attention implementation,
+    hub cache, downloads); ``device`` overrides ``settings.device`` (a DDP rank's own device)."""
+    return load_model(
+        settings.name,
+        device=device if device is not None else settings.device,
+        dtype=settings.dtype,
+        allow_download=settings.allow_download,
+        attn_implementation=settings.attn_implementation,
+        hf_cache_dir=settings.hf_cache_dir,
+    )

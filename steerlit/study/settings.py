@@ -19,6 +19,7 @@ from steerlit.intervene.operators import Operator
 from steerlit.intervene.steer import CfgHalf
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.settings import ModelSettings
+from steerlit.runtime import TrainerSettings
 
 LoggerKind = Literal["wandb", "none"]
 LoggerMode = Literal["auto", "online", "offline", "disabled"]
@@ -50,14 +51,6 @@ class LoggerSettings:
     tags: tuple[str, ...] = ()
     log_audio: bool = True
     max_audio: int = 64
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"  # auto | ddp (CPU: gloo processes)
-    enable_progress_bar: bool = True
 
 
 @dataclass(frozen=True)
