@@ -19,6 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import steerlit
+from steerlit.intervene.vector import SteeringVector
+from steerlit.models.sites import layer_site
 
 
 class DirectionFileError(ValueError):
@@ -66,6 +68,22 @@ class DirectionSet:
                     f"({self.metadata.get('model_id', 'unknown')})."
                 )
         check_finite(self.vectors)
+
+    @classmethod
+    def load(cls, path: str | Path, adapter=None) -> DirectionSet:
+        """Read a direction file: the same as :func:`load_directions`."""
+        return load_directions(path, adapter)
+
+    def vector(self, method: str, layer: int, kind: str = "resid_post") -> SteeringVector:
+        """The (H,) ``method`` direction of site ``<kind>.<layer>`` as a :class:`SteeringVector`
+        (with this file's metadata), ready for ``with vec.apply(model, alpha=...): model.generate(...)``."""
+        return SteeringVector(
+            self.get(method, layer_site(kind, layer)),
+            layer=layer,
+            kind=kind,
+            method=method,
+            metadata=dict(self.metadata),
+        )
 
 
 def check_finite(vectors: Mapping[tuple[str, str], torch.Tensor]) -> None:
