@@ -9,11 +9,14 @@ Reads ``<run>/activations`` (see :mod:`steerlit.directions.cache`), computes
 * ``pca`` -- first PC of paired differences (twins when the cache has pairs, else random pairings);
 * ``random`` -- a Gaussian direction per site (seeded by ``seed`` and the layer);
 
-(each method is one entry of :data:`METHOD_FITTERS`, its function in :mod:`steerlit.directions.methods`)
 and writes ``<run>/directions.safetensors`` (tensor names ``<method>/<site>``) plus the comparison
-table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``scale``: ``diffmean``
+table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``fit.probe.scale``: ``diffmean``
 (default: the diff-mean norm of the same site, so one coefficient means the same for every method) or
 ``unit``.
+
+Each method is one entry of the registry :data:`METHOD_FITTERS`, keyed by the :data:`Method` choices, with
+its function in :mod:`steerlit.directions.methods`. To add a method: write its function there, add its name
+to ``Method`` and one entry here.
 """
 
 from __future__ import annotations
@@ -38,13 +41,12 @@ from steerlit.directions.methods import (
     random_method,
     regression_method,
 )
-from steerlit.directions.probes import SCALES, ProbeScale
+from steerlit.directions.probes import SCALES
+from steerlit.directions.probes import ProbeScale as ProbeScale  # re-exported with the other fit choices
 from steerlit.runtime import TrainerSettings
 
 if TYPE_CHECKING:  # settings.py imports this module's Method choices
     from steerlit.directions.settings import FitSettings
-
-__all__ = ["METHODS", "METHOD_FITTERS", "Method", "ProbeScale", "fit_directions", "write_comparison"]
 
 log = logging.getLogger(__name__)
 Method = Literal["diffmean", "logistic", "regression", "pca", "random"]
