@@ -59,8 +59,11 @@ def run_tiny(n: int, batch: int) -> dict:
     import torch
 
     from steerlit.data.probe_set import ProbeSet
+    from steerlit.data.settings import ProbeSettings
     from steerlit.directions.extraction import extract_activations
+    from steerlit.directions.settings import ExtractSettings
     from steerlit.models.loading import load_model
+    from steerlit.runtime import TrainerSettings
 
     torch.set_num_threads(1)
     adapter = load_model("tiny")
@@ -70,7 +73,14 @@ def run_tiny(n: int, batch: int) -> dict:
     ps = ProbeSet("tempo", "", "fast", "slow", pos, neg)
     base = rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
-        extract_activations(tmp, ps, adapter, batch_size=batch)
+        extract_activations(
+            tmp,
+            ps,
+            adapter,
+            ExtractSettings(batch_size=batch),
+            ProbeSettings(),
+            TrainerSettings(enable_progress_bar=False),
+        )
     return {"n": 2 * n, "base_mb": base, "peak_mb": peak_mb()}
 
 

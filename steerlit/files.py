@@ -1,4 +1,4 @@
-"""Atomic file writes: text, JSON, CSV, safetensors and anything written through a path.
+"""Atomic file writes: text, JSON, CSV, safetensors, anything written through a path, and whole folders.
 
 Every writer puts the data into a hidden temp file next to the target (``.<name>.tmp<pid>``), fsyncs it,
 then ``os.replace``-s it over the target, so a reader (or a rerun after a crash) sees either the old file or
@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temp folder to fill; it is renamed to ``path`` when the block ends without an exception.
+
+    If ``path`` already exists by then (another process finished first), the temp folder is removed and the
+    existing one is kept: the writers of one folder must produce the same content. On an exception the temp
+    folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier crash of a process with the same pid
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError:  # a non-empty folder is already there
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(path.parent)
 

@@ -22,7 +22,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from steerlit.data.probe_set import ProbeSet, load_probe_set
+from steerlit.data.probe_set import ExampleForm, ProbeSet, load_probe_set
+from steerlit.data.settings import ProbeSettings
 from steerlit.data.splits import SPLIT_NAMES, split_examples
 
 
@@ -50,7 +51,7 @@ def shard_name(split: str, k: int) -> str:
 def build_records(
     probe_set: ProbeSet,
     *,
-    form: str = "poles",
+    form: ExampleForm = "poles",
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     batch_size: int = 16,
@@ -142,7 +143,7 @@ class PromptDataModule(L.LightningDataModule):
         probe_set: ProbeSet | str | Path,
         *,
         tokenizer=None,
-        form: str = "poles",
+        form: ExampleForm = "poles",
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
         seed: int = 0,
         batch_size: int = 16,
@@ -160,6 +161,21 @@ class PromptDataModule(L.LightningDataModule):
         self.batch_size, self.splits, self.num_workers = int(batch_size), tuple(splits), int(num_workers)
         self.collate = PromptCollator(tokenizer, max_length)
         self.dataset: ShardDataset | None = None
+
+    @classmethod
+    def from_settings(
+        cls, probe_set: ProbeSet | str | Path, probe: ProbeSettings, *, batch_size: int, tokenizer=None
+    ) -> PromptDataModule:
+        """The prompts of ``probe_set`` with the example form, split fractions and split seed of ``probe``,
+        cut into shards of ``batch_size`` (``probe.max_per_pole`` is the caller's: it picks the probe set)."""
+        return cls(
+            probe_set,
+            tokenizer=tokenizer,
+            form=probe.form,
+            fractions=probe.split,
+            seed=probe.seed,
+            batch_size=batch_size,
+        )
 
     def config(self) -> dict:
         """What determines the shards (stored in the cache index)."""

@@ -8,7 +8,7 @@ Layout under ``<run>/activations/``::
     val/shard-00000.safetensors
     test/...
 
-A shard file is written atomically (temp file + ``os.replace``) and carries the cache fingerprint
+A shard file is written atomically (:mod:`steerlit.files`) and carries the cache fingerprint
 and its example ids in its metadata; a shard counts as complete only if it reads back with the same
 fingerprint and ids and the index does not mark it ``partial``.
 """
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from steerlit.files import TEMP_GLOB, atomic_save_safetensors, atomic_write_text
 
 INDEX_FILE = "index.json"
 SUMS_FILE = "class_sums.safetensors"
@@ -48,13 +48,6 @@ def fingerprint(config: Mapping) -> str:
     return hashlib.sha256(json.dumps(dict(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def atomic_write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def write_shard(
     path: Path,
     acts: Mapping[str, torch.Tensor],
@@ -69,10 +62,7 @@ def write_shard(
     tensors = {site: a.detach().cpu().contiguous() for site, a in acts.items()}
     tensors["index"] = index.detach().cpu().long().contiguous()
     tensors["labels"] = labels.detach().cpu().long().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"fingerprint": fp, "ids": json.dumps(ids), "rank": str(rank)})
-    os.replace(tmp, path)
+    atomic_save_safetensors(path, tensors, {"fingerprint": fp, "ids": json.dumps(ids), "rank": str(rank)})
 
 
 def read_shard(path: Path, sites: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -112,7 +102,7 @@ def remove_stale_files(run_dir: str | Path, keep: set[str]) -> list[Path]:
     """
     root = activations_dir(run_dir)
     removed = []
-    for path in [*root.glob("*/shard-*.safetensors"), *root.glob("*/.shard-*.tmp*"), *root.glob(".*.tmp*")]:
+    for path in [*root.glob("*/shard-*.safetensors"), *root.glob(f"*/{TEMP_GLOB}"), *root.glob(TEMP_GLOB)]:
         name = path.relative_to(root).with_suffix("").as_posix()
         if path.name.startswith(".") or name not in keep:
             path.unlink(missing_ok=True)
@@ -131,7 +121,7 @@ def read_index(run_dir: str | Path) -> dict | None:
 
 
 def write_index(run_dir: str | Path, index: dict) -> None:
-    atomic_write_json(activations_dir(run_dir) / INDEX_FILE, index)
+    atomic_write_text(activations_dir(run_dir) / INDEX_FILE, json.dumps(index, indent=1))
 
 
 def mark_shard(run_dir: str | Path, shard: str, status: str) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from steerlit.files import atomic_path, atomic_write_csv
+
 COLUMNS = ("method", "site", "layer", "acc", "auroc", "cos_diffmean", "cohens_d", "norm", "threshold")
 PLOT_METRICS = ("acc", "auroc", "cos_diffmean", "cohens_d")
 CSV_NAME, PNG_NAME = "direction_comparison.csv", "direction_comparison.png"
@@ -107,35 +109,29 @@ def compare_directions(
 
 
 def write_csv(rows: Sequence[Mapping], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] for k in COLUMNS})
-    return path
+    """The comparison table (:data:`COLUMNS`) as CSV, atomically; NaN is an empty cell."""
+    return atomic_write_csv(path, [{k: r[k] for k in COLUMNS} for r in rows], COLUMNS)
 
 
 def read_csv(path: str | Path) -> list[dict]:
-    with Path(path).open() as f:
+    """What :func:`write_csv` wrote, with numbers parsed (an empty cell is NaN)."""
+    with Path(path).open(newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
         for k in COLUMNS:
             if k not in ("method", "site"):
-                r[k] = int(r[k]) if k == "layer" else float(r[k])
+                r[k] = int(r[k]) if k == "layer" else float(r[k] or "nan")
     return rows
 
 
 def plot_comparison(rows: Sequence[Mapping], path: str | Path, title: str = "") -> Path:
     """PNG with one panel per metric (:data:`PLOT_METRICS`) vs layer, one line per method."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     methods = sorted({r["method"] for r in rows})
     fig, axes = plt.subplots(1, len(PLOT_METRICS), figsize=(4.2 * len(PLOT_METRICS), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], PLOT_METRICS):
@@ -149,7 +145,8 @@ def plot_comparison(rows: Sequence[Mapping], path: str | Path, title: str = "") 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
@@ -166,7 +163,7 @@ def log_comparison(
     """Log the table (``wandb.Table``) and the plot (``wandb.Image``) to ``wandb_run``; no-op if None."""
     if wandb_run is None:
         return
-    import wandb
+    import wandb  # deferred: wandb
 
     table = wandb.Table(columns=list(COLUMNS), data=[[r[k] for k in COLUMNS] for r in rows])
     payload = {f"{key}/table": table}

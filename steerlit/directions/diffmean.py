@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from steerlit.files import atomic_save_safetensors
 
 
 def diff_mean(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -92,8 +94,6 @@ class ClassSums:
         All ranks must hold the same sites (in the same order once sorted) and hidden sizes. With the
         NCCL backend the (small) flat buffer travels through the current CUDA device.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
             return self
         sites = sorted(self.sums)
@@ -155,17 +155,11 @@ def save_class_sums(
     path: str | Path, by_split: Mapping[str, ClassSums], metadata: Mapping[str, str] | None = None
 ) -> Path:
     """Write ``{split: ClassSums}`` to one safetensors file (names ``<split>/sums/<site>``) atomically."""
-    import os
-
-    path = Path(path)
     tensors = {}
     for split, cs in by_split.items():
         tensors.update(cs.tensors(prefix=f"{split}/"))
     meta = {"splits": json.dumps(list(by_split)), **dict(metadata or {})}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_safetensors(path, tensors, meta)
 
 
 def load_class_sums(path: str | Path) -> dict[str, ClassSums]:

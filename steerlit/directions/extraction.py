@@ -2,35 +2,40 @@
 
 :class:`ActivationCacheModule` records every requested site in one pass per batch (= one shard of the
 :class:`~steerlit.data.datamodule.PromptDataModule`) and writes ``<run>/activations/`` (layout in
-:mod:`steerlit.directions.cache`). ``source``:
+:mod:`steerlit.directions.cache`). ``ExtractSettings.source``:
 
 * ``prompt`` -- text only: a teacher-forced forward over the decoder's BOS token (the prefill step of
   generation, conditional branch), reduction ``first``: (B, H) per site.
-* ``generate`` -- a short generation of ``gen_steps`` tokens (greedy, or sampled with a fixed seed per
-  example derived from ``gen_seed`` and the example id, so a row does not depend on its batch), reduced
-  over decoding steps with ``first``/``mean``/``last``; the conditional CFG half is kept.
+* ``generate`` -- a short greedy generation of ``gen_steps`` tokens (so a row does not depend on random
+  draws), reduced over decoding steps with ``first``/``mean``/``last``; the conditional CFG half is kept.
 
 Resuming: shards that read back complete (same fingerprint and ids, not marked ``partial``) are not
 recomputed -- they are only read to add them to the streaming class sums. Under DDP each rank writes its
 own shards; class sums (:class:`~steerlit.directions.diffmean.ClassSums`, per split) are all-reduced at
-the end, and rank 0 writes ``class_sums.safetensors`` and the final ``index.json``.
+the end, and rank 0 writes ``class_sums.safetensors`` and the final ``index.json``. Ranks that load the
+model themselves (a :class:`~steerlit.models.settings.ModelSettings` instead of a loaded adapter; needed
+with spawned ranks) load it with every setting, on their own device.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
+from steerlit.data.datamodule import PromptDataModule
 from steerlit.data.settings import ProbeSettings
 from steerlit.directions import cache as C
+from steerlit.directions.ddp import loop_strategy
 from steerlit.directions.diffmean import ClassSums, save_class_sums
-from steerlit.intervene.record import ActivationRecorder
-from steerlit.models.loading import load_model, resolve_dtype
+from steerlit.intervene.record import ActivationRecorder, PooledReduction
+from steerlit.models.adapter import MusicGenAdapter
+from steerlit.models.loading import load_adapter, resolve_dtype
+from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
 
 if TYPE_CHECKING:  # settings.py imports this module's Source choices
@@ -38,84 +43,110 @@ if TYPE_CHECKING:  # settings.py imports this module's Source choices
 
 Source = Literal["prompt", "generate"]
 SOURCES: tuple[Source, ...] = get_args(Source)
+POOLED_REDUCTIONS: tuple[PooledReduction, ...] = get_args(PooledReduction)
 
 
-def example_seed(gen_seed: int, example_id: str) -> int:
-    """Per-example sampling seed: depends only on ``gen_seed`` and the id."""
-    return zlib.crc32(f"{gen_seed}:{example_id}".encode()) & 0x7FFFFFFF
+def check_extract_settings(settings: ExtractSettings) -> None:
+    """One clear error for a source or position a cache cannot use."""
+    if settings.source not in SOURCES:
+        raise ValueError(f"Unknown extract.source {settings.source!r}; use one of {SOURCES}.")
+    if settings.source == "prompt" and settings.position != "first":
+        raise ValueError(
+            "extract.source=prompt records the single prefill position: use extract.position=first "
+            "(or extract.source=generate to average over decoding steps)."
+        )
+    if settings.position not in POOLED_REDUCTIONS:
+        raise ValueError(f"extract.position must be one of {POOLED_REDUCTIONS}, got {settings.position!r}.")
+
+
+@torch.no_grad()
+def prefill(adapter: MusicGenAdapter, batch: dict) -> None:
+    """The prefill step of generation: one decoder forward over BOS, conditioned on the batch's texts."""
+    if "input_ids" in batch:
+        inputs = {k: batch[k].to(adapter.device) for k in ("input_ids", "attention_mask")}
+    else:
+        inputs = adapter.tokenize(batch["texts"])
+    bos = adapter.model.generation_config.decoder_start_token_id
+    rows = len(batch["texts"]) * adapter.num_codebooks
+    dec = torch.full((rows, 1), bos, dtype=torch.long, device=adapter.device)
+    adapter.model(**inputs, decoder_input_ids=dec)
+
+
+def greedy_generation(
+    adapter: MusicGenAdapter, texts: Sequence[str], steps: int, guidance_scale: float
+) -> None:
+    """``steps`` greedy decoding steps per text with classifier-free guidance (HF ``generate``)."""
+    with torch.inference_mode():
+        adapter.model.generate(
+            **adapter.tokenize(list(texts)),
+            max_new_tokens=steps,
+            do_sample=False,
+            guidance_scale=guidance_scale,
+        )
 
 
 class ActivationCacheModule(L.LightningModule):
     """Records sites for each predict batch and writes the activation cache of ``run_dir``.
 
-    ``model``: a loaded :class:`~steerlit.models.adapter.MusicGenAdapter` (shared with forked DDP
-    ranks) or a name/path loaded in ``setup()`` (needed with spawned ranks). ``sites``: site names,
-    default every ``resid_post.i``. ``reduction``: ``first`` for ``source="prompt"`` (the only one);
-    ``first|mean|last`` (default ``mean``) for ``generate``. ``gen_seed=None``: greedy generation.
-    ``dtype``: storage dtype of cached activations.
+    ``model``: a loaded :class:`~steerlit.models.adapter.MusicGenAdapter` (shared with forked DDP ranks) or
+    :class:`~steerlit.models.settings.ModelSettings`, loaded in ``setup()`` on each rank's device with every
+    setting (needed with spawned ranks). ``settings``: sites, source, position, generation and storage dtype.
     """
 
     def __init__(
-        self,
-        model,
-        run_dir: str | Path,
-        *,
-        sites: Sequence[str] | None = None,
-        source: str = "prompt",
-        reduction: str | None = None,
-        gen_steps: int = 16,
-        guidance_scale: float = 3.0,
-        gen_seed: int | None = None,
-        dtype: str | torch.dtype = "float32",
-        model_kwargs: dict | None = None,
+        self, model: MusicGenAdapter | ModelSettings, run_dir: str | Path, settings: ExtractSettings
     ):
         super().__init__()
         self.automatic_optimization = False
-        if source not in SOURCES:
-            raise ValueError(f"Unknown source {source!r}; use one of {SOURCES}.")
-        reduction = reduction or ("first" if source == "prompt" else "mean")
-        if source == "prompt" and reduction != "first":
-            raise ValueError("source='prompt' records the single prefill position: use reduction='first'.")
-        if reduction not in ("first", "mean", "last"):
-            raise ValueError(f"reduction must be first|mean|last for a cache, got {reduction!r}.")
-        self.run_dir = Path(run_dir)
-        self.source, self.reduction = source, reduction
-        self.gen_steps, self.guidance_scale, self.gen_seed = int(gen_steps), float(guidance_scale), gen_seed
-        self.store_dtype = resolve_dtype(dtype) or torch.float32
-        self._model_spec, self._model_kwargs = model, dict(model_kwargs or {})
-        self.adapter = None if isinstance(model, str | Path) else model
-        if self.adapter is not None:
-            self.musicgen = self.adapter.model  # registered so Lightning moves it to the device
-        self._site_arg = list(sites) if sites is not None else None
+        check_extract_settings(settings)
+        if not isinstance(model, MusicGenAdapter | ModelSettings):
+            raise TypeError(
+                f"ActivationCacheModule needs a loaded MusicGenAdapter or ModelSettings, got {type(model).__name__}."
+            )
+        self.run_dir, self.settings = Path(run_dir), settings
+        self.store_dtype = resolve_dtype(settings.dtype) or torch.float32
+        self.model_settings = model if isinstance(model, ModelSettings) else None
+        self.adapter: MusicGenAdapter | None = None
+        self._site_names: list[str] | None = None
+        if isinstance(model, MusicGenAdapter):
+            self.attach(model)
+
+    def attach(self, adapter: MusicGenAdapter) -> None:
+        self.adapter = adapter
+        self.musicgen = adapter.model  # registered so Lightning moves it to the device
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         if self.adapter is None:
-            self.adapter = load_model(str(self._model_spec), **self._model_kwargs)
-            self.musicgen = self.adapter.model
+            self.attach(load_adapter(self.model_settings, device=self.trainer.strategy.root_device))
 
     @property
     def sites(self) -> list[str]:
-        if self._site_arg is None:
-            return self.adapter.sites(("resid_post",))
-        return [s.name for s in self.adapter.parse_sites(self._site_arg)]
+        """Site names: ``settings.site_kind`` at ``settings.layers`` (every layer when None), validated."""
+        if self._site_names is None:
+            layers = self.settings.layers
+            layers = range(self.adapter.num_layers) if layers is None else layers
+            names = [f"{self.settings.site_kind}.{i}" for i in layers]
+            self._site_names = [s.name for s in self.adapter.parse_sites(names)]
+        return self._site_names
 
     def configure_optimizers(self):
         return None
 
     def cache_config(self, data_config: dict | None = None) -> dict:
         """Everything that determines the cached values (hashed into the fingerprint)."""
+        generated = self.settings.source == "generate"
         return {
             "version": C.CACHE_VERSION,
             "model_id": self.adapter.model_id,
             "hidden_size": self.adapter.hidden_size,
             "num_layers": self.adapter.num_layers,
             "sites": self.sites,
-            "source": self.source,
-            "reduction": self.reduction,
-            "gen_steps": self.gen_steps if self.source == "generate" else 0,
-            "guidance_scale": self.guidance_scale if self.source == "generate" else 1.0,
-            "gen_seed": self.gen_seed,
+            "source": self.settings.source,
+            "reduction": self.settings.position,
+            "gen_steps": self.settings.gen_steps if generated else 0,
+            "guidance_scale": float(self.settings.guidance_scale) if generated else 1.0,
+            "gen_seed": None,  # greedy generation (kept in the fingerprint of older caches)
             "half": "cond",
             "dtype": str(self.store_dtype).replace("torch.", ""),
             **(data_config or {}),
@@ -190,34 +221,14 @@ class ActivationCacheModule(L.LightningModule):
     @torch.no_grad()
     def record(self, batch: dict) -> dict[str, torch.Tensor]:
         """One pass over the batch: ``{site: (B, H)}`` on the CPU in the storage dtype."""
-        adapter, texts = self.adapter, batch["texts"]
+        settings = self.settings
         with ActivationRecorder(
-            adapter, self.sites, reduction=self.reduction, half="cond", dtype=self.store_dtype
+            self.adapter, self.sites, reduction=settings.position, half="cond", dtype=self.store_dtype
         ) as rec:
-            if self.source == "prompt":
-                if "input_ids" in batch:
-                    inputs = {k: batch[k].to(adapter.device) for k in ("input_ids", "attention_mask")}
-                else:
-                    inputs = adapter.tokenize(texts)
-                bos = adapter.model.generation_config.decoder_start_token_id
-                dec = torch.full(
-                    (len(texts) * adapter.num_codebooks, 1), bos, dtype=torch.long, device=adapter.device
-                )
-                adapter.model(**inputs, decoder_input_ids=dec)
+            if settings.source == "prompt":
+                prefill(self.adapter, batch)
             else:
-                from steerlit.engines.hf import generate
-
-                seeds = (
-                    None if self.gen_seed is None else [example_seed(self.gen_seed, i) for i in batch["ids"]]
-                )
-                generate(
-                    adapter,
-                    texts,
-                    max_new_tokens=self.gen_steps,
-                    guidance_scale=self.guidance_scale,
-                    seeds=seeds,
-                    decode_audio=False,
-                )
+                greedy_generation(self.adapter, batch["texts"], settings.gen_steps, settings.guidance_scale)
         return rec.results
 
     def predict_step(self, batch: dict, batch_idx: int):
@@ -247,8 +258,6 @@ class ActivationCacheModule(L.LightningModule):
         return {"shard": name, "n": len(batch["ids"])}
 
     def on_predict_end(self) -> None:
-        import torch.distributed as dist
-
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         seen = [self._seen]
         if distributed:
@@ -276,84 +285,10 @@ class ActivationCacheModule(L.LightningModule):
         return sums
 
 
-def _num_devices(devices) -> int:
-    """Number of processes a ``devices`` argument names; ``"auto"`` and ``-1`` count as one (CPU default)."""
-    if isinstance(devices, list | tuple):
-        return len(devices)
-    if isinstance(devices, str) and "," in devices:
-        return len([d for d in devices.split(",") if d.strip()])
-    try:
-        n = int(devices)
-    except (TypeError, ValueError):
-        return 1  # "auto": one CPU process
-    return n if n > 0 else 1
-
-
-def extract_activations_kw(
-    run_dir: str | Path,
-    probe_set,
-    model,
-    *,
-    source: str = "prompt",
-    sites: Sequence[str] | None = None,
-    reduction: str | None = None,
-    gen_steps: int = 16,
-    guidance_scale: float = 3.0,
-    gen_seed: int | None = None,
-    dtype: str = "float32",
-    form: str = "poles",
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    split_seed: int = 0,
-    batch_size: int = 16,
-    accelerator: str = "cpu",
-    devices: int | str = 1,
-    strategy=None,
-    callbacks: Sequence = (),
-    **trainer_kwargs,
-) -> Path:
-    """Cache activations of a probe set into ``<run_dir>/activations`` (resumable); returns that folder.
-
-    ``model``: adapter or name/path; ``probe_set``: ProbeSet, name or YAML path. With ``devices > 1``
-    on CPU and no ``strategy``, uses :func:`~steerlit.directions.ddp.cpu_ddp_strategy` (gloo, fork).
-    """
-    from steerlit.data.datamodule import PromptDataModule
-    from steerlit.directions.ddp import cpu_ddp_strategy
-
-    module = ActivationCacheModule(
-        model,
-        run_dir,
-        sites=sites,
-        source=source,
-        reduction=reduction,
-        gen_steps=gen_steps,
-        guidance_scale=guidance_scale,
-        gen_seed=gen_seed,
-        dtype=dtype,
-    )
-    tokenizer = module.adapter.tokenizer if module.adapter is not None else None
-    dm = PromptDataModule(
-        probe_set, tokenizer=tokenizer, form=form, fractions=fractions, seed=split_seed, batch_size=batch_size
-    )
-    if strategy is None:
-        strategy = cpu_ddp_strategy() if accelerator == "cpu" and _num_devices(devices) > 1 else "auto"
-    trainer_kwargs.setdefault("logger", False)
-    trainer_kwargs.setdefault("enable_progress_bar", False)
-    trainer_kwargs.setdefault("enable_model_summary", False)
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        callbacks=list(callbacks),
-        **trainer_kwargs,
-    )
-    trainer.predict(module, datamodule=dm, return_predictions=False)
-    return C.activations_dir(run_dir)
-
-
 def extract_activations(
     run_dir: str | Path,
     probe_set,
-    model,
+    model: MusicGenAdapter | ModelSettings,
     settings: ExtractSettings,
     probe: ProbeSettings,
     trainer: TrainerSettings,
@@ -362,26 +297,28 @@ def extract_activations(
 ) -> Path:
     """Cache activations of a probe set into ``<run_dir>/activations`` (resumable); returns that folder.
 
-    ``model``: a loaded adapter (shared with forked ranks) or :class:`ModelSettings` (loaded in ``setup()`` on each
-    rank with every setting). ``probe``: split fractions, seed and example form; ``trainer``: where it runs.
+    ``probe_set``: a ProbeSet, a name or a YAML path. ``model``: a loaded adapter (shared with forked ranks) or
+    :class:`ModelSettings` (loaded in ``setup()`` on each rank with every setting). ``probe``: split fractions,
+    seed and example form; ``trainer``: where it runs (several CPU processes: gloo ranks started as
+    ``trainer.strategy`` says, see :func:`~steerlit.directions.ddp.loop_strategy`). ``callbacks`` go to the
+    ``Trainer``.
     """
-    # TODO(directions helper): fold extract_activations_kw into this settings-based entry point.
-    layers = settings.layers
-    return extract_activations_kw(
-        run_dir,
+    module = ActivationCacheModule(model, run_dir, settings)
+    preloaded = module.adapter is not None
+    datamodule = PromptDataModule.from_settings(
         probe_set,
-        model,
-        source=settings.source,
-        sites=None if layers is None else [f"{settings.site_kind}.{i}" for i in layers],
-        reduction=settings.position,
-        gen_steps=settings.gen_steps,
-        dtype=settings.dtype,
-        form=probe.form,
-        fractions=list(probe.split),
-        split_seed=probe.seed,
+        probe,
         batch_size=settings.batch_size,
+        tokenizer=module.adapter.tokenizer if preloaded else None,
+    )
+    predictor = L.Trainer(
         accelerator=trainer.accelerator,
         devices=trainer.devices,
+        strategy=loop_strategy(trainer, shares_loaded_model=preloaded),
+        callbacks=list(callbacks),
+        logger=False,
         enable_progress_bar=trainer.enable_progress_bar,
-        callbacks=callbacks,
+        enable_model_summary=False,
     )
+    predictor.predict(module, datamodule=datamodule, return_predictions=False)
+    return C.activations_dir(run_dir)

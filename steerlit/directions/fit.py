@@ -10,26 +10,39 @@ Reads ``<run>/activations`` (see :mod:`steerlit.directions.cache`), computes
 * ``random`` -- a Gaussian direction per site (seeded by ``seed`` and the layer);
 
 and writes ``<run>/directions.safetensors`` (tensor names ``<method>/<site>``) plus the comparison
-table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``scale``: ``diffmean``
+table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``fit.probe.scale``: ``diffmean``
 (default: the diff-mean norm of the same site, so one coefficient means the same for every method) or
 ``unit``.
+
+Each method is one entry of the registry :data:`METHOD_FITTERS`, keyed by the :data:`Method` choices, with
+its function in :mod:`steerlit.directions.methods`. To add a method: write its function there, add its name
+to ``Method`` and one entry here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
+from safetensors import safe_open
 
 from steerlit.directions import cache as C
-from steerlit.directions.baselines import pca_diff, random_direction
 from steerlit.directions.compare import compare_directions, log_comparison, save_comparison
 from steerlit.directions.diffmean import combined, diff_mean, load_class_sums
 from steerlit.directions.io import save_directions
-from steerlit.directions.probes import ProbeDataModule, train_probe
+from steerlit.directions.methods import (
+    MethodInputs,
+    diffmean_method,
+    logistic_method,
+    pca_method,
+    random_method,
+    regression_method,
+)
+from steerlit.directions.probes import SCALES
+from steerlit.directions.probes import ProbeScale as ProbeScale  # re-exported with the other fit choices
 from steerlit.runtime import TrainerSettings
 
 if TYPE_CHECKING:  # settings.py imports this module's Method choices
@@ -38,30 +51,26 @@ if TYPE_CHECKING:  # settings.py imports this module's Method choices
 log = logging.getLogger(__name__)
 Method = Literal["diffmean", "logistic", "regression", "pca", "random"]
 METHODS: tuple[Method, ...] = get_args(Method)
-ProbeScale = Literal["unit", "diffmean"]
+MethodFitter = Callable[[MethodInputs], dict[str, torch.Tensor]]
+# The direction-method registry: how each method is fitted ({site: (H,)}), in the order directions are written.
+METHOD_FITTERS: dict[Method, MethodFitter] = {
+    "diffmean": diffmean_method,
+    "logistic": logistic_method,
+    "regression": regression_method,
+    "pca": pca_method,
+    "random": random_method,
+}
 DIRECTIONS_FILE = "directions.safetensors"
+FIT_SPLITS = ("train",)  # the splits directions are fitted on (probes validate on "val")
+EVAL_SPLIT = "test"  # the held-out split of the comparison table
 
 
 def _rows(meta: list[dict], splits: Sequence[str]) -> torch.Tensor:
     return torch.tensor([i for i, m in enumerate(meta) if m["split"] in splits], dtype=torch.long)
 
 
-def _pairs(meta: list[dict], rows: torch.Tensor, pos_rows: torch.Tensor, neg_rows: torch.Tensor):
-    """(i, j) indices into the pos/neg subsets for twins sharing a ``pair_index``; None without pairs."""
-    pos_at = {int(r): k for k, r in enumerate(pos_rows)}
-    neg_at = {int(r): k for k, r in enumerate(neg_rows)}
-    twins: dict[int, dict[int, int]] = {}
-    for r in rows.tolist():
-        if meta[r].get("pair_index") is not None:
-            twins.setdefault(meta[r]["pair_index"], {})[meta[r]["label"]] = r
-    pairs = [(pos_at[t[1]], neg_at[t[0]]) for t in twins.values() if 0 in t and 1 in t]
-    return pairs or None
-
-
 def sums_fingerprint(path: Path) -> str | None:
     """Cache fingerprint stored with the class sums (None if unreadable)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("fingerprint")
@@ -94,97 +103,57 @@ def diffmean_directions(
     return {s: diff_mean(a[rows][y == 1], a[rows][y == 0]) for s, a in acts.items()}
 
 
-def fit_directions_kw(
-    run_dir: str | Path,
-    methods: Sequence[str] = METHODS,
-    *,
-    fit_splits: Sequence[str] = ("train",),
-    eval_split: str = "test",
-    scale: str = "diffmean",
-    seed: int = 0,
-    probe_cfg: Mapping | None = None,
-    accelerator: str = "cpu",
-    devices: int | str = 1,
-    max_epochs: int = 100,
-    callbacks: Sequence = (),
-    wandb_run=None,
-    out: str | Path | None = None,
-    **trainer_kwargs,
-) -> Path:
-    """Compute ``methods`` for every cached site, save ``<run>/directions.safetensors``; returns its path.
-
-    ``fit_splits``: splits the directions are fit on (probes validate on ``val``); ``eval_split``: the
-    held-out split of the comparison table (falls back to ``val``, then the fitting splits, when
-    empty). ``probe_cfg``: ``kind``-independent probe options (``lr``, ``weight_decay``,
-    ``standardize``, ``batch_size``). ``accelerator``/``devices``/``max_epochs``/``callbacks`` and
-    ``trainer_kwargs`` go to the probe ``Trainer``.
-    """
-    unknown = [m for m in methods if m not in METHODS]
+def check_fit_settings(settings: FitSettings) -> None:
+    """One clear error for an unknown method or probe scale."""
+    unknown = [m for m in settings.methods if m not in METHOD_FITTERS]
     if unknown:
         raise ValueError(f"Unknown direction method(s) {unknown}; use some of {METHODS}.")
-    if scale not in ("diffmean", "unit"):
-        raise ValueError(f"scale must be 'diffmean' or 'unit', got {scale!r}.")
-    run_dir = Path(run_dir)
+    if settings.probe.scale not in SCALES:
+        raise ValueError(f"fit.probe.scale must be one of {SCALES}, got {settings.probe.scale!r}.")
+
+
+def method_inputs(
+    run_dir: Path, settings: FitSettings, trainer: TrainerSettings, *, seed: int, callbacks: Sequence, logger
+) -> MethodInputs:
+    """Read the cache of ``run_dir`` and gather what every method needs (fitting rows, diff-mean vectors)."""
     index = C.read_index(run_dir)
     if index is None:
         raise C.CacheError(f"No activation cache in {C.activations_dir(run_dir)}: run extraction first.")
     acts, meta = C.load_activation_cache(run_dir)
-    sites, y_all = list(acts), C.labels_of(meta)
-    fit_rows = _rows(meta, fit_splits)
+    labels = C.labels_of(meta)
+    fit_rows = _rows(meta, FIT_SPLITS)
     if len(fit_rows) == 0:
-        raise C.CacheError(f"No cached examples in the fitting split(s) {list(fit_splits)}.")
-    y_fit = y_all[fit_rows]
+        raise C.CacheError(f"No cached examples in the fitting split(s) {list(FIT_SPLITS)}.")
+    y_fit = labels[fit_rows]
     if not ((y_fit == 1).any() and (y_fit == 0).any()):
-        raise C.CacheError(f"The fitting split(s) {list(fit_splits)} lack examples of one pole.")
-    pos_rows, neg_rows = fit_rows[y_fit == 1], fit_rows[y_fit == 0]
+        raise C.CacheError(f"The fitting split(s) {list(FIT_SPLITS)} lack examples of one pole.")
+    return MethodInputs(
+        run_dir=run_dir,
+        acts=acts,
+        labels=labels,
+        meta=meta,
+        fit_splits=FIT_SPLITS,
+        fit_rows=fit_rows,
+        pos_rows=fit_rows[y_fit == 1],
+        neg_rows=fit_rows[y_fit == 0],
+        diffmean=diffmean_directions(run_dir, acts, meta, FIT_SPLITS),
+        settings=settings,
+        trainer=trainer,
+        seed=seed,
+        callbacks=tuple(callbacks),
+        logger=logger,
+        probe_set=index.get("probe_set", run_dir.name),
+    )
 
-    dm_vecs = diffmean_directions(run_dir, acts, meta, fit_splits)
-    norms = {s: float(v.norm()) for s, v in dm_vecs.items()}
 
-    def scaled(v: torch.Tensor, site: str) -> torch.Tensor:
-        v = v / v.norm().clamp_min(1e-12)
-        return v * norms[site] if scale == "diffmean" else v
-
-    vectors: dict[tuple[str, str], torch.Tensor] = {}
-    if "diffmean" in methods:
-        vectors.update({("diffmean", s): v for s, v in dm_vecs.items()})
-    probe_cfg = dict(probe_cfg or {})
-    batch_size = probe_cfg.pop("batch_size", None)
-    for kind in [m for m in methods if m in ("logistic", "regression")]:
-        dm = ProbeDataModule.from_tensors(
-            acts,
-            y_all,
-            [m["split"] for m in meta],
-            batch_size=batch_size,
-            seed=seed,
-            train_split=list(fit_splits),
-        )
-        probe = train_probe(
-            dm,
-            kind=kind,
-            seed=seed,
-            accelerator=accelerator,
-            devices=devices,
-            max_epochs=max_epochs,
-            callbacks=callbacks,
-            save_to=run_dir / "probes" / f"{kind}.safetensors",
-            log_prefix=f"probe/{index.get('probe_set', run_dir.name)}/{kind}/",
-            **probe_cfg,
-            **trainer_kwargs,
-        )
-        vectors.update({(kind, s): scaled(v, s) for s, v in probe.directions("unit").items()})
-    if "pca" in methods:
-        pairs = _pairs(meta, fit_rows, pos_rows, neg_rows)
-        for s in sites:
-            vectors[("pca", s)] = scaled(pca_diff(acts[s][pos_rows], acts[s][neg_rows], pairs, seed=seed), s)
-    if "random" in methods:
-        for s in sites:
-            vectors[("random", s)] = random_direction(
-                acts[s].shape[1], norms[s] if scale == "diffmean" else 1.0, seed * 100_003 + hash_site(s)
-            )
-
-    path = save_directions(
-        out or run_dir / DIRECTIONS_FILE,
+def save_fitted(
+    path: Path, vectors: Mapping[tuple[str, str], torch.Tensor], inputs: MethodInputs, index: dict
+) -> Path:
+    """Write ``vectors`` with the cache's and the fit's description in the file's metadata."""
+    probe = inputs.settings.probe
+    y_fit = inputs.labels[inputs.fit_rows]
+    return save_directions(
+        path,
         vectors,
         model_id=index.get("model_id", ""),
         concept=index.get("probe_set", ""),
@@ -196,23 +165,51 @@ def fit_directions_kw(
         extra={
             "source": index.get("source", ""),
             "gen_steps": index.get("gen_steps", 0),
-            "sites": sites,
-            "fit_splits": list(fit_splits),
-            "scale": scale,
-            "seed": seed,
+            "sites": inputs.sites,
+            "fit_splits": list(inputs.fit_splits),
+            "scale": probe.scale,
+            "seed": inputs.seed,
             "cache_fingerprint": index.get("fingerprint", ""),
-            "probe_cfg": {**probe_cfg, "batch_size": batch_size, "max_epochs": max_epochs},
+            "probe_cfg": {
+                "lr": probe.lr,
+                "weight_decay": probe.weight_decay,
+                "standardize": probe.standardize,
+                "batch_size": probe.batch_size,
+                "max_epochs": probe.max_epochs,
+            },
         },
     )
-    write_comparison(run_dir, vectors, acts, meta, fit_splits, eval_split, wandb_run=wandb_run)
+
+
+def fit_directions(
+    run_dir: str | Path,
+    settings: FitSettings,
+    trainer: TrainerSettings,
+    *,
+    seed: int = 0,
+    callbacks: Sequence = (),
+    wandb_run=None,
+    logger=None,
+) -> Path:
+    """Fit every method of ``settings`` on a concept's cache; save ``<run>/directions.safetensors``; return its path.
+
+    Directions are fitted on the ``train`` split (probes validate on ``val``); the comparison table in
+    ``<run>/plots/`` is measured on ``test`` (``val``, then ``train``, when that lacks a pole) and logged to
+    ``wandb_run`` when given. Probes train on one device (``trainer.accelerator``); ``callbacks`` and ``logger``
+    go to the probe ``Trainer``.
+    """
+    check_fit_settings(settings)
+    run_dir = Path(run_dir)
+    inputs = method_inputs(run_dir, settings, trainer, seed=seed, callbacks=callbacks, logger=logger)
+    vectors: dict[tuple[str, str], torch.Tensor] = {}
+    for method, fit in METHOD_FITTERS.items():
+        if method in settings.methods:
+            vectors.update({(method, site): v for site, v in fit(inputs).items()})
+    path = save_fitted(run_dir / DIRECTIONS_FILE, vectors, inputs, C.read_index(run_dir) or {})
+    write_comparison(
+        run_dir, vectors, inputs.acts, inputs.meta, inputs.fit_splits, EVAL_SPLIT, wandb_run=wandb_run
+    )
     return path
-
-
-def hash_site(site: str) -> int:
-    """Stable small integer for a site name (seeds the random baseline per site)."""
-    import zlib
-
-    return zlib.crc32(site.encode()) & 0xFFFF
 
 
 def write_comparison(
@@ -246,41 +243,3 @@ def write_comparison(
     )
     log_comparison(rows, png, wandb_run)
     return rows
-
-
-def fit_directions(
-    run_dir: str | Path,
-    settings: FitSettings,
-    trainer: TrainerSettings,
-    *,
-    seed: int = 0,
-    callbacks: Sequence = (),
-    wandb_run=None,
-    logger=None,
-) -> Path:
-    """Fit every method of ``settings`` on a concept's cache; save ``<run>/directions.safetensors``; return its path.
-
-    Probes train on one device (``trainer.accelerator``); ``callbacks`` and ``logger`` go to the probe ``Trainer``.
-    """
-    # TODO(directions helper): fold fit_directions_kw into this settings-based entry point.
-    probe = settings.probe
-    extra = {"logger": logger} if logger is not None else {}
-    return fit_directions_kw(
-        run_dir,
-        list(settings.methods),
-        scale=probe.scale,
-        seed=seed,
-        probe_cfg={
-            "lr": probe.lr,
-            "weight_decay": probe.weight_decay,
-            "standardize": probe.standardize,
-            "batch_size": probe.batch_size,
-        },
-        accelerator=trainer.accelerator,
-        devices=1,
-        max_epochs=probe.max_epochs,
-        callbacks=list(callbacks),
-        wandb_run=wandb_run,
-        enable_progress_bar=trainer.enable_progress_bar,
-        **extra,
-    )

@@ -9,16 +9,15 @@ Metadata (strings, as safetensors requires): ``model_id``, ``hidden_size``, ``me
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 import steerlit
+from steerlit.files import atomic_save_safetensors
 from steerlit.intervene.vector import SteeringVector
 from steerlit.models.sites import layer_site
 
@@ -102,7 +101,7 @@ def save_directions(
     n_per_class: Mapping[str, int] | None = None,
     extra: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write directions atomically (temp file + rename)."""
+    """Write directions atomically (:func:`steerlit.files.atomic_save_safetensors`)."""
     if not vectors:
         raise DirectionFileError("No directions to save.")
     check_finite(vectors)
@@ -121,12 +120,7 @@ def save_directions(
         "steerlit_version": steerlit.__version__,
     }
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return atomic_save_safetensors(path, tensors, meta)
 
 
 def load_directions(path: str | Path, adapter=None) -> DirectionSet:

@@ -16,21 +16,27 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from steerlit.directions.cache import labels_of, load_activation_cache
+from steerlit.files import atomic_save_safetensors
+from steerlit.runtime import TrainerSettings
+
+if TYPE_CHECKING:  # settings.py imports this module's ProbeScale choices
+    from steerlit.directions.settings import ProbeTrainSettings
 
 ProbeKind = Literal["logistic", "regression"]
 KINDS: tuple[ProbeKind, ...] = get_args(ProbeKind)
-SCALES = ("unit", "diffmean")
+ProbeScale = Literal["unit", "diffmean"]  # unit norm, or the diff-mean norm of the same site
+SCALES: tuple[ProbeScale, ...] = get_args(ProbeScale)
+QUIET_CPU = TrainerSettings(accelerator="cpu", enable_progress_bar=False)
 
 
 def stack_sites(acts: Mapping[str, torch.Tensor], sites: Sequence[str]) -> torch.Tensor:
@@ -260,8 +266,6 @@ class LinearProbeModule(L.LightningModule):
 
     def save(self, path: str | Path, extra: Mapping[str, object] | None = None) -> Path:
         """Probe weights (safetensors): ``weight`` (L, H), ``bias`` (L,), ``mean``/``std``/class means."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             k: getattr(self, k).detach().cpu().float().contiguous() for k in ("weight", "bias", "mean", "std")
         }
@@ -274,60 +278,61 @@ class LinearProbeModule(L.LightningModule):
             "val": json.dumps(self.last_val),
             **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (extra or {}).items()},
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
-        return path
+        return atomic_save_safetensors(path, tensors, meta)
 
 
 def train_probe(
     data: ProbeDataModule | str | Path,
+    settings: ProbeTrainSettings,
+    trainer: TrainerSettings = QUIET_CPU,
     *,
-    kind: str = "logistic",
-    standardize: bool = True,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-3,
-    max_epochs: int = 100,
-    batch_size: int | None = None,
+    kind: ProbeKind = "logistic",
     seed: int = 0,
-    accelerator: str = "cpu",
-    devices: int | str = 1,
     callbacks: Sequence = (),
+    logger=None,
     save_to: str | Path | None = None,
     test: bool = True,
     log_prefix: str = "",
-    **trainer_kwargs,
 ) -> LinearProbeModule:
-    """Fit a probe of every site (``Trainer.fit``), test it, optionally save it; returns the module.
+    """Fit a probe of every site (``Trainer.fit`` on one device), test it, optionally save it; returns the module.
 
-    ``data``: a :class:`ProbeDataModule` or a run folder with an activation cache. Extra
-    ``callbacks`` (e.g. a steering callback) and ``trainer_kwargs`` go to the ``Trainer``.
+    ``data``: a :class:`ProbeDataModule` or a run folder with an activation cache (then batched with
+    ``settings.batch_size``). ``settings``: optimisation (lr, weight decay, epochs, standardisation, validation
+    interval); ``trainer``: accelerator and progress bar. Extra ``callbacks`` (e.g. a steering callback) and a
+    Lightning ``logger`` (default none) go to the ``Trainer``.
     """
     dm = (
-        data if isinstance(data, ProbeDataModule) else ProbeDataModule(data, batch_size=batch_size, seed=seed)
+        data
+        if isinstance(data, ProbeDataModule)
+        else ProbeDataModule(data, batch_size=settings.batch_size, seed=seed)
     )
     L.seed_everything(seed, workers=True, verbose=False)
     module = LinearProbeModule.for_data(
-        dm, standardize=standardize, kind=kind, lr=lr, weight_decay=weight_decay, log_prefix=log_prefix
+        dm,
+        standardize=settings.standardize,
+        kind=kind,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        log_prefix=log_prefix,
     )
-    has_val = dm.has("val")
-    trainer_kwargs.setdefault("logger", False)
-    trainer_kwargs.setdefault("enable_checkpointing", False)
-    trainer_kwargs.setdefault("enable_progress_bar", False)
-    trainer_kwargs.setdefault("enable_model_summary", False)
-    trainer_kwargs.setdefault("num_sanity_val_steps", 0)
-    if not has_val:
-        trainer_kwargs["limit_val_batches"] = 0
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        max_epochs=max_epochs,
+    fitter = L.Trainer(
+        accelerator=trainer.accelerator,
+        devices=1,
+        max_epochs=settings.max_epochs,
+        check_val_every_n_epoch=settings.val_every_n_epochs,
+        limit_val_batches=None if dm.has("val") else 0,
+        num_sanity_val_steps=0,
         callbacks=list(callbacks),
-        **trainer_kwargs,
+        logger=logger if logger is not None else False,
+        enable_checkpointing=False,
+        enable_progress_bar=trainer.enable_progress_bar,
+        enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=dm)
+    fitter.fit(module, datamodule=dm)
     if test and dm.has("test"):
-        trainer.test(module, datamodule=dm, verbose=False)
+        fitter.test(module, datamodule=dm, verbose=False)
     if save_to is not None:
-        module.save(save_to, {"standardize": standardize, "max_epochs": max_epochs, "seed": seed})
+        module.save(
+            save_to, {"standardize": settings.standardize, "max_epochs": settings.max_epochs, "seed": seed}
+        )
     return module

@@ -12,9 +12,12 @@ import os
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants
 
+from steerlit.files import atomic_directory
 from steerlit.models.adapter import MusicGenAdapter
 from steerlit.models.settings import ModelSettings
+from steerlit.models.tiny import build_tiny_musicgen
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS_DIR = Path(os.environ.get("STEERLIT_CHECKPOINTS", REPO_ROOT / "checkpoints"))
@@ -51,20 +54,22 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def build_cached_tiny() -> Path:
-    """The ``tiny`` model: built once into the steerlit cache (atomic rename; a lost race is harmless)."""
+    """The ``tiny`` model: built once into the steerlit cache (an atomic folder; a lost race is harmless, the
+    builds are identical)."""
     path = cache_dir() / "tiny-musicgen-seed0"
     if not (path / "config.json").exists():
-        import shutil
-
-        from steerlit.models.tiny import build_tiny_musicgen
-
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        build_tiny_musicgen(tmp, seed=0)
-        try:
-            tmp.replace(path)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(path) as tmp:
+            build_tiny_musicgen(tmp, seed=0)
     return path
+
+
+def download_hint(model_id: str) -> str:
+    """How to fetch ``model_id`` on a machine with network (the current huggingface_hub CLI and Python API)."""
+    return (
+        f'`hf download {model_id}` (in Python: `huggingface_hub.snapshot_download("{model_id}")`) and copy that '
+        f"Hugging Face cache here (or point model.hf_cache_dir at it); or `hf download {model_id} --local-dir DIR` "
+        "and pass model=DIR"
+    )
 
 
 def resolve_model_path(name: str) -> tuple[Path | None, str]:
@@ -99,7 +104,7 @@ def check_local_folder(path: Path) -> None:
         raise ModelLoadError(
             f"Model folder {path} is missing {', '.join(missing)}. A MusicGen folder is what "
             "`model.save_pretrained(dir)` and `processor.save_pretrained(dir)` write, e.g. "
-            "`huggingface-cli download facebook/musicgen-small --local-dir DIR` on a machine with network."
+            "`hf download facebook/musicgen-small --local-dir DIR` on a machine with network."
         )
 
 
@@ -130,13 +135,15 @@ def load_model(
     (``eager``/``sdpa``) is applied to the text encoder and decoder only (EnCodec has none).
     ``hf_cache_dir``: the Hugging Face hub cache to read hub ids from (default: HF's own, ``HF_HUB_CACHE``).
     """
-    from transformers import AutoConfig, AutoProcessor, MusicgenForConditionalGeneration
+    from transformers import (  # deferred: transformers
+        AutoConfig,
+        AutoProcessor,
+        MusicgenForConditionalGeneration,
+    )
 
     torch_dtype = resolve_dtype(dtype)
     path, model_id = resolve_model_path(str(name_or_path))
     local_only = not allow_download
-    from huggingface_hub import constants
-
     hub_cache = hf_cache_dir or constants.HF_HUB_CACHE
     source = str(path) if path is not None else model_id
     if path is not None:
@@ -146,9 +153,8 @@ def load_model(
     except OSError as err:
         raise ModelLoadError(
             f"Weights for {model_id!r} are not on this machine (looked in the local Hugging Face cache "
-            f"{hub_cache}) and downloads are off. "
-            f"On a machine with network run `huggingface-cli download {model_id} --local-dir DIR` and pass "
-            "model=DIR, or set model.allow_download=true where the hub is reachable."
+            f"{hub_cache}) and downloads are off. On a machine with network run {download_hint(model_id)}; "
+            "or set model.allow_download=true where the hub is reachable."
         ) from err
     _refuse_variants(config)
     kwargs = {"local_files_only": local_only, "cache_dir": hub_cache}
@@ -165,8 +171,7 @@ def load_model(
         processor = AutoProcessor.from_pretrained(source, local_files_only=local_only, cache_dir=hub_cache)
     except OSError as err:
         raise ModelLoadError(
-            f"Could not load {model_id!r} offline: {err}. Download it with "
-            f"`huggingface-cli download {model_id} --local-dir DIR` and pass the folder."
+            f"Could not load {model_id!r} offline: {err}. On a machine with network run {download_hint(model_id)}."
         ) from err
     model.to(device).eval()
     return MusicGenAdapter(model=model, processor=processor, model_id=model_id)

@@ -7,21 +7,103 @@ MusicGen decoder) with random weights and an offline tokenizer, and writes it wi
 
 from __future__ import annotations
 
+import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import (
-    EncodecConfig,
-    EncodecFeatureExtractor,
-    MusicgenConfig,
-    MusicgenDecoderConfig,
-    MusicgenForConditionalGeneration,
-    MusicgenProcessor,
-    T5Config,
-)
 
+from steerlit.files import atomic_write_text
 from steerlit.models.tokenizer import build_t5_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+TINY_UPSAMPLING_RATIOS = (8, 5, 4, 4)  # product 640: 50 Hz frames at 32 kHz, as musicgen-small's EnCodec
+
+
+def encodec_config(
+    *,
+    sampling_rate: int,
+    codebook_size: int,
+    num_codebooks: int,
+    upsampling_ratios: Sequence[int],
+    num_filters: int,
+    hidden_size: int,
+    num_lstm_layers: int = 1,
+) -> EncodecConfig:
+    """A small mono EnCodec config whose single target bandwidth selects exactly ``num_codebooks`` codebooks.
+
+    Bandwidth (kbps) = num_codebooks * log2(codebook_size) * frame_rate / 1000, with frame rate
+    ``ceil(sampling_rate / prod(upsampling_ratios))``; codebook vectors have ``hidden_size`` dimensions.
+    """
+    from transformers import EncodecConfig  # deferred: transformers
+
+    frame_rate = math.ceil(sampling_rate / math.prod(upsampling_ratios))
+    bits = int(math.log2(codebook_size))
+    if 2**bits != codebook_size:
+        raise ValueError(f"codebook_size must be a power of two, got {codebook_size}.")
+    bandwidth_kbps = num_codebooks * bits * frame_rate / 1000.0
+    config = EncodecConfig(
+        sampling_rate=sampling_rate,
+        audio_channels=1,
+        num_filters=num_filters,
+        hidden_size=hidden_size,
+        num_residual_layers=1,
+        upsampling_ratios=list(upsampling_ratios),
+        codebook_size=codebook_size,
+        codebook_dim=hidden_size,
+        target_bandwidths=[bandwidth_kbps],
+        use_causal_conv=False,
+        normalize=False,
+        num_lstm_layers=num_lstm_layers,
+    )
+    if config.num_quantizers != num_codebooks:
+        raise ValueError(
+            f"Bandwidth {bandwidth_kbps} kbps gives {config.num_quantizers} codebooks, not {num_codebooks}."
+        )
+    return config
+
+
+def t5_text_config(*, d_model: int, vocab_size: int) -> T5Config:
+    """A one-layer T5 text encoder of width ``d_model`` (pad 0, eos 1, as T5)."""
+    from transformers import T5Config  # deferred: transformers
+
+    return T5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+
+
+def decoder_config(
+    *, hidden_size: int, num_layers: int, num_heads: int, ffn_dim: int, num_codebooks: int, codebook_size: int
+) -> MusicgenDecoderConfig:
+    """A mono MusicGen decoder; pad, BOS and decoder start are the extra token ``codebook_size``."""
+    from transformers import MusicgenDecoderConfig  # deferred: transformers
+
+    return MusicgenDecoderConfig(
+        vocab_size=codebook_size,
+        max_position_embeddings=1024,
+        num_hidden_layers=num_layers,
+        ffn_dim=ffn_dim,
+        num_attention_heads=num_heads,
+        hidden_size=hidden_size,
+        num_codebooks=num_codebooks,
+        pad_token_id=codebook_size,
+        bos_token_id=codebook_size,
+        decoder_start_token_id=codebook_size,
+        audio_channels=1,
+    )
 
 
 def tiny_musicgen_config(
@@ -41,57 +123,28 @@ def tiny_musicgen_config(
     EnCodec at 32 kHz with upsampling ratios (8, 5, 4, 4) (product 640) gives 50 Hz frames;
     ``target_bandwidths`` is chosen so that exactly ``num_codebooks`` codebooks are used.
     """
-    ratios = [8, 5, 4, 4]
-    hop = 1
-    for r in ratios:
-        hop *= r
-    frame_rate = sampling_rate / hop
-    bits_per_codebook = (codebook_size - 1).bit_length()
-    bandwidth_kbps = num_codebooks * bits_per_codebook * frame_rate / 1000.0
-    text = T5Config(
-        vocab_size=text_vocab_size,
-        d_model=text_d_model,
-        d_kv=8,
-        d_ff=2 * text_d_model,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    audio = EncodecConfig(
+    from transformers import MusicgenConfig  # deferred: transformers
+
+    text = t5_text_config(d_model=text_d_model, vocab_size=text_vocab_size)
+    audio = encodec_config(
         sampling_rate=sampling_rate,
-        audio_channels=1,
+        codebook_size=codebook_size,
+        num_codebooks=num_codebooks,
+        upsampling_ratios=TINY_UPSAMPLING_RATIOS,
         num_filters=4,
         hidden_size=16,
-        num_residual_layers=1,
-        upsampling_ratios=ratios,
-        codebook_size=codebook_size,
-        codebook_dim=16,
-        target_bandwidths=[bandwidth_kbps],
-        use_causal_conv=False,
-        normalize=False,
-        num_lstm_layers=1,
-        compress=2,
     )
-    decoder = MusicgenDecoderConfig(
-        vocab_size=codebook_size,
-        max_position_embeddings=1024,
-        num_hidden_layers=num_layers,
-        ffn_dim=ffn_dim,
-        num_attention_heads=num_heads,
+    decoder = decoder_config(
         hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        ffn_dim=ffn_dim,
         num_codebooks=num_codebooks,
-        pad_token_id=codebook_size,
-        bos_token_id=codebook_size,
-        decoder_start_token_id=codebook_size,
-        audio_channels=1,
+        codebook_size=codebook_size,
     )
-    config = MusicgenConfig(
+    return MusicgenConfig(
         text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
     )
-    return config
 
 
 def build_tiny_musicgen(out_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
@@ -100,6 +153,12 @@ def build_tiny_musicgen(out_dir: str | Path, *, seed: int = 0, **sizes) -> Path:
     ``sizes`` are forwarded to :func:`tiny_musicgen_config` (e.g. ``hidden_size=1024,
     num_layers=24`` for a musicgen-small-shaped decoder in benchmarks).
     """
+    from transformers import (  # deferred: transformers
+        EncodecFeatureExtractor,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+    )
+
     out_dir = Path(out_dir)
     tokenizer = build_t5_tokenizer(vocab_size=sizes.get("text_vocab_size", 256))
     sizes.setdefault("text_vocab_size", max(len(tokenizer), 8))
@@ -142,6 +201,5 @@ def install_in_hub_cache(
     for item in Path(folder).iterdir():
         if item.is_file():
             shutil.copy2(item, snapshot / item.name)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
+    atomic_write_text(repo / "refs" / "main", revision)
     return snapshot

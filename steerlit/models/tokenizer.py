@@ -12,9 +12,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import T5Tokenizer
+
+if TYPE_CHECKING:
+    from transformers import T5Tokenizer
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 _WORD = re.compile(r"[\w#'-]+")  # words (with '#', '-', "'"); punctuation is left to the characters
@@ -75,6 +78,8 @@ def build_t5_tokenizer(
     ``vocab_size`` is an upper bound: a small corpus yields fewer pieces. ``word_level=True``
     uses :func:`word_unigram_vocab` instead (one token per corpus word; ``vocab_size`` unused).
     """
+    from transformers import T5Tokenizer  # deferred: transformers
+
     corpus = list(corpus) if corpus is not None else list(DEFAULT_CORPUS)
     if not corpus:
         raise ValueError("build_t5_tokenizer: the corpus is empty; pass at least one sentence.")

@@ -7,6 +7,7 @@ import torch
 
 from steerlit.data.datamodule import PromptDataModule, build_records
 from steerlit.data.probe_set import ProbeSet
+from steerlit.data.settings import ProbeSettings
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,20 @@ def test_without_tokenizer_batches_carry_texts_only(probe_set):
     dm = PromptDataModule(probe_set, batch_size=8)
     batch = next(iter(dm.predict_dataloader()))
     assert "input_ids" not in batch and len(batch["texts"]) == 8
+
+
+def test_from_settings_takes_form_split_and_seed(probe_set):
+    probe = ProbeSettings(form="pairs", split=(0.5, 0.25, 0.25), seed=7)
+    dm = PromptDataModule.from_settings(probe_set, probe, batch_size=3)
+    expected = build_records(probe_set, form="pairs", fractions=(0.5, 0.25, 0.25), seed=7, batch_size=3)
+    assert [r for s in expected for r in s] == dm.records
+    config = dm.config()
+    assert (config["form"], config["fractions"], config["split_seed"], config["batch_size"]) == (
+        "pairs",
+        [0.5, 0.25, 0.25],
+        7,
+        3,
+    )
 
 
 def test_bad_arguments(probe_set):

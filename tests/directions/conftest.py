@@ -10,10 +10,14 @@ import pytest
 import torch
 
 from steerlit.data.probe_set import ProbeSet, load_probe_set
+from steerlit.data.settings import ProbeSettings
 from steerlit.directions.extraction import extract_activations
+from steerlit.directions.settings import ExtractSettings
+from steerlit.runtime import TrainerSettings
 
 N_PER_POLE = 20
 BATCH = 4
+CPU = TrainerSettings(enable_progress_bar=False)
 
 
 class one_thread:  # noqa: N801 (used like a function)
@@ -50,5 +54,7 @@ def cache_run(tmp_path_factory, tiny_adapter, small_probe_set):
     """A run folder with a complete prompt-source cache (1 process, shards of 4)."""
     run = tmp_path_factory.mktemp("run-cache")
     with one_thread():
-        extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH)
+        extract_activations(
+            run, small_probe_set, tiny_adapter, ExtractSettings(batch_size=BATCH), ProbeSettings(), CPU
+        )
     return run

@@ -1,8 +1,11 @@
-"""Activation cache: round trip, index, resume after a crash, generate source, 2-process DDP."""
+"""Activation cache: round trip, index, resume after a crash, generate source, 2-process DDP (fork with a shared
+model; spawn with ranks that load a bfloat16 model by hub id through ``hf_cache_dir``)."""
 
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,12 +14,20 @@ from safetensors import safe_open
 
 from steerlit.data.datamodule import PromptDataModule
 from steerlit.data.probe_set import ProbeSet
+from steerlit.data.settings import ProbeSettings
 from steerlit.directions import cache as C
 from steerlit.directions.diffmean import load_class_sums
 from steerlit.directions.extraction import ActivationCacheModule, extract_activations
+from steerlit.directions.settings import ExtractSettings
 from steerlit.intervene.record import ActivationRecorder
+from steerlit.models.settings import ModelSettings
+from steerlit.models.tiny import install_in_hub_cache
+from steerlit.runtime import TrainerSettings
 
 BATCH, N_PER_POLE = 4, 20  # as in conftest.py
+CPU = TrainerSettings(enable_progress_bar=False)
+PROBE = ProbeSettings()
+SETTINGS = ExtractSettings(batch_size=BATCH)
 
 
 def _assert_same_cache(run_a, run_b):
@@ -97,7 +108,7 @@ def test_killed_and_resumed_extraction_equals_uninterrupted(
 ):
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH, callbacks=[Crash(4)])
+        extract_activations(run, small_probe_set, tiny_adapter, SETTINGS, PROBE, CPU, callbacks=[Crash(4)])
     # the index is written at the start and the end: after a crash every shard is still "pending",
     # and the shard files that made it to disk (atomically) are the ground truth
     assert {s["status"] for s in C.read_index(run)["shards"]} == {"pending"}
@@ -114,7 +125,7 @@ def test_killed_and_resumed_extraction_equals_uninterrupted(
     C.mark_shard(run, done[1], "partial")
     redo_mtime = C.shard_path(run, done[1]).stat().st_mtime_ns
     kept = {n: C.shard_path(run, n).stat().st_mtime_ns for n in done[2:]}
-    extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH)
+    extract_activations(run, small_probe_set, tiny_adapter, SETTINGS, PROBE, CPU)
     assert all(C.shard_path(run, n).stat().st_mtime_ns == t for n, t in kept.items())
     assert C.shard_path(run, done[1]).stat().st_mtime_ns != redo_mtime  # the partial shard was redone
     _assert_same_cache(cache_run, run)
@@ -122,20 +133,22 @@ def test_killed_and_resumed_extraction_equals_uninterrupted(
 
 def test_changed_config_recomputes_shards(tmp_path, tiny_adapter, small_probe_set):
     run = tmp_path / "run"
-    extract_activations(run, small_probe_set, tiny_adapter, batch_size=8, sites=["resid_post.1"])
+    extract_activations(
+        run, small_probe_set, tiny_adapter, ExtractSettings(layers=(1,), batch_size=8), PROBE, CPU
+    )
     fp_old = C.read_index(run)["fingerprint"]
     n_old = len(list(C.activations_dir(run).rglob("shard-*.safetensors")))
-    sites = ["resid_post.1", "mlp_out.2"]
-    extract_activations(run, small_probe_set, tiny_adapter, batch_size=16, sites=sites)
+    settings = ExtractSettings(site_kind="mlp_out", layers=(1, 2), batch_size=16)
+    extract_activations(run, small_probe_set, tiny_adapter, settings, PROBE, CPU)
     index = C.read_index(run)
-    assert index["fingerprint"] != fp_old and index["sites"] == sites
+    assert index["fingerprint"] != fp_old and index["sites"] == ["mlp_out.1", "mlp_out.2"]
     acts, _ = C.load_activation_cache(run)
-    assert set(acts) == {"resid_post.1", "mlp_out.2"}
+    assert set(acts) == {"mlp_out.1", "mlp_out.2"}
     files = sorted(C.activations_dir(run).rglob("shard-*.safetensors"))
     assert len(files) == len(index["shards"]) < n_old  # stale shards of the old layout are gone
 
 
-def test_generate_source_is_deterministic(tmp_path, tiny_adapter):
+def test_generate_source_does_not_depend_on_the_batches(tmp_path, tiny_adapter):
     ps = ProbeSet(
         "tempo",
         "",
@@ -144,33 +157,88 @@ def test_generate_source_is_deterministic(tmp_path, tiny_adapter):
         ["fast drums", "rapid techno", "quick punk"],
         ["slow piano", "lazy jazz", "calm drone"],
     )
-    kw = dict(
-        source="generate", gen_steps=5, gen_seed=7, reduction="mean", batch_size=3, fractions=(0.5, 0.5, 0.0)
-    )
-    extract_activations(tmp_path / "a", ps, tiny_adapter, **kw)
-    extract_activations(tmp_path / "b", ps, tiny_adapter, **{**kw, "batch_size": 2})  # other batches
+    settings = ExtractSettings(source="generate", position="mean", gen_steps=5, batch_size=3)
+    probe = ProbeSettings(split=(0.5, 0.5, 0.0))
+    extract_activations(tmp_path / "a", ps, tiny_adapter, settings, probe, CPU)
+    extract_activations(tmp_path / "b", ps, tiny_adapter, replace(settings, batch_size=2), probe, CPU)
     acts_a, meta_a = C.load_activation_cache(tmp_path / "a")
     acts_b, meta_b = C.load_activation_cache(tmp_path / "b")
     assert [m["id"] for m in meta_a] == [m["id"] for m in meta_b]
-    assert C.read_index(tmp_path / "a")["gen_steps"] == 5
+    index = C.read_index(tmp_path / "a")
+    assert (index["gen_steps"], index["guidance_scale"], index["reduction"]) == (5, 3.0, "mean")
     for site in acts_a:
         assert acts_a[site].shape == (6, tiny_adapter.hidden_size)
         torch.testing.assert_close(acts_a[site], acts_b[site], rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="reduction"):
-        ActivationCacheModule(tiny_adapter, tmp_path, source="prompt", reduction="mean")
+
+
+def test_bad_settings_are_refused(tmp_path, tiny_adapter):
+    with pytest.raises(ValueError, match="extract.position=first"):
+        ActivationCacheModule(tiny_adapter, tmp_path, ExtractSettings(source="prompt", position="mean"))
+    with pytest.raises(TypeError, match="MusicGenAdapter or ModelSettings"):
+        ActivationCacheModule("tiny", tmp_path, ExtractSettings())
+    with pytest.raises(ValueError, match="spawned ranks"):  # a loaded model does not pickle
+        extract_activations(
+            tmp_path,
+            "tempo",
+            tiny_adapter,
+            ExtractSettings(),
+            PROBE,
+            replace(CPU, devices=2, strategy="ddp_spawn"),
+        )
 
 
 def test_two_process_ddp_equals_one_process(tmp_path, cache_run, tiny_adapter, small_probe_set):
     run = tmp_path / "ddp"
-    extract_activations(run, small_probe_set, tiny_adapter, batch_size=BATCH, devices=2)
+    extract_activations(run, small_probe_set, tiny_adapter, SETTINGS, PROBE, replace(CPU, devices=2))
     _assert_same_cache(cache_run, run)
     for split in ("train", "val", "test"):  # streaming diff-mean directions (all-reduced sums)
         one = load_class_sums(C.activations_dir(cache_run) / C.SUMS_FILE)[split].directions()
         two = load_class_sums(C.activations_dir(run) / C.SUMS_FILE)[split].directions()
         for site in one:
             torch.testing.assert_close(one[site], two[site], rtol=0, atol=1e-7)
+    assert _writer_ranks(run) == {"0", "1"}  # both ranks wrote their share
+
+
+def _writer_ranks(run) -> set[str]:
     ranks = set()
     for entry in C.read_index(run)["shards"]:
         with safe_open(str(C.shard_path(run, entry["name"])), framework="pt") as f:
             ranks.add(f.metadata()["rank"])
-    assert ranks == {"0", "1"}  # both ranks wrote their share
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def hub_bf16_run(tmp_path_factory, tiny_model_dir, small_probe_set):
+    """ModelSettings of a bfloat16 model found by hub id through hf_cache_dir, and its one-process cache."""
+    root = tmp_path_factory.mktemp("hub-bf16")
+    install_in_hub_cache(tiny_model_dir, root / "hub", "facebook/musicgen-small")
+    model = ModelSettings(name="facebook/musicgen-small", hf_cache_dir=str(root / "hub"), dtype="bfloat16")
+    extract_activations(root / "one", small_probe_set, model, SETTINGS, PROBE, CPU)
+    return model, root / "one"
+
+
+@pytest.mark.parametrize("strategy", ["ddp_fork", pytest.param("ddp_spawn", marks=pytest.mark.slow)])
+def test_ranks_that_load_the_model_get_every_setting(
+    tmp_path, hub_bf16_run, cache_run, small_probe_set, strategy
+):
+    """Ranks get only ModelSettings and load the model themselves: same cache as one process, in bfloat16."""
+    model, one = hub_bf16_run
+    two = tmp_path / "two"
+    extract_activations(
+        two, small_probe_set, model, SETTINGS, PROBE, replace(CPU, devices=2, strategy=strategy)
+    )
+    _assert_same_cache(one, two)
+    assert _writer_ranks(two) == {"0", "1"}
+    assert C.read_index(two)["model_id"] == "facebook/musicgen-small"
+    acts, _ = C.load_activation_cache(two)
+    reference, _ = C.load_activation_cache(cache_run)  # the same prompts through the float32 model
+    for site, a in acts.items():
+        assert torch.equal(a.bfloat16().float(), a)  # computed in bfloat16, stored as float32
+        assert not torch.allclose(a, reference[site], rtol=0, atol=1e-6)
+        torch.testing.assert_close(a, reference[site], rtol=0.05, atol=0.05)
+
+
+def test_a_module_with_model_settings_pickles_for_spawned_ranks(tmp_path, hub_bf16_run):
+    model, _ = hub_bf16_run
+    module = pickle.loads(pickle.dumps(ActivationCacheModule(model, tmp_path, SETTINGS)))
+    assert module.model_settings == model and module.adapter is None

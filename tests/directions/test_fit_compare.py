@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 import sys
 import types
+from typing import get_args
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from steerlit.data.probe_set import ProbeSet
+from steerlit.data.settings import ProbeSettings
 from steerlit.directions import cache as C
 from steerlit.directions.baselines import pca_diff
 from steerlit.directions.compare import (
@@ -20,11 +24,17 @@ from steerlit.directions.compare import (
     fit_threshold,
     log_comparison,
     read_csv,
+    write_csv,
 )
 from steerlit.directions.diffmean import diff_mean
 from steerlit.directions.extraction import extract_activations
-from steerlit.directions.fit import METHODS, fit_directions
+from steerlit.directions.fit import METHOD_FITTERS, METHODS, Method, fit_directions
 from steerlit.directions.io import load_directions
+from steerlit.directions.settings import ExtractSettings, FitSettings, ProbeTrainSettings
+from steerlit.runtime import TrainerSettings
+
+CPU = TrainerSettings(enable_progress_bar=False)
+UNIT = ProbeTrainSettings(scale="unit")
 
 
 class EpochCounter(Callback):
@@ -37,7 +47,8 @@ class EpochCounter(Callback):
 
 def test_fit_directions_writes_every_method_and_the_comparison(cache_run, tiny_adapter):
     counter = EpochCounter()
-    path = fit_directions(cache_run, max_epochs=5, callbacks=[counter], check_val_every_n_epoch=5)
+    settings = FitSettings(probe=ProbeTrainSettings(max_epochs=5, val_every_n_epochs=5))
+    path = fit_directions(cache_run, settings, CPU, callbacks=[counter])
     assert path == cache_run / "directions.safetensors"
     assert counter.epochs == 10  # the caller's callback ran in both probe Trainers
     ds = load_directions(path, adapter=tiny_adapter)
@@ -63,15 +74,33 @@ def test_fit_directions_writes_every_method_and_the_comparison(cache_run, tiny_a
 
 
 def test_fit_directions_subset_and_errors(cache_run, tmp_path):
-    out = tmp_path / "d.safetensors"
-    fit_directions(cache_run, methods=("diffmean", "pca"), scale="unit", out=out)
-    ds = load_directions(out)
-    assert ds.methods == ["diffmean", "pca"]
+    run = tmp_path / "run"
+    shutil.copytree(C.activations_dir(cache_run), C.activations_dir(run))
+    path = fit_directions(run, FitSettings(methods=("diffmean", "pca"), probe=UNIT), CPU)
+    ds = load_directions(path)
+    assert ds.methods == ["diffmean", "pca"] and ds.metadata["scale"] == "unit"
     assert abs(float(ds.get("pca", "resid_post.0").norm()) - 1) < 1e-5
+    assert not (run / "probes").exists()  # no probe method asked for, none trained
     with pytest.raises(ValueError, match="method"):
-        fit_directions(cache_run, methods=("svm",))
+        fit_directions(run, FitSettings(methods=("svm",)), CPU)
+    with pytest.raises(ValueError, match="scale"):
+        fit_directions(run, FitSettings(probe=ProbeTrainSettings(scale="huge")), CPU)
     with pytest.raises(C.CacheError):
-        fit_directions(tmp_path / "empty")
+        fit_directions(tmp_path / "empty", FitSettings(), CPU)
+
+
+def test_the_method_registry_covers_the_declared_methods():
+    assert tuple(METHOD_FITTERS) == get_args(Method) == METHODS
+    assert all(callable(fit) for fit in METHOD_FITTERS.values())
+
+
+def test_comparison_csv_writes_nan_as_an_empty_cell(tmp_path):
+    row = dict(zip(COLUMNS, ["pca", "resid_post.2", 2, 0.75, float("nan"), 0.5, float("nan"), 1.0, 0.1]))
+    path = write_csv([row], tmp_path / "c.csv")
+    assert path.read_text().splitlines()[1] == "pca,resid_post.2,2,0.75,,0.5,,1.0,0.1"
+    (back,) = read_csv(path)
+    assert math.isnan(back["auroc"]) and math.isnan(back["cohens_d"]) and back["acc"] == 0.75
+    assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_one_dimensional_classifier_metrics():
@@ -119,8 +148,9 @@ def test_pca_uses_twins_of_a_pairs_cache(tmp_path, tiny_adapter):
     pos = [f"fast {w} track" for w in ("piano", "drum", "synth", "guitar", "organ", "bass", "choir", "flute")]
     neg = [t.replace("fast", "slow") for t in pos]
     ps = ProbeSet("tempo", "", "fast", "slow", pos, neg, pairs=list(zip(pos, neg)))
-    extract_activations(tmp_path, ps, tiny_adapter, form="pairs", batch_size=6, fractions=(0.75, 0.0, 0.25))
-    fit_directions(tmp_path, methods=("diffmean", "pca"), scale="unit")
+    probe = ProbeSettings(form="pairs", split=(0.75, 0.0, 0.25))
+    extract_activations(tmp_path, ps, tiny_adapter, ExtractSettings(batch_size=6), probe, CPU)
+    fit_directions(tmp_path, FitSettings(methods=("diffmean", "pca"), probe=UNIT), CPU)
     ds = load_directions(tmp_path / "directions.safetensors")
     acts, meta = C.load_activation_cache(tmp_path, split="train")
     pos_rows = [i for i, m in enumerate(meta) if m["label"] == 1]

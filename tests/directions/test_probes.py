@@ -7,11 +7,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from steerlit.data.settings import ProbeSettings
 from steerlit.directions import cache as C
 from steerlit.directions.extraction import extract_activations
 from steerlit.directions.probes import LinearProbeModule, ProbeDataModule, train_probe
+from steerlit.directions.settings import ExtractSettings, ProbeTrainSettings
+from steerlit.runtime import TrainerSettings
 
-FAST = dict(check_val_every_n_epoch=10)
+CPU = TrainerSettings(enable_progress_bar=False)
 
 
 def _synthetic(n=300, h=24, layers=3, seed=0):
@@ -37,7 +40,10 @@ def test_probe_recovers_a_separating_direction(kind, standardize, tmp_path):
     acts, y, splits, d = _synthetic()
     dm = ProbeDataModule.from_tensors(acts, y, splits)
     path = tmp_path / f"{kind}.safetensors"
-    probe = train_probe(dm, kind=kind, standardize=standardize, lr=0.05, max_epochs=60, save_to=path, **FAST)
+    settings = ProbeTrainSettings(
+        lr=0.05, weight_decay=1e-3, max_epochs=60, standardize=standardize, val_every_n_epochs=10
+    )
+    probe = train_probe(dm, settings, CPU, kind=kind, save_to=path)
     assert set(probe.last_val) >= {f"val/acc/{s}" for s in acts} | {f"val/auroc/{s}" for s in acts}
     for site in acts:
         assert probe.last_test[f"test/acc/{site}"] >= 0.99
@@ -86,7 +92,8 @@ def tempo_cache(tmp_path_factory, tiny_adapter):
     run, threads = tmp_path_factory.mktemp("tempo-cache"), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        extract_activations(run, "tempo", tiny_adapter, batch_size=64, fractions=(0.6, 0.1, 0.3))
+        probe = ProbeSettings(split=(0.6, 0.1, 0.3))
+        extract_activations(run, "tempo", tiny_adapter, ExtractSettings(batch_size=64), probe, CPU)
     finally:
         torch.set_num_threads(threads)
     return run
@@ -95,7 +102,8 @@ def tempo_cache(tmp_path_factory, tiny_adapter):
 def test_probe_matches_independent_logistic_regression_on_real_cache(tempo_cache):
     wd = 1e-2
     dm = ProbeDataModule(tempo_cache)
-    probe = train_probe(dm, kind="logistic", lr=0.05, weight_decay=wd, max_epochs=150, **FAST)
+    settings = ProbeTrainSettings(lr=0.05, weight_decay=wd, max_epochs=150, val_every_n_epochs=10)
+    probe = train_probe(dm, settings, CPU, kind="logistic")
     x_tr, y_tr = dm.split("_train")
     x_te, y_te = dm.split("test")
     assert len(y_te) >= 60

@@ -4,8 +4,9 @@ import shutil
 import pytest
 import torch
 
-from steerlit.models.loading import ModelLoadError, load_model
-from steerlit.models.tiny import build_tiny_musicgen
+from steerlit.models.loading import ModelLoadError, load_adapter, load_model
+from steerlit.models.settings import ModelSettings
+from steerlit.models.tiny import build_tiny_musicgen, install_in_hub_cache, tiny_musicgen_config
 
 
 def test_tiny_model_loads_through_from_pretrained(tiny_adapter, tiny_model_dir):
@@ -28,11 +29,16 @@ def test_dtype_option(tiny_model_dir):
         load_model(str(tiny_model_dir), dtype="float8")
 
 
-def test_hub_id_offline_fails_fast_with_instructions(tmp_path):
+@pytest.mark.parametrize("model_id", ["facebook/musicgen-small", "facebook/musicgen-medium"])
+def test_hub_id_offline_fails_fast_with_instructions(tmp_path, model_id):
     empty = tmp_path / "empty-cache"
-    with pytest.raises(ModelLoadError, match="huggingface-cli download facebook/musicgen-small") as err:
-        load_model("facebook/musicgen-small", hf_cache_dir=str(empty))
-    assert str(empty) in str(err.value)
+    with pytest.raises(ModelLoadError) as err:
+        load_model(model_id, hf_cache_dir=str(empty))
+    message = str(err.value)
+    assert str(empty) in message and "huggingface-cli" not in message
+    assert f"`hf download {model_id}`" in message  # the current huggingface_hub CLI
+    assert f'huggingface_hub.snapshot_download("{model_id}")' in message
+    assert f"hf download {model_id} --local-dir DIR" in message and "model.allow_download=true" in message
 
 
 def test_folder_missing_weights_names_the_files(tiny_model_dir, tmp_path):
@@ -73,6 +79,34 @@ def test_hub_id_loads_from_the_local_hf_cache(tiny_model_dir, tmp_path):
     (cache / "models--facebook--musicgen-small" / "refs" / "main").write_text("0123abc")
     adapter = load_model("facebook/musicgen-small", hf_cache_dir=str(cache))
     assert adapter.model_id == "facebook/musicgen-small" and adapter.num_layers == 4
+
+
+def test_load_adapter_honours_every_model_setting(tiny_model_dir, tmp_path):
+    snapshot = install_in_hub_cache(tiny_model_dir, tmp_path / "hub", "facebook/musicgen-small")
+    assert (snapshot / "config.json").exists()
+    settings = ModelSettings(
+        name="facebook/musicgen-small",
+        hf_cache_dir=str(tmp_path / "hub"),
+        dtype="bfloat16",
+        attn_implementation="eager",
+        device="cpu",
+    )
+    adapter = load_adapter(settings)
+    assert adapter.model_id == "facebook/musicgen-small" and adapter.dtype == torch.bfloat16
+    assert adapter.device == torch.device("cpu")
+    assert adapter.model.decoder.config._attn_implementation == "eager"
+    assert adapter.model.text_encoder.config._attn_implementation == "eager"
+    with pytest.raises(ModelLoadError, match="not on this machine"):
+        load_adapter(ModelSettings(name="facebook/musicgen-small", hf_cache_dir=str(tmp_path / "elsewhere")))
+
+
+def test_tiny_config_has_musicgen_small_structure():
+    config = tiny_musicgen_config()
+    assert config.audio_encoder.sampling_rate == 32000 and config.audio_encoder.frame_rate == 50
+    assert config.audio_encoder.num_quantizers == config.decoder.num_codebooks == 4
+    assert config.decoder.pad_token_id == config.decoder.bos_token_id == config.decoder.vocab_size == 64
+    with pytest.raises(ValueError, match="power of two"):
+        tiny_musicgen_config(codebook_size=48)
 
 
 def test_tiny_short_name_is_built_once(tmp_path, monkeypatch):
