@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from steerlit.files import atomic_write_text
 from steerlit.testbed.synth import INSTRUMENTS, KEY_NAMES, PATTERNS, ClipSpec, spec_for_index
 
 FAST_BPM, SLOW_BPM = 140.0, 90.0
@@ -148,32 +149,38 @@ def neutral_prompts(n: int = 24) -> list[str]:
     return out
 
 
+def _pole_set(name: str, description: str, poles: tuple[str, str], prompts: tuple[list, list]) -> dict:
+    """A two-pole probe set (schema of ``probes/*.yaml``) whose prompt i of both poles are twins."""
+    (positive, negative), (pos, neg) = poles, prompts
+    return {
+        "name": name,
+        "description": description,
+        "poles": {"positive": positive, "negative": negative},
+        "prompts": {positive: pos, negative: neg},
+        "pairs": [{positive: p, negative: n} for p, n in zip(pos, neg)],
+    }
+
+
 def probe_sets(n_per_pole: int = 48, n_neutral: int = 24) -> dict[str, dict]:
     """The three testbed probe sets as plain dicts (schema of ``probes/*.yaml``)."""
-    fast, slow = _pole_prompts(TEMPO_WORDS, "fast", "slow", n_per_pole, seed=101)
-    bright, dark = _pole_prompts(BRIGHT_WORDS, "bright", "dark", n_per_pole, seed=202)
+    tempo = _pole_prompts(TEMPO_WORDS, "fast", "slow", n_per_pole, seed=101)
+    brightness = _pole_prompts(BRIGHT_WORDS, "bright", "dark", n_per_pole, seed=202)
     return {
-        "testbed_tempo": {
-            "name": "testbed_tempo",
-            "description": (
-                f"Tempo poles for the steerlit testbed (synthetic music; fast >= {FAST_BPM:.0f} BPM, slow <= "
-                f"{SLOW_BPM:.0f} BPM in "
-                "training captions). Prompt i of both poles differs only in the tempo word (`pairs` lists the twins)."
-            ),
-            "poles": {"positive": "fast", "negative": "slow"},
-            "prompts": {"fast": fast, "slow": slow},
-            "pairs": [{"fast": f, "slow": s} for f, s in zip(fast, slow)],
-        },
-        "testbed_timbre": {
-            "name": "testbed_timbre",
-            "description": (
-                "Brightness poles for the steerlit testbed (low-pass cutoff of all instruments). Prompt i of "
-                "both poles differs only in the brightness word (`pairs` lists the twins)."
-            ),
-            "poles": {"positive": "bright", "negative": "dark"},
-            "prompts": {"bright": bright, "dark": dark},
-            "pairs": [{"bright": b, "dark": d} for b, d in zip(bright, dark)],
-        },
+        "testbed_tempo": _pole_set(
+            "testbed_tempo",
+            f"Tempo poles for the steerlit testbed (synthetic music; fast >= {FAST_BPM:.0f} BPM, slow <= "
+            f"{SLOW_BPM:.0f} BPM in "
+            "training captions). Prompt i of both poles differs only in the tempo word (`pairs` lists the twins).",
+            ("fast", "slow"),
+            tempo,
+        ),
+        "testbed_timbre": _pole_set(
+            "testbed_timbre",
+            "Brightness poles for the steerlit testbed (low-pass cutoff of all instruments). Prompt i of "
+            "both poles differs only in the brightness word (`pairs` lists the twins).",
+            ("bright", "dark"),
+            brightness,
+        ),
         "testbed_neutral": {
             "name": "testbed_neutral",
             "description": (
@@ -189,12 +196,10 @@ def write_probe_sets(folder: str | Path = "probes") -> list[Path]:
     """Write ``testbed_tempo.yaml``, ``testbed_timbre.yaml``, ``testbed_neutral.yaml`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in probe_sets().items():
-        path = folder / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False, width=120))
-        paths.append(path)
-    return paths
+    return [
+        atomic_write_text(folder / f"{name}.yaml", yaml.safe_dump(data, sort_keys=False, width=120))
+        for name, data in probe_sets().items()
+    ]
 
 
 def training_corpus(num_clips: int = 3000) -> list[str]:

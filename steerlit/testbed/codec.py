@@ -99,7 +99,7 @@ def spectral_centroid_torch(x: torch.Tensor, n_fft: int = 2048, hop: int = 512) 
 @functools.cache
 def _mel_filters(n_fft: int) -> np.ndarray:
     """librosa's Slaney mel filterbank, ``n_fft // 16`` bands: (n_mels, n_fft // 2 + 1). Built once per size."""
-    import librosa
+    import librosa  # deferred: librosa (heavy; only the mel loss needs it)
 
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=n_fft // 16)
 
@@ -322,7 +322,7 @@ class CodecModule(L.LightningModule):
         logger = self.logger
         if logger is None or not hasattr(logger, "experiment") or not hasattr(logger.experiment, "log"):
             return
-        import wandb
+        import wandb  # deferred: wandb (optional, heavy)
 
         logger.experiment.log(
             {

@@ -32,9 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
+from steerlit.files import atomic_write_text
 from steerlit.metrics.attributes import compute_attribute
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM, probe_sets
+from steerlit.testbed.codec import round_trip
+from steerlit.testbed.steering_report import format_report, studies_report
 from steerlit.testbed.synth import (
     BPM_RANGE,
     SAMPLE_RATE,
@@ -106,8 +110,6 @@ def _mean_per_band(change_db: list[np.ndarray]) -> list[float]:
 def codec_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
     """Encode/decode ``n`` held-out clips with the stock EnCodec; compare tempo and centroid, and the
     level change per octave band (dB, mean over clips): where in the spectrum the codec loses energy."""
-    from steerlit.testbed.codec import round_trip
-
     tempo_ok, cent_ok, rel_cent, band_db = [], [], [], []
     for i in range(n):
         y = render(spec_for_index(i, base_seed))
@@ -132,8 +134,6 @@ def stem_round_trip(encodec, n: int = 40, base_seed: int = 1) -> dict:
     """Round trip of each held-out clip's drums alone and pitched part alone (the mix's stems, at their
     level in the mix): level change per octave band (dB, mean over clips). A codec whose codes carry
     the pitched part keeps it when it plays alone and adds nothing to the drums alone in its bands."""
-    from steerlit.testbed.codec import round_trip
-
     change = {"drums": [], "pitched": []}
     for i in range(n):
         for name, stem in zip(("drums", "pitched"), render_stems(spec_for_index(i, base_seed)), strict=True):
@@ -153,8 +153,6 @@ def tone_round_trip(encodec, freqs_hz: tuple[float, ...] = TONE_TEST_HZ, seconds
     """RMS of the decoded / RMS of the input for a steady sine and for the same sine in decaying notes
     (four a second), per frequency: how much of a held tone vs a plucked one the codec keeps
     (1 = all). Edges (0.1 s each side) are left out."""
-    from steerlit.testbed.codec import round_trip
-
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     edge = int(0.1 * SAMPLE_RATE)
     out: dict[str, list[float]] = {"freqs_hz": list(freqs_hz), "steady": [], "decaying_notes": []}
@@ -263,8 +261,6 @@ def evaluate(
     seeds: tuple[int, ...] = PROMPT_SEEDS,
 ) -> dict:
     """All of the above for the saved model in ``model_dir``."""
-    from transformers import AutoProcessor, MusicgenForConditionalGeneration
-
     model = MusicgenForConditionalGeneration.from_pretrained(model_dir).eval()
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     t0 = time.time()
@@ -316,15 +312,11 @@ def main(argv: list[str] | None = None) -> None:
         else evaluate(args.model, args.n_clips, args.n_prompts, args.heldout_seed, tuple(args.seeds))
     )
     if args.study:
-        from steerlit.testbed.steering_report import format_report, studies_report
-
         results["steering"] = studies_report(args.study)
         print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:
-        from steerlit.engines.results import atomic_write_text
-
-        atomic_write_text(Path(args.out), json.dumps(results, indent=2))
+        atomic_write_text(Path(args.out), json.dumps(results, indent=2))  # eval.json's format
 
 
 if __name__ == "__main__":

@@ -17,117 +17,25 @@ of a fraction of the examples, as ``generate`` does for the unconditional half o
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from omegaconf import DictConfig
 from transformers import (
-    EncodecFeatureExtractor,
     EncodecModel,
     MusicgenConfig,
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
-    MusicgenProcessor,
     T5Config,
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from steerlit.testbed.captions import caption_for, training_captions
-from steerlit.testbed.codec import encode_codes
-from steerlit.testbed.synth import SAMPLE_RATE, ClipSpec, render, spec_for_index
-
-
-@torch.no_grad()
-def build_code_cache(
-    encodec_dir: str | Path,
-    cache_path: str | Path,
-    num_clips: int,
-    base_seed: int = 0,
-    clip_s: float = 4.0,
-    seed: int = 0,
-    batch_size: int = 32,
-) -> dict:
-    """Render ``num_clips`` training clips, encode them with the stock EnCodec and save
-    ``{"codes": (N, K, T) int16, "captions": [N], "specs": [N dicts]}`` to ``cache_path``."""
-    encodec = EncodecModel.from_pretrained(encodec_dir).eval()
-    specs = [spec_for_index(i, base_seed) for i in range(num_clips)]
-    codes = []
-    for start in tqdm(range(0, num_clips, batch_size), desc="render + encode clips", unit="batch"):
-        wav = np.stack([render(s, clip_s) for s in specs[start : start + batch_size]])
-        codes.append(encode_codes(encodec, torch.from_numpy(wav)[:, None]).to(torch.int16))
-    data = {
-        "codes": torch.cat(codes),
-        "captions": training_captions(num_clips, base_seed, seed),
-        "specs": [s.to_dict() for s in specs],
-        "clip_s": float(clip_s),
-        "render_sha256": render_fingerprint(specs, clip_s),
-    }
-    cache_path = Path(cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(f".{cache_path.name}.tmp")
-    torch.save(data, tmp)
-    tmp.replace(cache_path)  # atomic: an interrupted run never leaves a truncated cache
-    return data
-
-
-def render_fingerprint(specs: list[ClipSpec], clip_s: float, n: int = 4) -> str:
-    """sha256 of the first ``n`` clips as the synth renders them now: a change of the synth that keeps
-    the specs (e.g. the pitched part's note values) changes it. A few milliseconds."""
-    digest = hashlib.sha256()
-    for spec in specs[:n]:
-        digest.update(render(spec, clip_s).tobytes())
-    return digest.hexdigest()
-
-
-def code_cache_matches(
-    cache_path: str | Path, num_clips: int, base_seed: int = 0, clip_s: float = 4.0
-) -> bool:
-    """True if the cache holds exactly the clips ``spec_for_index(0..num_clips-1, base_seed)`` as the
-    synth renders them now, at ``clip_s`` seconds: a changed ``train_clips``, seed, clip length, synth
-    sampling (e.g. its BPM range) or synth rendering makes a cache stale even when it is newer than the
-    codec. Caches written before the rendering fingerprint existed count as stale."""
-    data = torch.load(cache_path, weights_only=True)
-    specs = [spec_for_index(i, base_seed) for i in range(num_clips)]
-    return (
-        len(data["specs"]) == num_clips
-        and all(s == spec.to_dict() for s, spec in zip(data["specs"], specs))
-        and data.get("clip_s") == float(clip_s)
-        and data.get("render_sha256") == render_fingerprint(specs, clip_s)
-    )
-
-
-class CodeDataset(Dataset):
-    """Cached clips. Items: (codes (K, T) int64, caption str).
-
-    With ``recaption=True`` every access draws a fresh caption of the clip's spec (new synonyms,
-    template and attribute drops), a cheap text augmentation; otherwise the cached caption is used.
-    """
-
-    def __init__(self, cache_path: str | Path, tokenizer, seed: int = 0, recaption: bool = True):
-        data = torch.load(cache_path, weights_only=True)
-        self.codes, self.captions, self.tokenizer = data["codes"], data["captions"], tokenizer
-        self.specs = [ClipSpec(**s) for s in data["specs"]]
-        self.recaption, self.rng = recaption, np.random.default_rng([seed, 777])
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def __getitem__(self, i: int):
-        caption = caption_for(self.specs[i], self.rng) if self.recaption else self.captions[i]
-        return self.codes[i].long(), caption
-
-    def collate(self, items) -> dict:
-        """-> {"codes": (B, K, T), "input_ids": (B, S), "attention_mask": (B, S)}."""
-        codes = torch.stack([c for c, _ in items])
-        tok = self.tokenizer([t for _, t in items], padding=True, return_tensors="pt")
-        return {"codes": codes, "input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"]}
+from steerlit.testbed.synth import SAMPLE_RATE
+from steerlit.testbed.train_config import LM_MODULE_OPTIONS, LM_TRAINING_KEYS, given_options
 
 
 def delay_inputs_and_labels(codes: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,31 +107,52 @@ def set_generation_defaults(model: MusicgenForConditionalGeneration, cfg: DictCo
     gen.bos_token_id = dec.bos_token_id
 
 
+@dataclasses.dataclass(frozen=True)
+class LMTraining:
+    """How :class:`MusicgenLM` trains: AdamW with ``lr`` after ``warmup_steps`` linear steps, cosine decay
+    to a tenth over ``max_steps``; condition dropout (``cond_dropout``); the first ``prefix_frames``
+    positions weighted ``prefix_weight`` times in the loss; whole audio-context frames hidden with
+    probability ``input_dropout``; ``freeze_text_encoder`` keeps the text encoder fixed (and in eval mode)."""
+
+    lr: float = 6e-4
+    warmup_steps: int = 150
+    max_steps: int = 4000
+    cond_dropout: float = 0.15
+    weight_decay: float = 0.01
+    prefix_frames: int = 0
+    prefix_weight: float = 1.0
+    input_dropout: float = 0.0
+    freeze_text_encoder: bool = False
+
+    @classmethod
+    def from_config(cls, lm: DictConfig) -> LMTraining:
+        """From the ``lm`` config section: it must set ``LM_TRAINING_KEYS`` and may set ``LM_MODULE_OPTIONS``
+        (``weight_decay`` is not a config key: its default holds)."""
+        return cls(**{k: lm[k] for k in LM_TRAINING_KEYS}, **given_options(lm, *LM_MODULE_OPTIONS))
+
+
 class MusicgenLM(L.LightningModule):
     """Trains text encoder + decoder of a ``MusicgenForConditionalGeneration``; EnCodec frozen.
 
-    Batch: {"codes": (B, K, T), "input_ids": (B, S), "attention_mask": (B, S)}.
+    Batch: {"codes": (B, K, T), "input_ids": (B, S), "attention_mask": (B, S)}. The hyperparameters
+    (``self.hparams``) are the fields of ``training`` (:class:`LMTraining`) and ``log_audio_every``.
     """
 
     def __init__(
         self,
         model: MusicgenForConditionalGeneration,
-        lr: float = 6e-4,
-        warmup_steps: int = 150,
-        max_steps: int = 4000,
-        cond_dropout: float = 0.15,
-        weight_decay: float = 0.01,
+        training: LMTraining | None = None,
+        *,
         log_audio_every: int = 0,
         tokenizer=None,
-        prefix_frames: int = 0,
-        prefix_weight: float = 1.0,
-        input_dropout: float = 0.0,
-        freeze_text_encoder: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        training = training or LMTraining()
+        self.save_hyperparameters({**dataclasses.asdict(training), "log_audio_every": log_audio_every})
         self.model, self.tokenizer = model, tokenizer
-        frozen = [self.model.audio_encoder] + ([self.model.text_encoder] if freeze_text_encoder else [])
+        frozen = [self.model.audio_encoder] + (
+            [self.model.text_encoder] if training.freeze_text_encoder else []
+        )
         for part in frozen:
             for p in part.parameters():
                 p.requires_grad_(False)
@@ -302,7 +231,7 @@ class MusicgenLM(L.LightningModule):
             or not hasattr(getattr(logger, "experiment", None), "log")
         ):
             return
-        import wandb
+        import wandb  # deferred: wandb (optional, heavy)
 
         was_training = self.model.training
         self.model.eval()
@@ -346,58 +275,3 @@ class MusicgenLM(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def assemble(
-    lm_dir: str | Path,
-    out_dir: str | Path,
-    cfg: DictConfig,
-    extra_files: dict[str, Path] | None = None,
-    decoder_from: str | Path | None = None,
-) -> Path:
-    """Save model (fp32 safetensors) + ``MusicgenProcessor`` (tokenizer + feature extractor) + card.
-
-    Atomic: everything is written to a hidden sibling folder that then replaces ``out_dir`` whole, so
-    a crash never leaves a half-written model, and files of a previous model (its ``eval.json``,
-    its ``directions/``) never sit next to the new weights. ``extra_files`` ({name: source}) are
-    copied in before the card is written (e.g. the training stats it quotes). ``decoder_from``: an
-    ``EncodecModel`` folder whose decoder replaces the model's codec decoder; its encoder and
-    codebooks must equal the model's (they made the LM's training codes), or its widening
-    (:func:`~steerlit.testbed.widen.with_tuned_decoder`), else ``ValueError``.
-    """
-    import shutil
-
-    from transformers import AutoTokenizer
-
-    from steerlit.testbed.model_card import write_model_card
-
-    out_dir = Path(out_dir)
-    tmp, old = out_dir.with_name(f".{out_dir.name}.tmp"), out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, src in (extra_files or {}).items():
-        shutil.copy(src, tmp / name)
-    model = MusicgenForConditionalGeneration.from_pretrained(lm_dir)
-    if decoder_from is not None:
-        from steerlit.testbed.widen import with_tuned_decoder
-
-        model.audio_encoder = with_tuned_decoder(
-            model.audio_encoder, EncodecModel.from_pretrained(decoder_from)
-        )
-        model.config.audio_encoder = model.audio_encoder.config
-    set_generation_defaults(model, cfg)
-    tokenizer = AutoTokenizer.from_pretrained(lm_dir)
-    fe = EncodecFeatureExtractor(
-        feature_size=1, sampling_rate=model.config.audio_encoder.sampling_rate, padding_value=0.0
-    )
-    processor = MusicgenProcessor(feature_extractor=fe, tokenizer=tokenizer)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    OmegaConf.save(cfg, tmp / "training_config.yaml")
-    write_model_card(tmp, cfg, model)
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from steerlit.engines.results import atomic_write_text
+from steerlit.files import atomic_write_text
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
 from steerlit.testbed.steering_report import cross_change, format_report
 from steerlit.testbed.synth import BPM_RANGE
@@ -32,51 +32,59 @@ def _with_note(text: str, stats: dict) -> str:
     return text + (f"; {stats['note']}." if stats.get("note") else ".")
 
 
-def _limitations(ev: dict) -> list[str]:
-    """Plain statements of where the evaluation falls short of its targets."""
-    out = []
-    rt = ev.get("codec_round_trip", {})
-    if rt.get("tempo_within_4pct", 1) < 0.9 or rt.get("centroid_within_10pct", 1) < 0.9:
-        tones = rt.get("tone_rms_ratio")
-        why = (
-            f"the codec keeps {min(tones['steady']):.0%}-{max(tones['steady']):.0%} of a steady sine's RMS at "
-            f"{min(tones['freqs_hz']):.0f}-{max(tones['freqs_hz']):.0f} Hz but "
-            f"{min(tones['decaying_notes']):.0%}-{max(tones['decaying_notes']):.0%} of the same sine in decaying "
-            "notes, so held organ chords and lead notes come back too quiet and a clip's centroid follows its drums"
-            if tones
-            else "the toy codec's 1.8 kbps codes carry the spectral envelope only coarsely"
+def _codec_shortfall(rt: dict) -> str:
+    """Why the codec round trip misses its targets, from the measurements ``rt`` holds."""
+    tones = rt.get("tone_rms_ratio")
+    why = (
+        f"the codec keeps {min(tones['steady']):.0%}-{max(tones['steady']):.0%} of a steady sine's RMS at "
+        f"{min(tones['freqs_hz']):.0f}-{max(tones['freqs_hz']):.0f} Hz but "
+        f"{min(tones['decaying_notes']):.0%}-{max(tones['decaying_notes']):.0%} of the same sine in decaying "
+        "notes, so held organ chords and lead notes come back too quiet and a clip's centroid follows its drums"
+        if tones
+        else "the toy codec's 1.8 kbps codes carry the spectral envelope only coarsely"
+    )
+    bands = rt.get("band_level_change_db")
+    if bands:
+        edges, worst = rt["band_edges_hz"], int(np.argmin(bands))
+        why += (
+            f"; per octave band the round trip loses the most at {edges[worst]:.0f}-{edges[worst + 1]:.0f} Hz "
+            f"({bands[worst]:+.1f} dB, mean over clips; all bands: "
+            + ", ".join(f"{v:+.1f}" for v in bands)
+            + " dB)"
         )
-        bands = rt.get("band_level_change_db")
-        if bands:
-            edges, worst = rt["band_edges_hz"], int(np.argmin(bands))
+        stems = rt.get("stems")
+        if stems:
             why += (
-                f"; per octave band the round trip loses the most at {edges[worst]:.0f}-{edges[worst + 1]:.0f} Hz "
-                f"({bands[worst]:+.1f} dB, mean over clips; all bands: "
-                + ", ".join(f"{v:+.1f}" for v in bands)
-                + " dB)"
+                f"; there, the pitched part alone comes back at {stems['pitched'][worst]:+.1f} dB and the drums "
+                f"alone at {stems['drums'][worst]:+.1f} dB, so the codes barely say whether a pitched part plays"
             )
-            stems = rt.get("stems")
-            if stems:
-                why += (
-                    f"; there, the pitched part alone comes back at {stems['pitched'][worst]:+.1f} dB and the drums "
-                    f"alone at {stems['drums'][worst]:+.1f} dB, so the codes barely say whether a pitched part plays"
-                )
-        out.append(
+    return why
+
+
+def _codec_limitations(rt: dict) -> list[str]:
+    """The codec round trip's shortfall, or (targets met) what its sound still lacks."""
+    if rt.get("tempo_within_4pct", 1) < 0.9 or rt.get("centroid_within_10pct", 1) < 0.9:
+        return [
             f"- Codec round trip: tempo kept within 4% on {rt.get('tempo_within_4pct', 0):.0%} of held-out clips, "
             f"centroid within 10% on only {rt.get('centroid_within_10pct', 0):.0%} (median change "
-            f"{rt.get('centroid_rel_error_median', 0):+.0%}): {why}."
-        )
-    elif rt.get("stems") and rt.get("tone_rms_ratio"):
+            f"{rt.get('centroid_rel_error_median', 0):+.0%}): {_codec_shortfall(rt)}."
+        ]
+    if rt.get("stems") and rt.get("tone_rms_ratio"):
         pitched, tones = rt["stems"]["pitched"], rt["tone_rms_ratio"]
         worst, edges = int(np.argmin(pitched)), rt["stems"]["band_edges_hz"]
-        out.append(
+        return [
             f"- Codec sound: the round-trip targets are met (tempo {rt['tempo_within_4pct']:.0%}, centroid "
             f"{rt['centroid_within_10pct']:.0%}), yet pitched notes come back too quiet: the pitched part alone "
             f"at {pitched[worst]:+.1f} dB at {edges[worst]:.0f}-{edges[worst + 1]:.0f} Hz, a steady sine at "
             f"{min(tones['steady']):.0%}-{max(tones['steady']):.0%} of its RMS. A measurement-grade codec, not a "
             "good-sounding one."
-        )
-    pf = ev.get("prompt_following", {})
+        ]
+    return []
+
+
+def _prompt_following_limitations(pf: dict) -> list[str]:
+    """Where the unsteered model follows its tempo and brightness words less than targeted."""
+    out = []
     t, c = pf.get("tempo", {}), pf.get("centroid", {})
     if t and t.get("auroc_fast_gt_slow", 1) < 0.65:
         out.append(
@@ -94,6 +102,12 @@ def _limitations(ev: dict) -> list[str]:
             f"- Brightness words are followed moderately: centroid AUROC bright > dark {c['auroc_bright_gt_dark']:.2f} "
             f"(target 0.95; medians {c['median_hz_bright']:.0f} vs {c['median_hz_dark']:.0f} Hz)."
         )
+    return out
+
+
+def _steering_limitations(ev: dict) -> list[str]:
+    """The steering study's acceptance and each concept's best group (rows of ``ev["steering"]``)."""
+    out = []
     st = ev.get("steering", {}).get("groups", [])
     if st and not any(g.get("passes") for g in st):
         out.append(
@@ -112,6 +126,15 @@ def _limitations(ev: dict) -> list[str]:
             f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
             f"{g.get('monotone_to', float('nan')):g}."
         )
+    return out
+
+
+def limitations(ev: dict) -> list[str]:
+    """Plain statements (Markdown list items) of where the evaluation ``ev`` (``eval.json``) falls
+    short of its targets; ``["- All evaluation targets met."]`` if it does nowhere."""
+    out = _codec_limitations(ev.get("codec_round_trip", {}))
+    out += _prompt_following_limitations(ev.get("prompt_following", {}))
+    out += _steering_limitations(ev)
     ref = ev.get("reference_real_clips", {}).get("tempo", {})
     if ref:
         out.append(
@@ -121,18 +144,12 @@ def _limitations(ev: dict) -> list[str]:
     return out or ["- All evaluation targets met."]
 
 
-def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
-    """Write ``out_dir/README.md`` from the config, the train stats and ``eval.json`` if present."""
-    out_dir = Path(out_dir)
-    codec = _load(out_dir / "codec_train_stats.json") or _load(
-        Path(cfg.run_dir) / "codec/encodec/train_stats.json"
-    )
-    lm = _load(out_dir / "lm_train_stats.json") or _load(Path(cfg.run_dir) / "lm/model/train_stats.json")
-    dec = _load(out_dir / "codec_decoder_train_stats.json")
-    ev = _load(out_dir / "eval.json")
-    ac, dc, tc = model.config.audio_encoder, model.config.decoder, model.config.text_encoder
-    size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
-    lines = [
+_limitations = limitations  # the old name, until tests/testbed/test_steering_report.py imports `limitations`
+
+
+def _header() -> list[str]:
+    """Front matter, what the model is, and how to load it."""
+    return [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-to-audio",
@@ -153,6 +170,12 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         "audio = model.generate(**inputs, max_new_tokens=253)  # (1, 1, ~5 s * 16 kHz), CFG 3, top-k",
         "```",
         "",
+    ]
+
+
+def _architecture(cfg: DictConfig, model, size_mb: float) -> list[str]:
+    ac, dc, tc = model.config.audio_encoder, model.config.decoder, model.config.text_encoder
+    return [
         "## Architecture",
         f"- EnCodec: {ac.sampling_rate} Hz mono, ratios {list(ac.upsampling_ratios)} (50 Hz frames), "
         f"num_filters {ac.num_filters}, {ac.num_quantizers} codebooks x {ac.codebook_size} "
@@ -174,6 +197,11 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         f"{model.generation_config.top_k}; top-k was chosen on probe prompts the evaluation does not use "
         "(BENCHMARKS.md, testbed sampling).",
         "",
+    ]
+
+
+def _data(cfg: DictConfig) -> list[str]:
+    return [
         "## Data",
         "- `steerlit.testbed.synth`: 4 s, 16 kHz clips: kick/snare/hat drums + a pitched part (pluck, organ, bass,",
         f"  lead) on a minor-pentatonic riff; tempo {BPM_RANGE[0]:.0f}-{BPM_RANGE[1]:.0f} BPM (measured with librosa's"
@@ -189,59 +217,78 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
         f"  held-out clips from seed stream {cfg.data.heldout_base_seed}. Neutral probe prompts use a sentence template never",
         "  used in training.",
         "",
+    ]
+
+
+def _codec_training(cfg: DictConfig, codec: dict) -> str:
+    return _with_note(
+        f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
+        "L1 + multi-resolution log-STFT + commitment"
+        + (
+            f" + log band-energy (x{cfg.codec.w_envelope}) + log spectral-centroid (x{cfg.codec.w_centroid})"
+            if cfg.codec.get("w_envelope")
+            else ""
+        )
+        + (
+            f", {cfg.codec.stem_prob:.0%} of the crops a single stem (drums or pitched part alone)"
+            if cfg.codec.get("stem_prob")
+            else ""
+        )
+        + "; EMA RVQ with k-means init and dead-code reset; "
+        f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
+        f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min"
+        + (f" (continuing from `{cfg.codec.init_from}`)" if cfg.codec.get("init_from") else ""),
+        codec,
+    )
+
+
+def _training(cfg: DictConfig, codec: dict, dec: dict, lm: dict) -> list[str]:
+    """The training section from the stages' train stats (``dec``: the decoder fine-tune's, if any)."""
+    decoder_line = (
+        _with_note(
+            f"- Codec decoder fine-tune (encoder and codebooks frozen, codes unchanged): {dec.get('steps', '?')} "
+            f"steps, batch {cfg.codec_decoder.batch_size} x {cfg.codec_decoder.crop_s} s, adding log band-energy "
+            f"(x{cfg.codec_decoder.w_envelope}) and log spectral-centroid (x{cfg.codec_decoder.w_centroid}) "
+            f"losses; final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, "
+            f"{dec.get('seconds', 0) / 60:.0f} min",
+            dec,
+        )
+        if dec
+        else None
+    )
+    lm_line = _with_note(
+        f"- LM: {lm.get('steps', '?')} steps, batch {cfg.lm.batch_size} x 4 s (200 frames + delay), "
+        f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG), "
+        f"first {cfg.lm.get('prefix_frames', 0)} frames weighted x{cfg.lm.get('prefix_weight', 1.0)}, "
+        f"audio-context frame dropout {cfg.lm.get('input_dropout', 0.0)};"
+        f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
+        f"{lm.get('seconds', 0) / 60:.0f} min",
+        lm,
+    )
+    return [
         "## Training (2 CPU cores)",
-        _with_note(
-            f"- Codec: {codec.get('steps', '?')} steps, batch {cfg.codec.batch_size} x {cfg.codec.crop_s} s crops, "
-            "L1 + multi-resolution log-STFT + commitment"
-            + (
-                f" + log band-energy (x{cfg.codec.w_envelope}) + log spectral-centroid (x{cfg.codec.w_centroid})"
-                if cfg.codec.get("w_envelope")
-                else ""
-            )
-            + (
-                f", {cfg.codec.stem_prob:.0%} of the crops a single stem (drums or pitched part alone)"
-                if cfg.codec.get("stem_prob")
-                else ""
-            )
-            + "; EMA RVQ with k-means init and dead-code reset; "
-            f"final loss {codec.get('codec/loss', float('nan')):.3f} (L1 {codec.get('codec/l1', float('nan')):.4f}, "
-            f"STFT {codec.get('codec/stft', float('nan')):.3f}), {codec.get('seconds', 0) / 60:.0f} min"
-            + (f" (continuing from `{cfg.codec.init_from}`)" if cfg.codec.get("init_from") else ""),
-            codec,
-        ),
-        *(
-            [
-                _with_note(
-                    f"- Codec decoder fine-tune (encoder and codebooks frozen, codes unchanged): {dec.get('steps', '?')} "
-                    f"steps, batch {cfg.codec_decoder.batch_size} x {cfg.codec_decoder.crop_s} s, adding log band-energy "
-                    f"(x{cfg.codec_decoder.w_envelope}) and log spectral-centroid (x{cfg.codec_decoder.w_centroid}) "
-                    f"losses; final centroid log-error {dec.get('codec/centroid', float('nan')):.3f}, "
-                    f"{dec.get('seconds', 0) / 60:.0f} min",
-                    dec,
-                )
-            ]
-            if dec
-            else []
-        ),
-        _with_note(
-            f"- LM: {lm.get('steps', '?')} steps, batch {cfg.lm.batch_size} x 4 s (200 frames + delay), "
-            f"AdamW lr {cfg.lm.lr}, condition dropout {cfg.lm.cond_dropout} (zeroed text states and mask, as in CFG), "
-            f"first {cfg.lm.get('prefix_frames', 0)} frames weighted x{cfg.lm.get('prefix_weight', 1.0)}, "
-            f"audio-context frame dropout {cfg.lm.get('input_dropout', 0.0)};"
-            f" final train CE {lm.get('lm/loss', float('nan')):.3f} nats (averaged over codebooks), "
-            f"{lm.get('seconds', 0) / 60:.0f} min",
-            lm,
-        ),
+        _codec_training(cfg, codec),
+        *([decoder_line] if decoder_line else []),
+        lm_line,
         "- Reproduce: `python -m steerlit.testbed.train --config configs/testbed/default.yaml` with the overrides of "
         "`training_config.yaml`; where a stage continued an earlier run, its note above names it.",
         "",
-        "## Evaluation",
     ]
+
+
+def _evaluation(ev: dict) -> list[str]:
+    lines = ["## Evaluation"]
     if ev:
         lines += ["`python -m steerlit.testbed.evaluate --model checkpoints/testbed` gave:", "", "```"]
         lines += [json.dumps(ev, indent=2), "```"]
     else:
         lines += ["Not run yet: `python -m steerlit.testbed.evaluate --model checkpoints/testbed`."]
+    return lines
+
+
+def _steering_section(ev: dict) -> list[str]:
+    """The steering study's table (rows of ``ev["steering"]``), if the evaluation holds one."""
+    lines = []
     if ev.get("steering"):
         lines += [
             "",
@@ -256,6 +303,12 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
             format_report(ev["steering"]["groups"]),
             "```",
         ]
+    return lines
+
+
+def _figures(out_dir: Path) -> list[str]:
+    """The study's plot and the layer calibration table, where the folder holds them."""
+    lines = []
     if (out_dir / "steering_study.png").exists():
         lines += ["", "![median BPM and centroid vs alpha per direction](steering_study.png)"]
     calibration = out_dir / "layer_calibration.csv"
@@ -271,23 +324,31 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
             calibration.read_text().strip(),
             "```",
         ]
+    return lines
+
+
+def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
+    """Write ``out_dir/README.md`` from the config, the train stats and ``eval.json`` if present."""
+    out_dir = Path(out_dir)
+    codec = _load(out_dir / "codec_train_stats.json") or _load(
+        Path(cfg.run_dir) / "codec/encodec/train_stats.json"
+    )
+    lm = _load(out_dir / "lm_train_stats.json") or _load(Path(cfg.run_dir) / "lm/model/train_stats.json")
+    dec = _load(out_dir / "codec_decoder_train_stats.json")
+    ev = _load(out_dir / "eval.json")
+    size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
+    lines = _header() + _architecture(cfg, model, size_mb) + _data(cfg) + _training(cfg, codec, dec, lm)
+    lines += _evaluation(ev) + _steering_section(ev) + _figures(out_dir)
     if ev:
-        lines += ["", "## Limitations (measured)", *_limitations(ev)]
-    lines += [
-        "",
-        "## Configuration",
-        "```yaml",
-        OmegaConf.to_yaml(cfg).strip(),
-        "```",
-        "",
-    ]
+        lines += ["", "## Limitations (measured)", *limitations(ev)]
+    lines += ["", "## Configuration", "```yaml", OmegaConf.to_yaml(cfg).strip(), "```", ""]
     path = out_dir / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path
 
 
 def main(argv: list[str] | None = None) -> None:
-    from transformers import MusicgenForConditionalGeneration
+    from transformers import MusicgenForConditionalGeneration  # deferred: transformers (heavy)
 
     parser = argparse.ArgumentParser(description="Rewrite the model card of an assembled testbed folder.")
     parser.add_argument("folder", type=Path, nargs="?", default=Path("checkpoints/testbed"))

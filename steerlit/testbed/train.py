@@ -3,7 +3,9 @@
     python -m steerlit.testbed.train --config configs/testbed/default.yaml [--stages codec,codes,lm,assemble]
 
 Stages write into ``run_dir`` and skip themselves when their output is already there (``--force``
-redoes them), so an interrupted run can be resumed by re-running the same command:
+redoes them), so an interrupted run can be resumed by re-running the same command; a training
+stage stopped mid-way continues from its newest ``last*.ckpt``, loaded weights-only
+(:mod:`steerlit.testbed.trainer`):
 
 * ``codec``: trains :class:`~steerlit.testbed.codec.CodecModule` on random crops of synthetic
   clips and saves the stock ``EncodecModel`` (our codebooks copied in) to ``run_dir/codec/encodec``.
@@ -13,11 +15,11 @@ redoes them), so an interrupted run can be resumed by re-running the same comman
   codec first gets k times the channels, the old ones computing as before (same codes, more decoder
   capacity; :mod:`steerlit.testbed.widen`). Independent of ``lm``, so the two can train at once.
 * ``codes``: renders the training clips, encodes them with that EnCodec and caches codes + captions
-  in ``cache_dir`` (git-ignored).
+  in ``cache_dir`` (git-ignored; :mod:`steerlit.testbed.code_cache`).
 * ``lm``: trains T5 encoder + MusicGen decoder (:class:`~steerlit.testbed.lm.MusicgenLM`) on the
   cached codes; saves the composite model to ``run_dir/lm/model``.
 * ``assemble``: writes the model, tokenizer + ``EncodecFeatureExtractor`` (``MusicgenProcessor``),
-  the probe YAMLs and a model card to ``out_dir``.
+  the probe YAMLs and a model card to ``out_dir`` (:mod:`steerlit.testbed.assemble`).
 * ``evaluate``: runs :mod:`steerlit.testbed.evaluate` on ``out_dir``, writes ``eval.json`` there and
   refreshes the model card with the numbers.
 """
@@ -32,155 +34,100 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    EncodecConfig,
+    EncodecModel,
+    MusicgenForConditionalGeneration,
+    T5EncoderModel,
+)
 
+from steerlit.files import atomic_write_text
+from steerlit.models.tokenizer import build_t5_tokenizer
+from steerlit.testbed.assemble import assemble
+from steerlit.testbed.captions import training_corpus, write_probe_sets
+from steerlit.testbed.code_cache import CodeDataset, build_code_cache, code_cache_matches
+from steerlit.testbed.codec import (
+    ClipCropDataset,
+    CodecModule,
+    export_encodec,
+    init_from_encodec,
+    make_encodec_config,
+)
+from steerlit.testbed.codec_gan import AdversarialCodecModule
+from steerlit.testbed.evaluate import PROMPT_SEEDS, evaluate
+from steerlit.testbed.lm import LMTraining, MusicgenLM, build_musicgen
+from steerlit.testbed.model_card import write_model_card
+from steerlit.testbed.text_pretrain import (
+    CaptionAttributeDataset,
+    TextAttributeModule,
+    collate_captions,
+    readout_report,
+)
 from steerlit.testbed.train_config import (
     ADVERSARIAL_OPTIONS,
     CODEC_MODULE_OPTIONS,
-    LM_MODULE_OPTIONS,
+    CODEC_SIZE_KEYS,
     check_config,
+    given_options,
 )
+from steerlit.testbed.trainer import finish_wandb, fit_resuming, save_train_stats, stage_trainer
+from steerlit.testbed.widen import widen_encodec
 
 STAGES = ("codec", "codes", "lm", "codec_decoder", "assemble", "evaluate")
 
 
-def _setup_logger(cfg: DictConfig, stage: str):
-    """A Lightning logger per config: ``None`` or an offline W&B logger living inside run_dir."""
-    if cfg.logger == "none":
-        return False
-    if cfg.logger != "wandb":
-        raise ValueError(f"logger must be 'none' or 'wandb', got {cfg.logger!r}")
-    wandb_dir = Path(cfg.run_dir) / "wandb"
-    wandb_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["WANDB_MODE"] = "offline"
-    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
-        os.environ[var] = str(wandb_dir.resolve())
-    from lightning.pytorch.loggers import WandbLogger
-
-    return WandbLogger(
-        project="steerlit-testbed",
-        name=f"{Path(cfg.run_dir).name}-{stage}",
-        save_dir=str(wandb_dir),
-        offline=True,
-        config=OmegaConf.to_container(cfg, resolve=True),
-    )
+def _skip_existing(out: Path, stage: str, force: bool) -> bool:
+    """True (and says so) when the stage's output ``out`` is there and ``--force`` was not given."""
+    if out.exists() and not force:
+        print(f"[{stage}] exists, skipping: {out}")
+        return True
+    return False
 
 
-def _trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str, clip_gradients: bool = True):
-    """The stage's Trainer. ``clip_gradients=False`` for modules that clip their own (manual optimisation)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-
-    ckpt_dir = Path(cfg.run_dir) / stage / "checkpoints"
-    logger = _setup_logger(cfg, stage)
-    callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=stage_cfg.checkpoint_every, save_last=True),
-        TQDMProgressBar(refresh_rate=10),  # readable in a log file, unlike the rich bar
-    ]
-    if logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=stage_cfg.max_steps,
-        max_epochs=-1,
-        max_time={"minutes": stage_cfg.max_time_min},
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=str(Path(cfg.run_dir) / stage),
-        log_every_n_steps=10,
-        gradient_clip_val=stage_cfg.get("grad_clip", 1.0) if clip_gradients else None,
-        enable_progress_bar=True,
-        enable_model_summary=True,
-    ), ckpt_dir
-
-
-def _given(stage_cfg: DictConfig, *keys: str) -> dict:
-    """The optional keyword arguments among ``keys`` that the config sets (the module's defaults hold
-    for the others), as plain Python values."""
-    return {
-        k: OmegaConf.to_object(stage_cfg[k]) if OmegaConf.is_config(stage_cfg[k]) else stage_cfg[k]
-        for k in keys
-        if k in stage_cfg
-    }
-
-
-def _train_seconds(trainer, t0: float) -> float:
-    """Training wall time summed over resumed runs (Lightning's Timer keeps it in the checkpoint when
-    ``max_time`` is set), else the time since ``t0``."""
-    from lightning.pytorch.callbacks import Timer
-
-    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
-    return float(timers[0].time_elapsed("train")) if timers else time.time() - t0
-
-
-def _save_train_stats(trainer, t0: float, out: Path, stage: str, **extra) -> None:
-    """``out/train_stats.json`` (atomic): the last logged metrics, steps, training seconds and ``extra``."""
-    from steerlit.engines.results import atomic_write_text
-
-    stats = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    stats.update(steps=trainer.global_step, seconds=_train_seconds(trainer, t0), **extra)
-    atomic_write_text(out / "train_stats.json", json.dumps(stats, indent=2))
-    print(f"[{stage}] saved {out}: {stats}")
-
-
-def _resume_path(ckpt_dir: Path) -> str | None:
-    """The newest ``last*.ckpt`` in ``ckpt_dir`` (None if there is none). Lightning writes ``last-v1.ckpt``
-    next to a ``last.ckpt`` it did not write itself, e.g. when a run folder was copied and resumed."""
-    lasts = list(ckpt_dir.glob("last*.ckpt"))
-    return str(max(lasts, key=lambda p: p.stat().st_mtime)) if lasts else None
-
-
-def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from: str | None) -> Path:
-    """Train a :class:`~steerlit.testbed.codec.CodecModule` with options ``c`` (optionally starting
-    from a trained codec) and save its stock ``EncodecModel`` to ``out``."""
-    from torch.utils.data import DataLoader
-    from transformers import AutoConfig, EncodecModel, MusicgenForConditionalGeneration
-
-    from steerlit.testbed.codec import (
-        ClipCropDataset,
-        CodecModule,
-        export_encodec,
-        init_from_encodec,
-        make_encodec_config,
-    )
-
+def _codec_source(
+    c: DictConfig, stage: str, init_from: str | None
+) -> tuple[EncodecModel | None, EncodecConfig]:
+    """The trained codec to start from (None: a fresh one) and the config of the codec to train.
+    ``init_from``: a MusicGen folder (its audio_encoder) or an EncodecModel folder."""
     widen = c.get("widen", 1)
-    if init_from:  # a MusicGen folder (its audio_encoder) or an EncodecModel folder
-        is_musicgen = AutoConfig.from_pretrained(init_from).model_type == "musicgen"
-        source = (
-            MusicgenForConditionalGeneration.from_pretrained(init_from).audio_encoder
-            if is_musicgen
-            else EncodecModel.from_pretrained(init_from)
-        )
-        if widen != 1:  # more decoder width, same codes: see steerlit.testbed.widen
-            from steerlit.testbed.widen import widen_encodec
-
-            source = widen_encodec(source, widen)
-            print(f"[{stage}] widened to num_filters={source.config.num_filters}")
-        enc_cfg = source.config
-    else:
+    if not init_from:
         if widen != 1:
             raise ValueError(f"{stage}.widen widens a trained codec; set {stage}.init_from or drop widen")
-        source = None
-        enc_cfg = make_encodec_config(
-            num_filters=c.num_filters,
-            hidden_size=c.hidden_size,
-            codebook_size=c.codebook_size,
-            num_codebooks=c.num_codebooks,
-            num_lstm_layers=c.num_lstm_layers,
-        )
-    torch.manual_seed(cfg.seed)
-    module_cls, options = CodecModule, _given(c, *CODEC_MODULE_OPTIONS)
-    if c.get("w_adv", 0):  # adversarial (manual optimisation): the module clips its own gradients
-        from steerlit.testbed.codec_gan import AdversarialCodecModule as module_cls
+        return None, make_encodec_config(**{k: c[k] for k in CODEC_SIZE_KEYS})
+    if AutoConfig.from_pretrained(init_from).model_type == "musicgen":
+        source = MusicgenForConditionalGeneration.from_pretrained(init_from).audio_encoder
+    else:
+        source = EncodecModel.from_pretrained(init_from)
+    if widen != 1:  # more decoder width, same codes: see steerlit.testbed.widen
+        source = widen_encodec(source, widen)
+        print(f"[{stage}] widened to num_filters={source.config.num_filters}")
+    return source, source.config
 
-        options.update(_given(c, *ADVERSARIAL_OPTIONS, "grad_clip"))
-    module = module_cls(
+
+def _codec_module(cfg: DictConfig, c: DictConfig, enc_cfg: EncodecConfig) -> CodecModule:
+    """A fresh :class:`~steerlit.testbed.codec.CodecModule` with options ``c``, adversarial
+    (manual optimisation: it clips its own gradients) when ``c.w_adv`` is set."""
+    module_cls, options = CodecModule, given_options(c, *CODEC_MODULE_OPTIONS)
+    if c.get("w_adv", 0):
+        module_cls = AdversarialCodecModule
+        options.update(given_options(c, *ADVERSARIAL_OPTIONS, "grad_clip"))
+    return module_cls(
         enc_cfg.to_dict(),
         lr=c.lr,
         log_audio_every=c.log_audio_every if cfg.logger != "none" else 0,
         **options,
     )
+
+
+def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from: str | None) -> Path:
+    """Train a :class:`~steerlit.testbed.codec.CodecModule` with options ``c`` (optionally starting
+    from a trained codec) and save its stock ``EncodecModel`` to ``out``."""
+    source, enc_cfg = _codec_source(c, stage, init_from)
+    torch.manual_seed(cfg.seed)
+    module = _codec_module(cfg, c, enc_cfg)
     if source is not None:
         init_from_encodec(module, source)
         print(f"[{stage}] initialised from {init_from}")
@@ -190,21 +137,20 @@ def _fit_codec(cfg: DictConfig, c: DictConfig, stage: str, out: Path, init_from:
         ),
         batch_size=c.batch_size,
     )
-    trainer, ckpt_dir = _trainer(cfg, c, stage, clip_gradients=module.automatic_optimization)
+    trainer, ckpt_dir = stage_trainer(cfg, c, stage, clip_gradients=module.automatic_optimization)
     t0 = time.time()
-    trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
+    fit_resuming(trainer, module, data, ckpt_dir)
     encodec = export_encodec(module)
     encodec.save_pretrained(out)
-    _save_train_stats(trainer, t0, out, stage, params=sum(p.numel() for p in encodec.parameters()))
-    _finish_wandb()
+    save_train_stats(trainer, t0, out, stage, params=sum(p.numel() for p in encodec.parameters()))
+    finish_wandb()
     return out
 
 
 def stage_codec(cfg: DictConfig, force: bool = False) -> Path:
     """Train the codec; returns the folder of the exported ``EncodecModel``."""
     out = Path(cfg.run_dir) / "codec" / "encodec"
-    if out.exists() and not force:
-        print(f"[codec] exists, skipping: {out}")
+    if _skip_existing(out, "codec", force):
         return out
     init = cfg.codec.get("init_from")
     return _fit_codec(cfg, cfg.codec, "codec", out, str(init) if init else None)
@@ -218,8 +164,7 @@ def stage_codec_decoder(cfg: DictConfig, force: bool = False) -> Path | None:
         print("[codec_decoder] no codec_decoder section in the config, skipping")
         return None
     out = Path(cfg.run_dir) / "codec" / "decoder_ft"
-    if out.exists() and not force:
-        print(f"[codec_decoder] exists, skipping: {out}")
+    if _skip_existing(out, "codec_decoder", force):
         return out
     c = OmegaConf.merge(cfg.codec_decoder, {"decoder_only": True})
     return _fit_codec(cfg, c, "codec_decoder", out, str(Path(cfg.run_dir) / "codec" / "encodec"))
@@ -227,8 +172,6 @@ def stage_codec_decoder(cfg: DictConfig, force: bool = False) -> Path | None:
 
 def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
     """Render, caption and encode the training clips once; returns the cache file."""
-    from steerlit.testbed.lm import build_code_cache, code_cache_matches
-
     encodec_dir = Path(cfg.run_dir) / "codec" / "encodec"
     cache = Path(cfg.cache_dir) / "codes.pt"
     weights = encodec_dir / "model.safetensors"
@@ -251,31 +194,40 @@ def stage_codes(cfg: DictConfig, force: bool = False) -> Path:
     return cache
 
 
-def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
-    """Train the text encoder + MusicGen decoder on the cached codes; returns the model folder."""
-    from torch.utils.data import DataLoader
-
-    from steerlit.testbed.captions import training_corpus
-    from steerlit.testbed.lm import CodeDataset, MusicgenLM, build_musicgen
-
-    out = Path(cfg.run_dir) / "lm" / "model"
-    if out.exists() and not force:
-        print(f"[lm] exists, skipping: {out}")
-        return out
-    from steerlit.models.tokenizer import build_t5_tokenizer
-
+def _lm_tokenizer(cfg: DictConfig):
+    """The LM's tokenizer: the one saved in ``run_dir/lm/tokenizer``, else one trained on the captions
+    (and saved there)."""
     tok_dir = Path(cfg.run_dir) / "lm" / "tokenizer"
     if tok_dir.exists():
-        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(tok_dir)
+    tokenizer = build_t5_tokenizer(
+        training_corpus(),
+        vocab_size=cfg.lm.text_vocab_size,
+        word_level=cfg.lm.get("word_tokenizer", False),
+    )
+    tokenizer.save_pretrained(tok_dir)
+    return tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    else:
-        tokenizer = build_t5_tokenizer(
-            training_corpus(),
-            vocab_size=cfg.lm.text_vocab_size,
-            word_level=cfg.lm.get("word_tokenizer", False),
-        )
-        tokenizer.save_pretrained(tok_dir)
+
+def _init_lm_from(module: MusicgenLM, lm: DictConfig) -> None:
+    """Load ``lm.init_from`` (a Lightning checkpoint of this stage, e.g. of an earlier run; weights only)
+    into ``module``, leaving the parts named in ``lm.init_skip`` (e.g. ``[text_encoder]``) fresh."""
+    state = torch.load(lm.init_from, map_location="cpu", weights_only=True)["state_dict"]
+    skip = tuple(f"model.{p}" for p in lm.get("init_skip", []))
+    missing, unexpected = module.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith(skip)}, strict=not skip
+    )
+    if unexpected or any(not k.startswith(skip) for k in missing):
+        raise ValueError(f"lm.init_from {lm.init_from}: missing {missing}, unexpected {unexpected}")
+    print(f"[lm] initialised from {lm.init_from} (kept fresh: {list(skip) or 'nothing'})")
+
+
+def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
+    """Train the text encoder + MusicGen decoder on the cached codes; returns the model folder."""
+    out = Path(cfg.run_dir) / "lm" / "model"
+    if _skip_existing(out, "lm", force):
+        return out
+    tokenizer = _lm_tokenizer(cfg)
     torch.manual_seed(cfg.seed)
     model = build_musicgen(cfg, Path(cfg.run_dir) / "codec" / "encodec", text_vocab_size=len(tokenizer))
     if cfg.lm.get("text_pretrain_steps", 0):
@@ -286,30 +238,19 @@ def stage_lm(cfg: DictConfig, force: bool = False) -> Path:
     )
     module = MusicgenLM(
         model,
-        lr=cfg.lm.lr,
-        warmup_steps=cfg.lm.warmup_steps,
-        max_steps=cfg.lm.max_steps,
-        cond_dropout=cfg.lm.cond_dropout,
+        LMTraining.from_config(cfg.lm),
         log_audio_every=cfg.lm.log_audio_every if cfg.logger != "none" else 0,
         tokenizer=tokenizer,
-        **_given(cfg.lm, *LM_MODULE_OPTIONS),
     )
-    if cfg.lm.get("init_from"):  # a Lightning checkpoint of this stage (e.g. of an earlier run)
-        state = torch.load(cfg.lm.init_from, map_location="cpu", weights_only=True)["state_dict"]
-        skip = tuple(f"model.{p}" for p in cfg.lm.get("init_skip", []))  # e.g. [text_encoder]
-        missing, unexpected = module.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith(skip)}, strict=not skip
-        )
-        if unexpected or any(not k.startswith(skip) for k in missing):
-            raise ValueError(f"lm.init_from {cfg.lm.init_from}: missing {missing}, unexpected {unexpected}")
-        print(f"[lm] initialised from {cfg.lm.init_from} (kept fresh: {list(skip) or 'nothing'})")
-    trainer, ckpt_dir = _trainer(cfg, cfg.lm, "lm")
+    if cfg.lm.get("init_from"):
+        _init_lm_from(module, cfg.lm)
+    trainer, ckpt_dir = stage_trainer(cfg, cfg.lm, "lm")
     t0 = time.time()
-    trainer.fit(module, data, ckpt_path=_resume_path(ckpt_dir))
+    fit_resuming(trainer, module, data, ckpt_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _save_train_stats(trainer, t0, out, "lm")
-    _finish_wandb()
+    save_train_stats(trainer, t0, out, "lm")
+    finish_wandb()
     return out
 
 
@@ -317,16 +258,6 @@ def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False
     """Pre-train ``model.text_encoder`` in place on caption -> clip attributes
     (:mod:`steerlit.testbed.text_pretrain`); cached in ``run_dir/lm/text_encoder``. Prints the
     held-out readout (captions of held-out clips) so that one sees what the features carry."""
-    from torch.utils.data import DataLoader
-    from transformers import T5EncoderModel
-
-    from steerlit.testbed.text_pretrain import (
-        CaptionAttributeDataset,
-        TextAttributeModule,
-        collate_captions,
-        readout_report,
-    )
-
     out = Path(cfg.run_dir) / "lm" / "text_encoder"
     if out.exists() and not force:
         print(f"[lm] pre-trained text encoder exists, using it: {out}")
@@ -346,20 +277,17 @@ def pretrain_text_encoder(cfg: DictConfig, model, tokenizer, force: bool = False
             "grad_clip": 1.0,
         }
     )
-    trainer, _ = _trainer(cfg, stage_cfg, "text")
-    trainer.fit(module, data)
+    trainer, _ = stage_trainer(cfg, stage_cfg, "text")
+    trainer.fit(module, data)  # no resume: a few minutes at most
     report = readout_report(module, tokenizer, base_seed=cfg.data.heldout_base_seed)
     print(f"[lm] text encoder pre-trained: {report}")
     module.text_encoder.save_pretrained(out)
-    (out / "readout.json").write_text(json.dumps(report, indent=2))
-    _finish_wandb()
+    atomic_write_text(out / "readout.json", json.dumps(report, indent=2))
+    finish_wandb()
 
 
 def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
     """Write model + processor + probes + model card into ``out_dir``."""
-    from steerlit.testbed.captions import write_probe_sets
-    from steerlit.testbed.lm import assemble
-
     out = Path(cfg.out_dir)
     lm_dir = Path(cfg.run_dir) / "lm" / "model"
     tuned = Path(cfg.run_dir) / "codec" / "decoder_ft"
@@ -377,12 +305,6 @@ def stage_assemble(cfg: DictConfig, force: bool = False) -> Path:
 
 def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
     """Run :mod:`steerlit.testbed.evaluate` on ``out_dir``; write ``eval.json`` and refresh the card."""
-    from transformers import MusicgenForConditionalGeneration
-
-    from steerlit.engines.results import atomic_write_text
-    from steerlit.testbed.evaluate import PROMPT_SEEDS, evaluate
-    from steerlit.testbed.model_card import write_model_card
-
     out = Path(cfg.out_dir)
     ev = cfg.get("eval", {})
     results = evaluate(
@@ -392,20 +314,20 @@ def stage_evaluate(cfg: DictConfig, force: bool = False) -> Path:
         cfg.data.heldout_base_seed,
         tuple(ev.get("seeds", PROMPT_SEEDS)),
     )
-    atomic_write_text(out / "eval.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "eval.json", json.dumps(results, indent=2))  # the shipped format
     write_model_card(out, cfg, MusicgenForConditionalGeneration.from_pretrained(out))
     print(f"[evaluate] wrote {out / 'eval.json'}")
     return out
 
 
-def _finish_wandb() -> None:
-    try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-    except ImportError:
-        pass
+STAGE_FUNCTIONS = {
+    "codec": stage_codec,
+    "codes": stage_codes,
+    "codec_decoder": stage_codec_decoder,
+    "lm": stage_lm,
+    "assemble": stage_assemble,
+    "evaluate": stage_evaluate,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -420,17 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(int(cfg.threads))
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(cfg.run_dir) / "numba_cache"))
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, Path(cfg.run_dir) / "config.yaml")
-    funcs = {
-        "codec": stage_codec,
-        "codes": stage_codes,
-        "codec_decoder": stage_codec_decoder,
-        "lm": stage_lm,
-        "assemble": stage_assemble,
-        "evaluate": stage_evaluate,
-    }
+    atomic_write_text(Path(cfg.run_dir) / "config.yaml", OmegaConf.to_yaml(cfg))
     for stage in args.stages.split(","):
-        funcs[stage.strip()](cfg, force=args.force)
+        STAGE_FUNCTIONS[stage.strip()](cfg, force=args.force)
 
 
 if __name__ == "__main__":

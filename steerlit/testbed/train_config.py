@@ -11,8 +11,10 @@ import difflib
 
 from omegaconf import DictConfig, OmegaConf
 
+# The codec's sizes: the arguments of ``codec.make_encodec_config`` (a codec section must set them all).
+CODEC_SIZE_KEYS = ("num_filters", "hidden_size", "codebook_size", "num_codebooks", "num_lstm_layers")
 # Optional keyword arguments of the stage modules that a config may set (their defaults hold otherwise);
-# train.py passes exactly these through ``_given``.
+# the stages pass exactly these through :func:`given_options`.
 CODEC_MODULE_OPTIONS = (
     "dead_threshold", "quantize_after", "stft_eps", "w_commit", "w_l1", "w_stft", "stft_fft_sizes",
     "w_envelope", "w_centroid", "w_mel", "w_l1_low", "l1_low_cutoff_hz", "decoder_only",
@@ -25,10 +27,10 @@ ADVERSARIAL_OPTIONS = (
     "disc_fft_sizes",
 )  # w_adv > 0: codec_gan
 LM_MODULE_OPTIONS = ("prefix_frames", "prefix_weight", "input_dropout", "freeze_text_encoder")
+LM_TRAINING_KEYS = ("lr", "warmup_steps", "max_steps", "cond_dropout")  # an lm section must set them
 _CODEC = {
-    "num_filters", "hidden_size", "codebook_size", "num_codebooks", "num_lstm_layers", "batch_size", "crop_s",
-    "lr", "grad_clip", "max_steps", "max_time_min", "log_audio_every", "checkpoint_every", "init_from",
-    "widen", "stem_prob", *CODEC_MODULE_OPTIONS, *ADVERSARIAL_OPTIONS,
+    *CODEC_SIZE_KEYS, "batch_size", "crop_s", "lr", "grad_clip", "max_steps", "max_time_min", "log_audio_every",
+    "checkpoint_every", "init_from", "widen", "stem_prob", *CODEC_MODULE_OPTIONS, *ADVERSARIAL_OPTIONS,
 }  # fmt: skip
 KNOWN_KEYS: dict[str, set[str] | None] = {
     "seed": None, "run_dir": None, "out_dir": None, "cache_dir": None, "logger": None, "threads": None,
@@ -38,12 +40,22 @@ KNOWN_KEYS: dict[str, set[str] | None] = {
     "lm": {
         "text_d_model", "text_layers", "text_heads", "text_d_ff", "text_vocab_size", "word_tokenizer",
         "text_pretrain_steps", "text_pretrain_lr", "hidden_size", "num_layers", "num_heads", "ffn_dim", "dropout",
-        "batch_size", "lr", "warmup_steps", "max_steps", "max_time_min", "cond_dropout", "checkpoint_every",
-        "log_audio_every", "init_from", "init_skip", "grad_clip", *LM_MODULE_OPTIONS,
+        "batch_size", *LM_TRAINING_KEYS, "max_time_min", "checkpoint_every", "log_audio_every", "init_from",
+        "init_skip", "grad_clip", *LM_MODULE_OPTIONS,
     },
     "generation": {"guidance_scale", "top_k", "max_length"},
     "eval": {"n_clips", "n_prompts", "seeds"},
 }  # fmt: skip
+
+
+def given_options(section: DictConfig, *keys: str) -> dict:
+    """The optional keyword arguments among ``keys`` that the config ``section`` sets (the module's
+    defaults hold for the others), as plain Python values."""
+    return {
+        k: OmegaConf.to_object(section[k]) if OmegaConf.is_config(section[k]) else section[k]
+        for k in keys
+        if k in section
+    }
 
 
 def _unknown(name: str, known) -> str:

@@ -1,4 +1,5 @@
-"""Shared tiny testbed objects: a training config for the LM tests and trained-RVQ codecs."""
+"""Shared tiny testbed objects: a training config for the LM tests, trained-RVQ codecs and a saved
+random codec."""
 
 import pytest
 import torch
@@ -49,3 +50,16 @@ def tiny_lm_cfg():
             "generation": {"guidance_scale": 3.0, "top_k": 10, "max_length": 64},
         }
     )
+
+
+@pytest.fixture
+def tiny_codec_dir(tmp_path):
+    """A saved random ``EncodecModel`` (4 filters, 16-dim latents, 4 x 64 codes at 50 Hz)."""
+    from transformers import EncodecModel
+
+    from steerlit.testbed.codec import make_encodec_config
+
+    torch.manual_seed(0)
+    folder = tmp_path / "enc"
+    EncodecModel(make_encodec_config(num_filters=4, hidden_size=16, codebook_size=64)).save_pretrained(folder)
+    return folder

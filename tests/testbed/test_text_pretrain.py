@@ -9,8 +9,9 @@ from transformers import EncodecModel, T5EncoderModel
 from steerlit.models.tiny import tiny_musicgen_config
 from steerlit.models.tokenizer import build_t5_tokenizer
 from steerlit.testbed.captions import training_corpus
+from steerlit.testbed.code_cache import CodeDataset, build_code_cache
 from steerlit.testbed.codec import make_encodec_config
-from steerlit.testbed.lm import CodeDataset, MusicgenLM, build_code_cache, build_musicgen
+from steerlit.testbed.lm import LMTraining, MusicgenLM, build_musicgen
 from steerlit.testbed.text_pretrain import (
     CaptionAttributeDataset,
     TextAttributeModule,
@@ -54,7 +55,7 @@ def test_frozen_text_encoder_stays_fixed_while_decoder_trains(tmp_path, tiny_lm_
     tokenizer = build_t5_tokenizer(training_corpus(200), vocab_size=200)
     model = build_musicgen(tiny_lm_cfg, enc_dir, text_vocab_size=len(tokenizer))
     ds = CodeDataset(tmp_path / "codes.pt", tokenizer)
-    module = MusicgenLM(model, warmup_steps=1, max_steps=2, freeze_text_encoder=True)
+    module = MusicgenLM(model, LMTraining(warmup_steps=1, max_steps=2, freeze_text_encoder=True))
     text_before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
     head_before = model.decoder.lm_heads[0].weight.detach().clone()
     _fit(module, DataLoader(ds, batch_size=2, collate_fn=ds.collate), 2)
