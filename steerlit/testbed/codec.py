@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 from transformers import EncodecConfig, EncodecModel
 
+from steerlit.models.tiny import encodec_config
 from steerlit.testbed.rvq import ResidualVQ
 from steerlit.testbed.synth import SAMPLE_RATE, render, render_stems, spec_for_index
 
@@ -39,31 +40,15 @@ def make_encodec_config(
     Bandwidth (kbps) = num_codebooks * log2(codebook_size) * frame_rate / 1000 (frame rate
     16000 / prod(upsampling_ratios) = 50 Hz for the default ratios).
     """
-    hop = int(np.prod(upsampling_ratios))
-    frame_rate = math.ceil(sampling_rate / hop)
-    bits = int(math.log2(codebook_size))
-    if 2**bits != codebook_size:
-        raise ValueError(f"codebook_size must be a power of two, got {codebook_size}")
-    bandwidth = num_codebooks * bits * frame_rate / 1000.0
-    config = EncodecConfig(
+    return encodec_config(
         sampling_rate=sampling_rate,
-        audio_channels=1,
+        codebook_size=codebook_size,
+        num_codebooks=num_codebooks,
+        upsampling_ratios=upsampling_ratios,
         num_filters=num_filters,
         hidden_size=hidden_size,
-        codebook_dim=hidden_size,
-        codebook_size=codebook_size,
-        upsampling_ratios=list(upsampling_ratios),
-        target_bandwidths=[bandwidth],
         num_lstm_layers=num_lstm_layers,
-        use_causal_conv=False,
-        normalize=False,
-        num_residual_layers=1,
     )
-    if config.num_quantizers != num_codebooks:
-        raise ValueError(
-            f"bandwidth {bandwidth} gives {config.num_quantizers} codebooks, not {num_codebooks}"
-        )
-    return config
 
 
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
