@@ -188,16 +188,14 @@ def run_grid_distributed(
         metrics_fn=metrics_fn,
         orthogonalize=orthogonalize,
     )
+    launch = {
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy or default_strategy(devices, accelerator),
+    }
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
     trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy or default_strategy(devices, accelerator),
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        use_distributed_sampler=False,
-        inference_mode=True,
+        **launch, **quiet, enable_progress_bar=progress, use_distributed_sampler=False, inference_mode=True
     )
     trainer.predict(module, return_predictions=False)
     if not trainer.is_global_zero:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
-from steerlit.intervene.operators import OPERATORS, apply_operator
+from steerlit.intervene.operators import OPERATORS, Operator, apply_operator
 from steerlit.intervene.schedules import Constant, Schedule, make_schedule
 from steerlit.models.sites import Site
 
@@ -39,9 +39,9 @@ class Intervention:
 
     vectors: Mapping[str, torch.Tensor]
     alpha: float = 1.0
-    operator: str = "add"
-    schedule: Schedule = field(default_factory=Constant)
-    half: str = "both"
+    operator: Operator = "add"
+    schedule: Schedule | Mapping = field(default_factory=Constant)
+    half: CfgHalf = "both"
 
 
 RowSteering = Sequence[Intervention]  # empty: the row is not steered
@@ -93,9 +93,9 @@ class SiteTable:
         """Row ``row`` is steered by ``iv`` with vector ``vec`` (H,) at this site."""
         self.vectors[row] = vec.double()
         values = float(iv.alpha) * make_schedule(iv.schedule).values(positions)
-        for half in ("cond", "uncond"):
+        for half, table in self.coefficients.items():
             if iv.half in ("both", half):
-                self.coefficients[half][row] = values
+                table[row] = values
 
     def finalize(self, device, dtype) -> None:
         """Move to the model's device/dtype once: tables for a plain batch (R) and a CFG batch (2R)."""

@@ -35,14 +35,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_two_ranks_bfloat16_hub_model_equal_one_process(tiny_adapter, tiny_model_dir, tmp_path):
     """9 rows in 5 batches of 2 over 2 gloo ranks (the padded sampler repeats one batch); the model is the
     tiny one installed in a hub cache as facebook/musicgen-small, loaded in bfloat16 on every rank."""

@@ -30,15 +30,6 @@ from .grid_helpers import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Under CPU contention two OpenMP threads made tiny generate ~10x slower than one."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def directions(tiny_adapter):
     return random_directions(tiny_adapter.hidden_size, tiny_adapter.num_layers)
@@ -124,7 +115,9 @@ def test_store_resume_and_settings(tiny_adapter, directions, tmp_path):
     )
     assert comparable(again) == comparable(out)
     with pytest.raises(ValueError, match="other settings"):
-        run_grid(tiny_adapter, rows, directions, grid_generation(temperature=0.9), store=store, progress=False)
+        run_grid(
+            tiny_adapter, rows, directions, grid_generation(temperature=0.9), store=store, progress=False
+        )
 
 
 SWEEP_SCRIPT = """

@@ -12,14 +12,6 @@ from steerlit.engines.settings import GenerationSettings
 PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar with many words"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def fallbacks(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "falling back to HF" in r.getMessage()]
 

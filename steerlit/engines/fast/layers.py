@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.musicgen.modeling_musicgen import eager_attention_forward
 
 from steerlit.intervene.operators import apply_operator
 
@@ -130,8 +134,6 @@ def load_text(w: DecoderWeights, buf: StepBuffers, enc: torch.Tensor, enc_mask: 
     """Compute cross-attention K/V once per call from ``enc`` (B', S, H), the encoder states as the
     decoder sees them (projected, masked, zeros for the unconditional half), and ``enc_mask`` (B', S)
     (0 for the unconditional half). Exact mode also builds HF's own encoder mask."""
-    from transformers.masking_utils import create_bidirectional_mask
-
     rows, S, dt = enc.shape[0], enc.shape[1], enc.dtype
     xk = [_heads(F.linear(enc, *_w(lw.module.encoder_attn.k_proj)), w.head_dim) for lw in w.layers]
     xv = [_heads(F.linear(enc, *_w(lw.module.encoder_attn.v_proj)), w.head_dim) for lw in w.layers]
@@ -171,9 +173,6 @@ def _steer(buf: StepBuffers, kind: str, layer: int, h: torch.Tensor, pos: torch.
 
 def _hf_attention(module, q, k, v, mask, impl: str) -> torch.Tensor:
     """transformers' own attention function for ``impl`` -> (B', T, nh, d)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.musicgen.modeling_musicgen import eager_attention_forward
-
     if impl == "eager":
         fn = eager_attention_forward
     elif hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
@@ -315,8 +314,7 @@ def compile_pieces(activation: str) -> dict:
     bucket, so each compiles once per shape for all layers). The activation is resolved by name.
     Raises dynamo's recompile limit to 64 so that several batch sizes and model shapes in one process
     do not silently fall back to eager."""
-    import torch._dynamo
-    from transformers.activations import ACT2FN
+    import torch._dynamo  # deferred: dynamo is heavy and only needed with compile=True
 
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):

@@ -8,6 +8,7 @@ request (audio prompts, HF-only options, too few steps).
 from __future__ import annotations
 
 import torch
+from transformers import MusicgenForConditionalGeneration
 
 from steerlit.engines.base import AUDIO_PROMPT_KEYS, DecodeRequest
 from steerlit.engines.fast.layers import SUPPORTED_ATTN
@@ -43,8 +44,6 @@ def _foreign_hooks(module) -> list:
 
 def fast_unsupported_reason(adapter) -> str | None:
     """Why the fast engine cannot reproduce HF ``generate`` for this model (None: it can)."""
-    from transformers import MusicgenForConditionalGeneration
-
     model = adapter.model
     if type(model) is not MusicgenForConditionalGeneration:
         return f"model class {type(model).__name__} is not MusicgenForConditionalGeneration"

@@ -20,14 +20,6 @@ PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar wit
 STEPS = 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def vec(seed, norm=6.0, h=32):
     v = torch.randn(h, generator=torch.Generator().manual_seed(seed))
     return v / v.norm() * norm
