@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ENGINES", "EngineName", "engine_named", "generate", "generate_with", "select_engine"]
 
 _ENGINES: dict[str, Engine] = {"hf": HFEngine(), "fast": FastEngine()}
-_logged_reasons: set[str] = set()
+_logged_reasons: set[tuple[str, str]] = set()
 
 
 def engine_named(name: str) -> Engine:
@@ -41,10 +41,10 @@ def engine_named(name: str) -> Engine:
     return _ENGINES[name]
 
 
-def _warn_once(reason: str) -> None:
-    if reason not in _logged_reasons:
-        _logged_reasons.add(reason)
-        log.warning("Fast engine not used, falling back to HF generate: %s.", reason)
+def _warn_once(engine: str, reason: str) -> None:
+    if (engine, reason) not in _logged_reasons:
+        _logged_reasons.add((engine, reason))
+        log.warning("The %s engine is not used, falling back to HF generate: %s.", engine, reason)
 
 
 def select_engine(name: str, adapter, request: DecodeRequest) -> tuple[Engine, DecodeRequest]:
@@ -53,7 +53,7 @@ def select_engine(name: str, adapter, request: DecodeRequest) -> tuple[Engine, D
     engine = engine_named(name)
     reason = engine.unsupported_reason(adapter, request)
     if reason is not None:
-        _warn_once(reason)
+        _warn_once(engine.name, reason)
         engine = _ENGINES["hf"]
     if engine.name == "hf":
         options = {k: v for k, v in request.options.items() if k not in FAST_OPTIONS}
