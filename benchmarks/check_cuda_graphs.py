@@ -22,8 +22,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 0
-    from steerlit.engines.fast import state as fast_state
     from steerlit.engines.fast.engine import fast_generate
+    from steerlit.engines.fast.state import clear_fast_cache
     from steerlit.engines.hf import generate
     from steerlit.intervene.steer import Intervention
     from steerlit.models.loading import load_model
@@ -38,12 +38,12 @@ def main() -> int:
         [Intervention({"mlp_out.0": v}, 0.5, operator="norm_add")],
     ]
     kw = dict(max_new_tokens=150, seeds=[1, 2, 3], steering=rows, decode_audio=False)
-    fast_state.clear_fast_cache()
+    clear_fast_cache()
     eager = fast_generate(adapter, prompts, use_cuda_graphs=False, bucketed=True, deterministic=True, **kw)
     graphed = [fast_generate(adapter, prompts, deterministic=True, **kw) for _ in range(2)]
     same = all(torch.equal(out.sequences, eager.sequences) for out in graphed)
     agree = float((graphed[0].codes == generate(adapter, prompts, **kw).codes).float().mean())
-    fast_state.clear_fast_cache()
+    clear_fast_cache()
     print(f"graph replay == eager bucketed step: {same}; agreement with HF generate: {agree:.4f}")
     return 0 if same and agree > 0.99 else 1
 

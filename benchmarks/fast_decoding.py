@@ -157,7 +157,8 @@ def paths(device: str, with_compile: bool):
 
 def measure(adapter, shape, batch, steps, repeats, device, with_compile) -> list[dict]:
     from steerlit.engines.fast.state import clear_fast_cache
-    from steerlit.engines.select import generate_with
+    from steerlit.engines.select import generate
+    from steerlit.engines.settings import GenerationSettings
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
     seeds = list(range(batch))
@@ -168,15 +169,14 @@ def measure(adapter, shape, batch, steps, repeats, device, with_compile) -> list
     rows, refs, base, eager_det = [], {}, None, None
     for name, engine, impl, kw, steered in paths(device, with_compile):
         set_decoder_attn(adapter, impl)
-        args = dict(
-            max_new_tokens=steps, seeds=seeds, guidance_scale=3.0, steering=steer if steered else None, **kw
-        )
+        settings = GenerationSettings(guidance_scale=3.0, engine=engine)
+        args = dict(max_new_tokens=steps, seeds=seeds, steering=steer if steered else None, **kw)
 
-        def call(args=args, engine=engine):
+        def call(args=args, settings=settings):
             sync()
             t0 = time.perf_counter()
             with no_codec(adapter):
-                out = generate_with(engine, adapter, prompts, **args)
+                out = generate(adapter, prompts, settings, **args)
             sync()
             return time.perf_counter() - t0, out
 

@@ -100,19 +100,25 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16")
     p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--engine", default="hf", help="hf | fast")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from steerlit.engines.runner import audio_seconds, run_grid, run_naive
+    from steerlit.engines.settings import GenerationSettings
     from steerlit.models.loading import load_model
 
     adapter = load_model(model_path(args.model), device=args.device, dtype=args.dtype)
     directions = {"rand": random_directions(adapter)}
     rows = bench_rows(adapter, args.rows)
-    kw = dict(max_new_tokens=args.steps, guidance_scale=args.guidance)
-    run_naive(adapter, rows[:1], directions, max_new_tokens=min(args.steps, 8), guidance_scale=args.guidance)
+
+    def settings(steps: int, batch_size: int | None = None) -> GenerationSettings:  # exactly ``steps`` steps
+        seconds = audio_seconds(adapter, steps)
+        return GenerationSettings(seconds, args.guidance, batch_size=batch_size, engine=args.engine)
+
+    run_naive(adapter, rows[:1], directions, settings(min(args.steps, 8)))
 
     def sync():
         if args.device.startswith("cuda"):
@@ -121,12 +127,12 @@ def main(argv=None) -> dict:
     sync()
     t0 = time.perf_counter()
     batched = run_grid(
-        adapter, rows, directions, batch_size=args.batch_size or len(rows), progress=False, **kw
+        adapter, rows, directions, settings(args.steps, args.batch_size or len(rows)), progress=False
     )
     sync()
     t_batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    naive = run_naive(adapter, rows, directions, **kw)
+    naive = run_naive(adapter, rows, directions, settings(args.steps))
     sync()
     t_naive = time.perf_counter() - t0
 
@@ -138,6 +144,7 @@ def main(argv=None) -> dict:
         "hardware": hardware(args.device),
         "torch": torch.__version__,
         "model": args.model,
+        "engine": args.engine,
         "device": args.device,
         "dtype": str(adapter.dtype).replace("torch.", ""),
         "rows": len(rows),

@@ -24,9 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from grid_throughput import PROMPTS, hardware, model_path, random_directions  # noqa: E402
 
 
-def measure(model: str, *, steps: int, batch: int, repeats: int, device: str, dtype) -> dict:
+def measure(
+    model: str, *, steps: int, batch: int, repeats: int, device: str, dtype, engine: str = "hf"
+) -> dict:
     from steerlit.engines.grid import GridRow, SteerTerm, row_steering
-    from steerlit.engines.hf import generate
+    from steerlit.engines.select import generate
+    from steerlit.engines.settings import GenerationSettings
     from steerlit.models.loading import load_model
 
     adapter = load_model(model_path(model), device=device, dtype=dtype)
@@ -36,17 +39,20 @@ def measure(model: str, *, steps: int, batch: int, repeats: int, device: str, dt
     term = SteerTerm("rand", "random", adapter.num_layers // 2, 1.0, "one_to_all")
     steering = row_steering(GridRow(prompts[0], 0, (term,)), directions, adapter.num_layers)
     n_sites = len(steering[0].vectors)
+    settings = GenerationSettings(engine=engine)
 
     def run(steer):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        generate(adapter, prompts, max_new_tokens=steps, seeds=seeds, steering=steer)
+        generate(adapter, prompts, settings, max_new_tokens=steps, seeds=seeds, steering=steer)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    generate(adapter, prompts, max_new_tokens=min(steps, 8), seeds=seeds, steering=steering)  # warm-up
+    generate(
+        adapter, prompts, settings, max_new_tokens=min(steps, 8), seeds=seeds, steering=steering
+    )  # warm-up
     plain, steered = [], []
     for _ in range(repeats):
         plain.append(run(None))
@@ -58,6 +64,7 @@ def measure(model: str, *, steps: int, batch: int, repeats: int, device: str, dt
         "hardware": hardware(device),
         "torch": torch.__version__,
         "model": model,
+        "engine": engine,
         "layers_hooked": n_sites,
         "device": device,
         "dtype": str(adapter.dtype).replace("torch.", ""),
@@ -80,6 +87,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
+    ap.add_argument("--engine", default="hf", help="hf | fast")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -93,6 +101,7 @@ def main(argv=None) -> list[dict]:
             repeats=args.repeats,
             device=args.device,
             dtype=args.dtype,
+            engine=args.engine,
         )
         print(json.dumps(res), flush=True)
         out.append(res)

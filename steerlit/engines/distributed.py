@@ -8,15 +8,19 @@ plain ``torch.distributed.all_gather_object`` calls.
 
 How it works:
 
-* every rank builds the same batch plan (:func:`steerlit.engines.runner.plan_batches`) with the
-  batch size and the done keys broadcast from rank 0, so batches, and hence results, are
-  identical to a one-process :func:`run_grid` with the same batch size;
+* rank 0 plans the grid exactly as the local runner does (:func:`steerlit.engines.plan.plan_grid`: batch
+  size, settings check, done keys) and broadcasts the batch size and the done keys; every rank builds the
+  same :class:`~steerlit.engines.plan.GridPlan` from them, so batches, and hence results, are identical to a
+  one-process :func:`~steerlit.engines.runner.run_grid` with the same batch size;
+* every rank loads the model from the same :class:`~steerlit.models.settings.ModelSettings`; the ranks
+  check that they all hold the same model id and dtype before planning;
 * the dataset is the indices of the pending batches, sharded by a padded ``DistributedSampler``
   (no shuffling): every rank runs the same number of ``predict_step`` calls, so a per-step
   ``all_gather_object`` cannot deadlock; a padded (repeated) batch is generated twice and
   dropped on rank 0;
 * after each step rank 0 receives every rank's records and audio and commits them to the
-  :class:`ResultStore` (the only writer), so an interrupted DDP sweep resumes like a local one;
+  :class:`ResultStore` (the only writer, :func:`~steerlit.engines.plan.commit_batch`), so an interrupted
+  DDP sweep resumes like a local one;
 * the model is loaded in ``setup()`` on each rank's device, never pickled (``ddp_spawn`` cannot
   pickle EnCodec's weight-norm parametrisations), and is kept out of the module tree so Lightning
   neither moves nor broadcasts it.
@@ -32,14 +36,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from steerlit.engines.grid import GridRow
+from steerlit.engines.plan import GridPlan, commit_batch, dtype_name, plan_grid, records_in_row_order
 from steerlit.engines.results import ResultStore
-from steerlit.engines.runner import (
-    MetricsFn,
-    auto_batch_size,
-    generate_rows,
-    generation_settings,
-    plan_batches,
-)
+from steerlit.engines.runner import MetricsFn, generate_rows
 from steerlit.engines.settings import GenerationSettings
 from steerlit.models.loading import load_adapter
 from steerlit.models.settings import ModelSettings
@@ -54,6 +53,14 @@ class _Holder:
 
 def _first(batch):
     return batch[0]
+
+
+def check_same_model(identities: Sequence[Mapping]) -> None:
+    """Refuse ranks that loaded different models (ids or dtypes): their rows would not belong to one grid."""
+    if any(dict(i) != dict(identities[0]) for i in identities):
+        raise RuntimeError(
+            f"The DDP ranks loaded different models {list(identities)}; give every rank the same model settings."
+        )
 
 
 class GridPredictor(pl.LightningModule):
@@ -78,8 +85,7 @@ class GridPredictor(pl.LightningModule):
         self.out_dir = Path(out_dir)
         self.metrics_fn, self.orthogonalize = metrics_fn, orthogonalize
         self._adapter = _Holder()
-        self.plan: list[list[GridRow]] = []
-        self.pending: list[int] = []
+        self.plan: GridPlan | None = None
         self.done: set[str] = set()
 
     @property
@@ -93,69 +99,62 @@ class GridPredictor(pl.LightningModule):
     def _world(self) -> tuple[int, int]:
         return self.trainer.world_size, self.trainer.global_rank
 
+    def _gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order (``[obj]`` in one process)."""
+        world, _ = self._world()
+        if world > 1 and dist.is_available() and dist.is_initialized():
+            gathered = [None] * world
+            dist.all_gather_object(gathered, obj)
+            return gathered
+        return [obj]
+
     def predict_dataloader(self) -> DataLoader:
         world, rank = self._world()
+        check_same_model(
+            self._gather({"model_id": str(self.adapter.model_id), "dtype": dtype_name(self.adapter)})
+        )
         plan_info = None
         if rank == 0:
             store = ResultStore(self.out_dir)
-            g = self.generation
-            max_new_tokens = self.adapter.seconds_to_steps(g.seconds)
-            batch_size = g.batch_size or store.settings().get("batch_size")
-            batch_size = batch_size or auto_batch_size(self.adapter, max_new_tokens, g.guidance_scale)
-            store.ensure_settings(
-                generation_settings(
-                    self.adapter,
-                    max_new_tokens=max_new_tokens,
-                    guidance_scale=g.guidance_scale,
-                    temperature=g.temperature,
-                    top_k=g.top_k,
-                    orthogonalize=self.orthogonalize,
-                    batch_size=batch_size,
-                    engine=g.engine,
-                )
+            plan = plan_grid(
+                self.adapter, self.rows, self.generation, store=store, orthogonalize=self.orthogonalize
             )
-            plan_info = (batch_size, sorted(store.done_keys()))
-        plan_info = self.trainer.strategy.broadcast(plan_info, src=0)
-        batch_size, done = plan_info
+            plan_info = (plan.batch_size, sorted(plan.done))
+        batch_size, done = self.trainer.strategy.broadcast(plan_info, src=0)
+        self.plan = GridPlan.build(self.rows, batch_size, done)
         self.done = set(done)
-        self.plan = plan_batches(self.rows, batch_size)
-        self.pending = [i for i, b in enumerate(self.plan) if not all(r.key in self.done for r in b)]
-        sampler = DistributedSampler(
-            self.pending, num_replicas=world, rank=rank, shuffle=False, drop_last=False
-        )
-        return DataLoader(self.pending, batch_size=1, sampler=sampler, collate_fn=_first, num_workers=0)
+        pending = self.plan.pending
+        sampler = DistributedSampler(pending, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
+        return DataLoader(pending, batch_size=1, sampler=sampler, collate_fn=_first, num_workers=0)
 
     def predict_step(self, batch_index: int, *args) -> list[dict]:
-        batch = self.plan[int(batch_index)]
         records, audios, _ = generate_rows(
             self.adapter,
-            batch,
+            self.plan.batches[int(batch_index)],
             self.directions,
             self.generation,
             metrics_fn=self.metrics_fn,
             orthogonalize=self.orthogonalize,
         )
-        payload = (records, audios)
-        world, rank = self._world()
-        if world > 1 and dist.is_available() and dist.is_initialized():
-            gathered = [None] * world
-            dist.all_gather_object(gathered, payload)
-        else:
-            gathered = [payload]
-        if rank != 0:
+        gathered = self._gather((records, audios))
+        if self._world()[1] != 0:
             return []
         store = ResultStore(self.out_dir)
         written = []
-        for recs, auds in gathered:
-            new = [(r, a) for r, a in zip(recs, auds) if r["key"] not in self.done]
-            store.write_batch([r for r, _ in new], [a for _, a in new], self.adapter.sample_rate)
-            for r, _ in new:
-                self.done.add(r["key"])
-                written.append(r)
+        for recs, auds in gathered:  # a padded (repeated) batch is committed once
+            written.extend(commit_batch(store, recs, auds, self.adapter.sample_rate, self.done))
         return written
 
     def configure_optimizers(self):
         return None
+
+
+def default_strategy(devices: int | str, accelerator: str) -> str:
+    """``auto`` for one device; several: ``ddp_fork`` on CPU (no re-import of torch/transformers per rank:
+    25 s vs 80 s in tests), ``ddp_spawn`` on GPUs (CUDA cannot be forked once initialised)."""
+    if devices == 1:
+        return "auto"
+    return "ddp_fork" if accelerator == "cpu" else "ddp_spawn"
 
 
 def run_grid_distributed(
@@ -172,19 +171,14 @@ def run_grid_distributed(
     orthogonalize: bool = False,
     progress: bool = False,
 ) -> list[dict]:
-    """Run a grid over ``devices`` processes; return the stored records in the order of ``rows``.
+    """Run a grid over ``devices`` processes; return the stored records in the order of ``rows`` (on rank 0;
+    other ranks return ``[]``).
 
     ``model``: the full model settings, loaded on each rank in ``setup()`` (dtype, hub cache and attention
-    implementation included). ``strategy`` defaults to ``ddp_fork`` on CPU and ``ddp_spawn`` on GPUs (CUDA cannot
-    be forked once initialised) for several devices, ``auto`` for one; both work from scripts, notebooks and
-    tests, and give identical results (spawn pickles the module: ``metrics_fn`` must be a module-level function).
-    ``ddp`` (popen: re-runs the script per rank) suits multi-GPU CLI runs.
+    implementation included). ``strategy`` defaults to :func:`default_strategy`; fork and spawn both work
+    from scripts, notebooks and tests, and give identical results (spawn pickles the module: ``metrics_fn``
+    must be a module-level function). ``ddp`` (popen: re-runs the script per rank) suits multi-GPU CLI runs.
     """
-    n = devices if isinstance(devices, int) else None
-    if strategy is None and n == 1:
-        strategy = "auto"
-    elif strategy is None:  # fork skips re-importing torch/transformers per rank (25 s vs 80 s in tests)
-        strategy = "ddp_fork" if accelerator == "cpu" else "ddp_spawn"
     module = GridPredictor(
         model,
         rows,
@@ -194,28 +188,20 @@ def run_grid_distributed(
         metrics_fn=metrics_fn,
         orthogonalize=orthogonalize,
     )
+    launch = {
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy or default_strategy(devices, accelerator),
+    }
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
     trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        use_distributed_sampler=False,
-        inference_mode=True,
+        **launch, **quiet, enable_progress_bar=progress, use_distributed_sampler=False, inference_mode=True
     )
     trainer.predict(module, return_predictions=False)
     if not trainer.is_global_zero:
         return []
     stored = {r["key"]: r for r in ResultStore(out_dir).rows()}
-    order = list(dict.fromkeys(r.key for r in rows))
-    missing = [k for k in order if k not in stored]
-    if missing:
-        raise RuntimeError(
-            f"{len(missing)} grid rows are missing from {out_dir} after the DDP run: {missing[:3]}."
-        )
-    return [stored[k] for k in order]
+    return records_in_row_order(rows, stored, f"{out_dir} after the DDP run")
 
 
-__all__ = ["GridPredictor", "run_grid_distributed"]
+__all__ = ["GridPredictor", "check_same_model", "default_strategy", "run_grid_distributed"]

@@ -1,27 +1,19 @@
-"""Generation through HF ``MusicgenForConditionalGeneration.generate`` with per-row seeds and steering."""
+"""The ``hf`` engine: HF ``MusicgenForConditionalGeneration.generate`` with per-row seeds and steering hooks.
+
+It is the reference every other engine must reproduce: it runs any model and any HF ``generate`` option.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
+from steerlit.engines.base import DecodeRequest, EngineName, GenerationOutput
 from steerlit.engines.sampling import PerRowSampler, SequenceCapture
 from steerlit.intervene.steer import RowSteering, Steering
-
-
-@dataclass
-class GenerationOutput:
-    """``codes`` (B, K, F) int64 on CPU; ``audio`` (B, S) float32 on CPU; ``sequences`` (B·K, 1+N) raw
-    decoder ids as generated (before the delay-pattern mask); ``sample_rate`` of ``audio``."""
-
-    codes: torch.Tensor
-    audio: torch.Tensor | None
-    sequences: torch.Tensor
-    sample_rate: int
 
 
 def delay_masked(model, sequences: torch.Tensor) -> torch.Tensor:
@@ -86,3 +78,16 @@ def generate(
     codes = codes_from_sequences(sequences, adapter.num_codebooks)
     wav = audio[:, 0].float().cpu() if decode_audio else None
     return GenerationOutput(codes=codes, audio=wav, sequences=sequences, sample_rate=adapter.sample_rate)
+
+
+class HFEngine:
+    """The :class:`~steerlit.engines.base.Engine` over :func:`generate`; ``request.options`` are HF ``generate``
+    keyword arguments (e.g. ``use_cache=False``)."""
+
+    name: EngineName = "hf"
+
+    def unsupported_reason(self, adapter, request: DecodeRequest) -> str | None:
+        return None  # HF generate is the reference: it runs every model and option
+
+    def generate(self, adapter, request: DecodeRequest) -> GenerationOutput:
+        return generate(adapter, request.prompts, **request.sampling(), **request.options)

@@ -2,28 +2,30 @@
 
 Layout of ``out_dir``::
 
-    samples/<key>.wav   float32 WAV per row, written atomically (temp file + os.replace)
+    samples/<key>.wav   float32 WAV per row, written atomically (:func:`steerlit.files.atomic_path`)
     results.jsonl       one JSON object per finished row (row.flat() + metrics + ``wav``, relative path)
     settings.json       generation settings of the sweep; a rerun with other settings is refused
     results.csv         optional, written by :meth:`ResultStore.to_csv` (atomic)
 
-A batch is committed by writing its WAVs first, then all of its lines with one ``write`` followed
-by ``flush`` + ``fsync``. A process killed at any point leaves at most a torn last line (ignored
+A batch is committed by writing its WAVs first (each one atomic and durable), then all of its lines
+with one ``write`` + ``flush`` (so a killed process loses no committed row; rows whose lines a power loss
+drops are regenerated on rerun). A process killed at any point leaves at most a torn last line (ignored
 on load and cut off before the next append) and WAVs without a line (regenerated on rerun, with
-the same result, since a row's output depends only on its fields and the batch plan).
+the same result, since a row's output depends only on its fields and the batch plan,
+:mod:`steerlit.engines.plan`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from steerlit.files import atomic_path, atomic_write_csv, atomic_write_text
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
@@ -36,30 +38,6 @@ def _jsonable(v):
     if isinstance(v, np.ndarray):
         return v.tolist()
     return v
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ResultStore:
@@ -100,12 +78,9 @@ class ResultStore:
         return self.samples_dir / f"{key}.wav"
 
     def _write_wav(self, key: str, audio: np.ndarray, sample_rate: int) -> None:
-        path = self.wav_path(key)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        sf.write(
-            str(tmp), np.asarray(audio, dtype=np.float32), int(sample_rate), subtype="FLOAT", format="WAV"
-        )
-        os.replace(tmp, path)
+        with atomic_path(self.wav_path(key)) as tmp:
+            audio = np.asarray(audio, dtype=np.float32)
+            sf.write(str(tmp), audio, int(sample_rate), subtype="FLOAT", format="WAV")
 
     def _repair_tail(self) -> None:
         """Cut a torn last line (a crash mid-append) so that the next append starts on a new line."""
@@ -116,25 +91,23 @@ class ResultStore:
             data = f.read()
             if data and not data.endswith(b"\n"):
                 f.truncate(data.rfind(b"\n") + 1)
-                f.flush()
-                os.fsync(f.fileno())
         self._repaired = True
 
     def write_batch(
-        self, records: Iterable[Mapping], audios: Iterable[np.ndarray] | None, sample_rate: int
-    ) -> None:
-        """Commit finished rows: WAVs (if ``audios``) then one atomic-ish append of their lines.
+        self, records: Iterable[Mapping], audios: Iterable[np.ndarray | None] | None, sample_rate: int
+    ) -> list[dict]:
+        """Commit finished rows: WAVs (if ``audios``) then one append of all their lines; return the records
+        as stored (copies; ``wav`` is set to ``samples/<key>.wav`` where audio was written).
 
-        Each record needs a ``key``; ``wav`` is set to ``samples/<key>.wav`` when audio is written."""
+        Each record needs a ``key``."""
         records = [dict(r) for r in records]
         if not records:
-            return
+            return []
         audios = list(audios) if audios is not None else [None] * len(records)
         for rec, audio in zip(records, audios):
             if audio is not None:
                 self._write_wav(rec["key"], audio, sample_rate)
                 rec["wav"] = f"{SAMPLES_DIR}/{rec['key']}.wav"
-        _fsync_dir(self.samples_dir)
         text = "".join(
             json.dumps({k: _jsonable(v) for k, v in rec.items()}, sort_keys=False) + "\n" for rec in records
         )
@@ -142,7 +115,7 @@ class ResultStore:
         with open(self.results_path, "a") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+        return records
 
     # ---- reading --------------------------------------------------------------------------
     def rows(self) -> list[dict]:
@@ -175,28 +148,10 @@ class ResultStore:
         return len(self.rows())
 
     def to_csv(self, path: str | os.PathLike | None = None) -> Path:
-        """Write all finished rows, sorted by key, as CSV (atomic); default ``<out_dir>/results.csv``."""
+        """Write all finished rows, sorted by key, as CSV (atomic; NaN and None as empty cells); default
+        ``<out_dir>/results.csv``."""
         path = Path(path) if path is not None else self.out_dir / "results.csv"
-        rows = sorted(self.rows(), key=lambda r: r["key"])
-        columns: list[str] = []
-        for r in rows:
-            columns.extend(c for c in r if c not in columns)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                w.writerow(
-                    {
-                        k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-                        for k, v in r.items()
-                    }
-                )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        return atomic_write_csv(path, sorted(self.rows(), key=lambda r: r["key"]))
 
     def read_wav(self, key: str) -> tuple[np.ndarray, int]:
         audio, sr = sf.read(str(self.wav_path(key)), dtype="float32")

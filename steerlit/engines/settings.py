@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from steerlit.engines.select import EngineName
+from steerlit.engines.base import EngineName
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from typing import Literal, get_args
 import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
+from steerlit.intervene.steer import CFG_HALVES, CfgHalf
 from steerlit.models.sites import Site
 
 Reduction = Literal["first", "mean", "last", "all"]
 REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 PooledReduction = Literal["first", "mean", "last"]  # the reductions a cache stores (one vector per example)
-HALVES = ("cond", "uncond", "both")
 
 
 def select_half(hidden: torch.Tensor, state: DecodeState, half: str) -> torch.Tensor:
@@ -92,13 +92,13 @@ class ActivationRecorder(SiteHookContext):
         sites: Iterable[str | Site],
         *,
         reduction: str = "mean",
-        half: str = "cond",
+        half: CfgHalf = "cond",
         dtype: torch.dtype = torch.float32,
     ):
         if reduction not in REDUCTIONS:
             raise ValueError(f"Unknown reduction {reduction!r}; use one of {REDUCTIONS}.")
-        if half not in HALVES:
-            raise ValueError(f"Unknown CFG half {half!r}; use one of {HALVES}.")
+        if half not in CFG_HALVES:
+            raise ValueError(f"Unknown CFG half {half!r}; use one of {CFG_HALVES}.")
         self.adapter = adapter
         self.sites = adapter.parse_sites(list(sites))
         self.reduction, self.half = reduction, half

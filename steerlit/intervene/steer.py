@@ -2,10 +2,10 @@
 
 A batch of R rows shares one ``generate`` call; each row carries its own list of
 :class:`Intervention` (several directions at once are several interventions). Vectors and
-coefficient tables go to the model's device and dtype once, when the context is entered:
+coefficient tables go to the model's device and dtype once, when the :class:`Steering` is built:
 
-* per target site and slot, a vector table ``V`` (R, H) and coefficient tables ``C`` (R, P) for
-  the conditional and the unconditional CFG half, P = the decoder's maximum positions;
+* per target site and slot, a :class:`SiteTable`: a vector table ``V`` (R, H) and coefficient tables
+  ``C`` (R, P) for the conditional and the unconditional CFG half, P = the decoder's maximum positions;
 * at each decoder call covering positions ``start .. start+T-1``, the hook applies
   ``operator(h, V, C[:, start:start+T])`` to the site tensor (B', T, H), B' = R or 2R (guidance).
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
-from steerlit.intervene.operators import OPERATORS, apply_operator
+from steerlit.intervene.operators import OPERATORS, Operator, apply_operator
 from steerlit.intervene.schedules import Constant, Schedule, make_schedule
 from steerlit.models.sites import Site
 
@@ -39,9 +39,9 @@ class Intervention:
 
     vectors: Mapping[str, torch.Tensor]
     alpha: float = 1.0
-    operator: str = "add"
-    schedule: Schedule = field(default_factory=Constant)
-    half: str = "both"
+    operator: Operator = "add"
+    schedule: Schedule | Mapping = field(default_factory=Constant)
+    half: CfgHalf = "both"
 
 
 RowSteering = Sequence[Intervention]  # empty: the row is not steered
@@ -74,35 +74,60 @@ def validate_intervention(iv: Intervention, adapter) -> dict[Site, torch.Tensor]
     return out
 
 
-class _SiteSlot:
-    """One (site, operator) slot: vector table (R, H) and coefficient tables (R, P) per CFG half."""
+class SiteTable:
+    """The steering of one (site, operator) slot for a batch of R rows, P = the decoder's maximum positions.
+
+    While rows are added (:meth:`set_row`) it holds a float64 vector table (R, H) on the CPU and float64
+    coefficient tables (R, P) for the conditional and the unconditional CFG half (row ``r``, position ``p``:
+    α·schedule(p) of that row's intervention, 0 for rows or halves it does not steer). :meth:`finalize` moves
+    them to the model's device and dtype once; :meth:`batch` then gives the tables of one decoder batch.
+    """
 
     def __init__(self, operator: str, rows: int, hidden: int, positions: int):
         self.operator = operator
-        self.vec = torch.zeros(rows, hidden, dtype=torch.float64)
-        self.coef = {"cond": np.zeros((rows, positions)), "uncond": np.zeros((rows, positions))}
-        self.tables: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.vectors = torch.zeros(rows, hidden, dtype=torch.float64)
+        self.coefficients = {"cond": np.zeros((rows, positions)), "uncond": np.zeros((rows, positions))}
+        self._device_tables: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def set_row(self, row: int, vec: torch.Tensor, iv: Intervention, positions: int) -> None:
-        self.vec[row] = vec.double()
+        """Row ``row`` is steered by ``iv`` with vector ``vec`` (H,) at this site."""
+        self.vectors[row] = vec.double()
         values = float(iv.alpha) * make_schedule(iv.schedule).values(positions)
-        for half in ("cond", "uncond"):
+        for half, table in self.coefficients.items():
             if iv.half in ("both", half):
-                self.coef[half][row] = values
+                table[row] = values
 
     def finalize(self, device, dtype) -> None:
         """Move to the model's device/dtype once: tables for a plain batch (R) and a CFG batch (2R)."""
-        vec = self.vec.to(device, dtype)
-        cond = torch.as_tensor(self.coef["cond"]).to(device, dtype)
-        uncond = torch.as_tensor(self.coef["uncond"]).to(device, dtype)
-        self.tables = {False: (vec, cond), True: (torch.cat([vec, vec]), torch.cat([cond, uncond]))}
+        vec = self.vectors.to(device, dtype)
+        cond = torch.as_tensor(self.coefficients["cond"]).to(device, dtype)
+        uncond = torch.as_tensor(self.coefficients["uncond"]).to(device, dtype)
+        self._device_tables = {False: (vec, cond), True: (torch.cat([vec, vec]), torch.cat([cond, uncond]))}
+
+    def batch(
+        self, cfg: bool, repeats: int = 1, positions: slice = slice(None)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables of one decoder batch on the model's device: vectors (B', H) and coefficients (B', T).
+
+        ``cfg``: the batch is [conditional rows; unconditional rows] (B' = 2R), else B' = R. ``repeats``: each
+        row repeated that many times (a steering broadcast over ``repeats`` prompts). ``positions``: the
+        coefficient columns (decoding positions) wanted, T of them."""
+        if not self._device_tables:
+            raise RuntimeError("SiteTable.batch() before finalize(): call finalize(device, dtype) first.")
+        vec, coef = self._device_tables[cfg]
+        coef = coef[:, positions]
+        if repeats != 1:
+            vec, coef = vec.repeat_interleave(repeats, 0), coef.repeat_interleave(repeats, 0)
+        return vec, coef
 
 
 class Steering(SiteHookContext):
     """Steer a batch of rows during ``generate``.
 
     ``rows``: one :class:`RowSteering` per batch row (in prompt order), or a single RowSteering
-    applied to every row. Hooks are removed on exit, also when generation raises.
+    applied to every row (``broadcast``). ``tables``: per target site, its :class:`SiteTable` slots (a row
+    with two interventions of the same operator at one site uses two slots). Hooks are removed on exit,
+    also when generation raises. Other decode loops (the fast engine) read ``tables`` without hooks.
     """
 
     def __init__(self, adapter, rows: Sequence[RowSteering] | RowSteering):
@@ -114,27 +139,31 @@ class Steering(SiteHookContext):
         self.rows = [list(r) for r in rows]
         if not self.rows:
             raise SteeringError("Steering needs at least one row.")
-        positions = adapter.max_positions
-        self.slots: dict[Site, list[_SiteSlot]] = {}
+        self.tables: dict[Site, list[SiteTable]] = {}
         for r, row in enumerate(self.rows):
-            used: dict[tuple[Site, str], int] = {}
-            for iv in row:
-                for site, vec in validate_intervention(iv, adapter).items():
-                    k = used.get((site, iv.operator), 0)
-                    used[(site, iv.operator)] = k + 1
-                    slots = [s for s in self.slots.setdefault(site, []) if s.operator == iv.operator]
-                    if k >= len(slots):
-                        slot = _SiteSlot(iv.operator, len(self.rows), adapter.hidden_size, positions)
-                        self.slots[site].append(slot)
-                    else:
-                        slot = slots[k]
-                    slot.set_row(r, vec, iv, positions)
-        for slots in self.slots.values():
-            for slot in slots:
-                slot.finalize(adapter.device, adapter.dtype)
+            self._add_row(r, row)
+        for tables in self.tables.values():
+            for table in tables:
+                table.finalize(adapter.device, adapter.dtype)
 
-    def _rows_for(self, state: DecodeState, h: torch.Tensor) -> int:
-        batch = state.text_batch if state.cfg else h.shape[0]
+    def _add_row(self, r: int, row: RowSteering) -> None:
+        positions = self.adapter.max_positions
+        used: dict[tuple[Site, str], int] = {}
+        for iv in row:
+            for site, vec in validate_intervention(iv, self.adapter).items():
+                k = used.get((site, iv.operator), 0)
+                used[(site, iv.operator)] = k + 1
+                same_op = [t for t in self.tables.setdefault(site, []) if t.operator == iv.operator]
+                if k >= len(same_op):
+                    table = SiteTable(iv.operator, len(self.rows), self.adapter.hidden_size, positions)
+                    self.tables[site].append(table)
+                else:
+                    table = same_op[k]
+                table.set_row(r, vec, iv, positions)
+
+    def repeats_for(self, batch: int) -> int:
+        """How often each table row is repeated for a batch of ``batch`` prompts: ``batch`` for a broadcast
+        steering, else 1 (raises :class:`SteeringError` when the per-row steering has another row count)."""
         if self.broadcast:
             return batch
         if batch != len(self.rows):
@@ -142,31 +171,33 @@ class Steering(SiteHookContext):
                 f"Steering was built for {len(self.rows)} rows but the batch has {batch} prompts; "
                 "give one RowSteering per prompt (or a single one for all)."
             )
-        return batch
+        return 1
+
+    def check_positions(self, stop: int) -> None:
+        """Refuse decoding positions ``0 .. stop - 1`` beyond the coefficient tables (the decoder's positions)."""
+        if self.tables and stop > self.adapter.max_positions:
+            raise SteeringError(
+                f"Decoding position {stop - 1} exceeds the decoder's {self.adapter.max_positions} positions; "
+                "generate fewer steps."
+            )
 
     def _make_fn(self, site: Site):
-        slots = self.slots[site]
+        tables = self.tables[site]
 
         def fn(h: torch.Tensor, state: DecodeState):
-            batch = self._rows_for(state, h)
+            repeats = self.repeats_for(state.text_batch if state.cfg else h.shape[0])
             stop = state.start + state.seq_len
-            if stop > self.adapter.max_positions:
-                raise SteeringError(
-                    f"Position {stop} exceeds the decoder's {self.adapter.max_positions} positions."
-                )
-            for slot in slots:
-                vec, coef = slot.tables[state.cfg]
-                coef = coef[:, state.start : stop]
-                if self.broadcast:  # one row (two under CFG: cond, uncond) -> one copy per prompt
-                    vec, coef = vec.repeat_interleave(batch, 0), coef.repeat_interleave(batch, 0)
-                h = apply_operator(slot.operator, h, vec, coef)
+            self.check_positions(stop)
+            for table in tables:
+                vec, coef = table.batch(state.cfg, repeats, slice(state.start, stop))
+                h = apply_operator(table.operator, h, vec, coef)
             return h
 
         return fn
 
     def hooked_sites(self):
-        return list(self.slots)
+        return list(self.tables)
 
     @property
     def sites(self) -> list[str]:
-        return sorted(s.name for s in self.slots)
+        return sorted(s.name for s in self.tables)

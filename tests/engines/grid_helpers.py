@@ -9,9 +9,16 @@ import torch
 
 from steerlit.directions.io import DirectionSet
 from steerlit.engines.grid import GridRow, SteerTerm, build_grid
+from steerlit.engines.settings import GenerationSettings
 
 PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar"]
 STEPS = 12  # decoding steps per row: 9 frames of audio on the tiny model
+SECONDS = 0.18  # what gives STEPS on the tiny model (50 Hz, 4 codebooks)
+
+
+def grid_generation(**fields) -> GenerationSettings:
+    """The tests' generation settings: SECONDS per clip, other fields as given (default batch size 16)."""
+    return GenerationSettings(seconds=SECONDS, **fields)
 
 
 def random_directions(hidden: int, num_layers: int, concepts=("tempo", "timbre"), norm: float = 8.0):

@@ -170,3 +170,54 @@ def test_row_count_mismatch(tiny_adapter):
         generate(tiny_adapter, PROMPTS, max_new_tokens=3, steering=rows)
     with pytest.raises(ValueError, match="one seed per prompt"):
         generate(tiny_adapter, PROMPTS, max_new_tokens=3, seeds=[1])
+
+
+def test_site_tables_hold_per_row_vectors_and_coefficients(tiny_adapter):
+    """Steering.tables: per site, SiteTable slots with (R, H) vectors and (R, P) coefficients per CFG half."""
+    v1, v2 = unit(32, 8), unit(32, 9)
+    rows = [
+        [Intervention({"resid_post.1": v1}, 2.0, half="cond")],
+        [],
+        [
+            Intervention({"resid_post.1": v2}, -1.0, schedule={"kind": "window", "start": 3}),
+            Intervention({"resid_post.1": v1}, 0.5),  # a second add at the same site: a second slot
+        ],
+    ]
+    st = Steering(tiny_adapter, rows)
+    assert st.sites == ["resid_post.1"] and not st.broadcast
+    first, second = st.tables[tiny_adapter.parse_site("resid_post.1")]
+    P = tiny_adapter.max_positions
+    assert (
+        first.operator == "add"
+        and first.vectors.shape == (3, 32)
+        and first.coefficients["cond"].shape == (3, P)
+    )
+    vec, coef = first.batch(cfg=False)
+    assert vec.shape == (3, 32) and coef.shape == (3, P) and vec.dtype == tiny_adapter.dtype
+    torch.testing.assert_close(vec[0], v1) and torch.testing.assert_close(vec[2], v2)
+    assert (
+        (coef[0] == 2.0).all()
+        and (coef[1] == 0).all()
+        and (coef[2, :3] == 0).all()
+        and (coef[2, 3:] == -1).all()
+    )
+    vec, coef = first.batch(cfg=True, positions=slice(2, 6))  # [cond rows; uncond rows], positions 2..5
+    assert vec.shape == (6, 32) and coef.shape == (6, 4)
+    assert (coef[0] == 2.0).all() and (coef[3] == 0).all()  # row 0 steers its conditional half only
+    assert torch.equal(coef[2], coef[5]) and torch.equal(coef[2], torch.tensor([0.0, -1.0, -1.0, -1.0]))
+    _, coef = second.batch(cfg=False)
+    assert (coef[2] == 0.5).all() and (coef[:2] == 0).all()
+    assert st.repeats_for(3) == 1
+    with pytest.raises(SteeringError, match="built for 3 rows but the batch has 2"):
+        st.repeats_for(2)
+    with pytest.raises(SteeringError, match="exceeds the decoder's"):
+        st.check_positions(P + 1)
+
+
+def test_broadcast_tables_repeat_per_prompt(tiny_adapter):
+    st = Steering(tiny_adapter, [Intervention({"mlp_out.0": unit(32, 10)}, 1.5, half="uncond")])
+    assert st.broadcast and st.repeats_for(4) == 4
+    (table,) = st.tables[tiny_adapter.parse_site("mlp_out.0")]
+    vec, coef = table.batch(cfg=True, repeats=4, positions=slice(0, 2))
+    assert vec.shape == (8, 32) and coef.shape == (8, 2)
+    assert (coef[:4] == 0).all() and (coef[4:] == 1.5).all()  # the unconditional half only

@@ -1,7 +1,8 @@
 """A steered decode loop for ``MusicgenForConditionalGeneration`` that does what HF ``generate`` does.
 
 :func:`fast_generate` takes the same arguments as :func:`steerlit.engines.hf.generate` and
-returns the same :class:`~steerlit.engines.hf.GenerationOutput`. Per call:
+returns the same :class:`~steerlit.engines.base.GenerationOutput`; :class:`FastEngine` is it behind the
+:class:`~steerlit.engines.base.Engine` interface. Per call:
 
 1. the text encoder runs once; under guidance the batch is ``[cond rows; uncond rows]`` with zeroed
    encoder states and a zero attention mask for the unconditional half, projected by
@@ -13,7 +14,8 @@ returns the same :class:`~steerlit.engines.hf.GenerationOutput`. Per call:
    argmax (greedy) or with the per-row Gumbel streams of :mod:`steerlit.engines.sampling`
    (``step`` = sequence length − 1, as :class:`~steerlit.engines.sampling.PerRowSampler`);
 4. steering reuses :class:`steerlit.intervene.steer.Steering` (validation, per-row vector and
-   coefficient tables, CFG-half policy, schedules keyed by the step) at the same four sites;
+   coefficient tables as :class:`~steerlit.intervene.steer.SiteTable`, CFG-half policy, schedules keyed by
+   the step) at the same four sites, without hooks;
 5. EnCodec decodes all rows in one call, exactly as HF ``generate`` does.
 
 Without CUDA graphs every step mirrors HF's maths and kernels (fp32 codes identical to HF). On CUDA
@@ -24,70 +26,32 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from steerlit.engines.fast.layers import SUPPORTED_ATTN, DecoderWeights
-from steerlit.engines.fast.state import FastDecoder, cached_decoder, weights_signature
-from steerlit.engines.hf import GenerationOutput, codes_from_sequences
-from steerlit.intervene.steer import RowSteering, Steering, SteeringError
+from steerlit.engines.base import DecodeRequest, EngineName, GenerationOutput
+from steerlit.engines.fast.graphs import GraphSet, run_bucketed
+from steerlit.engines.fast.layers import DecoderWeights, compile_pieces
+from steerlit.engines.fast.state import CacheEntry, FastDecoder, cached_decoder, weights_signature
+from steerlit.engines.fast.support import fast_unsupported_reason, request_unsupported_reason
+from steerlit.engines.hf import codes_from_sequences
+from steerlit.intervene.steer import RowSteering, Steering
 
-# generation-config fields that add logits processors or stopping in greedy mode: (name, neutral values)
-_GREEDY_PROCESSORS = {
-    "repetition_penalty": (None, 1.0),
-    "encoder_repetition_penalty": (None, 1.0),
-    "no_repeat_ngram_size": (None, 0),
-    "encoder_no_repeat_ngram_size": (None, 0),
-    "bad_words_ids": (None,),
-    "min_length": (None, 0),
-    "min_new_tokens": (None, 0),
-    "forced_bos_token_id": (None,),
-    "forced_eos_token_id": (None,),
-    "suppress_tokens": (None,),
-    "begin_suppress_tokens": (None,),
-    "sequence_bias": (None,),
-    "eos_token_id": (None,),
-    "num_beams": (None, 1),
-    "num_return_sequences": (None, 1),
-}
+TEXT_PAD = 64  # bucketed mode pads the text length to a multiple of this (fewer distinct buffer shapes)
 
 
-def _foreign_hooks(module) -> list:
-    """Hooks the fast loop would bypass; transformers' own output-capturing hooks (installed once by a
-    forward with ``output_hidden_states``/``output_attentions`` and inactive otherwise) do not count."""
-    hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
-    return [h for h in hooks if getattr(h, "__name__", "") != "output_capturing_hook"]
+@dataclass(frozen=True)
+class LoopOptions:
+    """How the steps run: ``graphs`` (CUDA-graph replay), ``bucketed`` (the graph-shaped step, also without
+    graphs), ``bucket`` steps per KV-length bucket, ``deterministic`` attention, ``compile`` of the pieces."""
 
-
-def fast_unsupported_reason(adapter) -> str | None:
-    """Why the fast engine cannot reproduce HF ``generate`` for this model (None: it can)."""
-    from transformers import MusicgenForConditionalGeneration
-
-    model = adapter.model
-    if type(model) is not MusicgenForConditionalGeneration:
-        return f"model class {type(model).__name__} is not MusicgenForConditionalGeneration"
-    dec = model.config.decoder
-    if int(getattr(dec, "audio_channels", 1)) != 1:
-        return f"audio_channels={dec.audio_channels} (stereo) is not handled"
-    impl = model.decoder.model.decoder.config._attn_implementation
-    if impl not in SUPPORTED_ATTN:
-        return f"decoder attention implementation {impl!r} is not one of {SUPPORTED_ATTN}"
-    if model.training:
-        return "the model is in training mode (dropout)"
-    hooked = [n for n, m in model.decoder.named_modules() if _foreign_hooks(m)]
-    if hooked:
-        return f"forward hooks are installed on decoder modules {hooked[:3]} (the fast loop would skip them)"
-    for name, mod in model.decoder.named_modules():
-        if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
-            return f"decoder linear {name} has a bias (MusicGen's have none)"
-    gen = model.generation_config
-    if gen.pad_token_id is None or (gen.decoder_start_token_id is None and gen.bos_token_id is None):
-        return "generation_config lacks pad_token_id or decoder_start_token_id"
-    for name, neutral in _GREEDY_PROCESSORS.items():
-        value = getattr(gen, name, None)
-        if value not in neutral and not (isinstance(value, list | tuple) and not value):
-            return f"generation_config.{name}={value!r} adds processing the fast engine does not mirror"
-    return None
+    graphs: bool
+    bucketed: bool
+    bucket: int
+    deterministic: bool
+    compile: bool
 
 
 def encode_text(adapter, prompts: Sequence[str], cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,33 +74,84 @@ def encode_text(adapter, prompts: Sequence[str], cfg: bool) -> tuple[torch.Tenso
 
 
 def steering_tables(adapter, steering, batch: int, cfg: bool, length: int) -> dict:
-    """``{(kind, layer): [(operator, vec (B', H), coef (B', P)), ...]}`` from a Steering spec."""
+    """``{(kind, layer): [(operator, vec (B', H), coef (B', P)), ...]}`` from a Steering spec, read from its
+    :class:`~steerlit.intervene.steer.SiteTable` slots (B' = 2B under guidance, P = decoder positions)."""
     if not steering:
         return {}
     st = Steering(adapter, steering)
-    if not st.broadcast and len(st.rows) != batch:
-        raise SteeringError(
-            f"Steering was built for {len(st.rows)} rows but the batch has {batch} prompts; "
-            "give one RowSteering per prompt (or a single one for all)."
-        )
-    if st.slots and length > adapter.max_positions:
-        raise SteeringError(f"Position {length - 1} exceeds the decoder's {adapter.max_positions} positions.")
+    repeats = st.repeats_for(batch)
+    st.check_positions(length)
     out: dict[tuple[str, int], list] = {}
-    for site, slots in st.slots.items():
-        for slot in slots:
-            vec, coef = slot.tables[cfg]
-            if st.broadcast:
-                vec, coef = vec.repeat_interleave(batch, 0), coef.repeat_interleave(batch, 0)
-            out.setdefault((site.kind, site.layer), []).append((slot.operator, vec, coef))
+    for site, tables in st.tables.items():
+        for table in tables:
+            vec, coef = table.batch(cfg, repeats)
+            out.setdefault((site.kind, site.layer), []).append((table.operator, vec, coef))
     return out
 
 
-def _sdpa_context(w: DecoderWeights, deterministic: bool, device: torch.device):
-    if deterministic and device.type == "cuda" and w.attn_impl == "sdpa":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+def loop_options(adapter, use_cuda_graphs, compile, deterministic, bucket, bucketed) -> LoopOptions:
+    """Resolve the fast-only options (defaults: graphs on a CUDA model; bucketed when graphs)."""
+    device = adapter.device
+    graphs = device.type == "cuda" if use_cuda_graphs is None else bool(use_cuda_graphs)
+    if graphs and device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a model on CUDA, this one is on {device}; use_cuda_graphs=False.")
+    if bucket < 1:
+        raise ValueError(f"bucket must be >= 1, got {bucket}.")
+    bucketed = graphs if bucketed is None else bool(bucketed) or graphs
+    return LoopOptions(graphs, bucketed, bucket, bool(deterministic), bool(compile))
 
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
+
+def check_call(adapter, prompts: list[str], max_new_tokens: int, seeds, temperature: float) -> None:
+    """One clear error for arguments the fast loop cannot run."""
+    if not prompts:
+        raise ValueError("No prompts to generate: pass at least one prompt.")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt.")
+    if seeds is not None and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; use greedy decoding instead.")
+    if max_new_tokens < adapter.num_codebooks:
+        raise ValueError(f"Too few decoding steps ({max_new_tokens}) for {adapter.num_codebooks} codebooks.")
+    reason = fast_unsupported_reason(adapter)
+    if reason:
+        raise ValueError(f"The fast engine does not support this model: {reason}; use engine='hf'.")
+
+
+def decoder_entry(
+    adapter, text_len: int, steer: dict, sampling: dict, dims: dict, loop: LoopOptions
+) -> CacheEntry:
+    """The decoder of this call. Bucketed: the cached one (with its graphs) when every shape, option and
+    the steering layout match, else a new cached one; exact mode: a fresh, uncached decoder."""
+    model = adapter.model
+    if not loop.bucketed:
+        w = DecoderWeights(model, fuse=False)
+        return CacheEntry((), FastDecoder(adapter, w, text_len=None, sampling=dict(sampling), **dims))
+    text_len = TEXT_PAD * -(-text_len // TEXT_PAD)
+    layout = tuple(sorted((k, tuple(op for op, _, _ in v)) for k, v in steer.items()))
+    key = (weights_signature(model), str(adapter.device), text_len, layout)
+    key += (loop.bucket, loop.deterministic, loop.compile, loop.graphs)
+    key += tuple(sorted(dims.items(), key=str)) + tuple(sorted(sampling.items()))
+
+    def make():
+        w = DecoderWeights(model, fuse=True)
+        return FastDecoder(adapter, w, text_len=text_len, sampling=dict(sampling), **dims)
+
+    return cached_decoder(model, key, make)
+
+
+def run_steps(entry: CacheEntry, num_steps: int, loop: LoopOptions, compiled: dict | None) -> None:
+    """Decode ``num_steps`` steps into the loaded decoder: graph replay, bucketed eager, or exact mode."""
+    dec = entry.dec
+    kw = {"deterministic": loop.deterministic, "compiled": compiled}
+    if loop.graphs:
+        entry.graphs = entry.graphs or GraphSet()
+        entry.graphs.run(dec, num_steps, loop.bucket, **kw)
+    elif loop.bucketed:
+        run_bucketed(dec, num_steps, loop.bucket, **kw)
+    else:
+        exact_math = loop.deterministic and dec.raw.device.type == "cuda" and dec.w.attn_impl == "sdpa"
+        with sdpa_kernel([SDPBackend.MATH]) if exact_math else contextlib.nullcontext():
+            for t in range(num_steps):
+                dec.step(t, compiled=compiled)
 
 
 def fast_generate(
@@ -167,83 +182,39 @@ def fast_generate(
     Raises ValueError for models the loop does not reproduce (see :func:`fast_unsupported_reason`).
     """
     prompts = list(prompts)
-    if not prompts:
-        raise ValueError("No prompts to generate: pass at least one prompt.")
-    if seeds is not None and len(seeds) != len(prompts):
-        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt.")
-    if seeds is not None and temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}; use greedy decoding instead.")
-    if max_new_tokens < adapter.num_codebooks:
-        raise ValueError(f"Too few decoding steps ({max_new_tokens}) for {adapter.num_codebooks} codebooks.")
-    reason = fast_unsupported_reason(adapter)
-    if reason:
-        raise ValueError(f"The fast engine does not support this model: {reason}; use engine='hf'.")
-    device = adapter.device
-    graphs = device.type == "cuda" if use_cuda_graphs is None else bool(use_cuda_graphs)
-    if graphs and device.type != "cuda":
-        raise ValueError(f"CUDA graphs need a model on CUDA, this one is on {device}; use_cuda_graphs=False.")
-    if bucket < 1:
-        raise ValueError(f"bucket must be >= 1, got {bucket}.")
-    model = adapter.model
-    batch, length = len(prompts), 1 + max_new_tokens
+    check_call(adapter, prompts, max_new_tokens, seeds, temperature)
+    loop = loop_options(adapter, use_cuda_graphs, compile, deterministic, bucket, bucketed)
     cfg = guidance_scale is not None and guidance_scale > 1
-    bucketed = graphs if bucketed is None else bool(bucketed) or graphs
     sampling = {
         "guidance_scale": float(guidance_scale) if cfg else 1.0,
         "temperature": temperature,
         "top_k": top_k,
         "seeded": seeds is not None,
     }
+    device = adapter.device
     seeds_t = None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
-    compiled = None
-    if compile:
-        from steerlit.engines.fast.layers import compile_pieces
-
-        compiled = compile_pieces(model.config.decoder.activation_function)
+    compiled = compile_pieces(adapter.model.config.decoder.activation_function) if compile else None
     with torch.inference_mode():
         enc, enc_mask = encode_text(adapter, prompts, cfg)
-        steer = steering_tables(adapter, steering, batch, cfg, length)
-        dims = dict(batch=batch, length=length, cfg=cfg, dtype=enc.dtype)
-        if bucketed:  # fixed buffers, reused (with their graphs) by the next call of the same shape
-            text_len = 64 * -(-enc.shape[1] // 64)
-            layout = tuple(sorted((k, tuple(op for op, _, _ in v)) for k, v in steer.items()))
-            key = (
-                weights_signature(model),
-                str(device),
-                text_len,
-                layout,
-                bucket,
-                deterministic,
-                compile,
-                graphs,
-            )
-            key += tuple(sorted(dims.items(), key=str)) + tuple(sorted(sampling.items()))
-
-            def make():
-                w = DecoderWeights(model, fuse=True)
-                return FastDecoder(adapter, w, text_len=text_len, sampling=dict(sampling), **dims)
-
-            entry = cached_decoder(model, key, make)
-            dec = entry.dec
-        else:
-            w = DecoderWeights(model, fuse=False)
-            dec = FastDecoder(adapter, w, text_len=None, sampling=dict(sampling), **dims)
-        dec.load(enc, enc_mask, steer, seeds_t)
-        kw = {"deterministic": deterministic, "compiled": compiled}
-        if graphs:
-            from steerlit.engines.fast.graphs import GraphSet
-
-            entry.graphs = entry.graphs or GraphSet()
-            entry.graphs.run(dec, max_new_tokens, bucket, **kw)
-        elif bucketed:
-            from steerlit.engines.fast.graphs import run_bucketed
-
-            run_bucketed(dec, max_new_tokens, bucket, **kw)
-        else:
-            with _sdpa_context(dec.w, deterministic, device):
-                for t in range(max_new_tokens):
-                    dec.step(t, compiled=compiled)
-        sequences = dec.raw.to("cpu", copy=True)  # the buffers are reused by the next call
-        wav = dec.audio() if decode_audio else None
+        steer = steering_tables(adapter, steering, len(prompts), cfg, 1 + max_new_tokens)
+        dims = dict(batch=len(prompts), length=1 + max_new_tokens, cfg=cfg, dtype=enc.dtype)
+        entry = decoder_entry(adapter, enc.shape[1], steer, sampling, dims, loop)
+        entry.dec.load(enc, enc_mask, steer, seeds_t)
+        run_steps(entry, max_new_tokens, loop, compiled)
+        sequences = entry.dec.raw.to("cpu", copy=True)  # the buffers are reused by the next call
+        wav = entry.dec.audio() if decode_audio else None
     codes = codes_from_sequences(sequences, adapter.num_codebooks)
     return GenerationOutput(codes=codes, audio=wav, sequences=sequences, sample_rate=adapter.sample_rate)
+
+
+class FastEngine:
+    """The :class:`~steerlit.engines.base.Engine` over :func:`fast_generate`; ``request.options`` are its
+    fast-only keyword options (``use_cuda_graphs``, ``compile``, ``deterministic``, ``bucket``, ``bucketed``)."""
+
+    name: EngineName = "fast"
+
+    def unsupported_reason(self, adapter, request: DecodeRequest) -> str | None:
+        return request_unsupported_reason(adapter, request)
+
+    def generate(self, adapter, request: DecodeRequest) -> GenerationOutput:
+        return fast_generate(adapter, request.prompts, **request.sampling(), **request.options)

@@ -1,6 +1,6 @@
 """CUDA-graph replay of the fast decode step (CUDA only; never imported on the CPU path).
 
-All step state lives on the GPU (:class:`~steerlit.engines.fast.engine.FastDecoder`: step counter,
+All step state lives on the GPU (:class:`~steerlit.engines.fast.state.FastDecoder`: step counter,
 raw ids, delay pattern, KV cache, steering tables, seeds), so one step is a fixed sequence of
 kernels with no host sync. Steps are grouped into KV-length buckets of ``bucket`` steps: bucket
 ``b`` covers steps ``[b·bucket, (b+1)·bucket)`` and its attention reads the first

@@ -27,6 +27,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.musicgen.modeling_musicgen import eager_attention_forward
+
+from steerlit.intervene.operators import apply_operator
 
 SUPPORTED_ATTN = ("eager", "sdpa")
 
@@ -128,8 +134,6 @@ def load_text(w: DecoderWeights, buf: StepBuffers, enc: torch.Tensor, enc_mask: 
     """Compute cross-attention K/V once per call from ``enc`` (B', S, H), the encoder states as the
     decoder sees them (projected, masked, zeros for the unconditional half), and ``enc_mask`` (B', S)
     (0 for the unconditional half). Exact mode also builds HF's own encoder mask."""
-    from transformers.masking_utils import create_bidirectional_mask
-
     rows, S, dt = enc.shape[0], enc.shape[1], enc.dtype
     xk = [_heads(F.linear(enc, *_w(lw.module.encoder_attn.k_proj)), w.head_dim) for lw in w.layers]
     xv = [_heads(F.linear(enc, *_w(lw.module.encoder_attn.v_proj)), w.head_dim) for lw in w.layers]
@@ -162,8 +166,6 @@ def load_steering(buf: StepBuffers, steer: dict) -> None:
 
 def _steer(buf: StepBuffers, kind: str, layer: int, h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """Apply every (operator, vec, coef) slot of a site to ``h`` (B', 1, H) at position ``pos`` (1,)."""
-    from steerlit.intervene.operators import apply_operator
-
     for op, vec, coef in buf.steer.get((kind, layer), ()):
         h = apply_operator(op, h, vec, coef.index_select(1, pos))
     return h
@@ -171,9 +173,6 @@ def _steer(buf: StepBuffers, kind: str, layer: int, h: torch.Tensor, pos: torch.
 
 def _hf_attention(module, q, k, v, mask, impl: str) -> torch.Tensor:
     """transformers' own attention function for ``impl`` -> (B', T, nh, d)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.musicgen.modeling_musicgen import eager_attention_forward
-
     if impl == "eager":
         fn = eager_attention_forward
     elif hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
@@ -194,6 +193,79 @@ def _masked_attention(q, k, v, add_mask, scaling: float, deterministic: bool) ->
     return out.transpose(1, 2).contiguous()
 
 
+@dataclass(frozen=True)
+class StepMode:
+    """How one step attends. ``exact``: ``kv_len = pos + 1`` (host value) and transformers' own attention;
+    otherwise ``kv_len`` is a bucket end >= pos + 1 and ``causal`` (1, 1, 1, kv_len) masks the cache beyond
+    ``pos``; ``deterministic``: plain matmul attention instead of SDPA (bucketed mode)."""
+
+    exact: bool
+    kv_len: int
+    causal: torch.Tensor | None
+    deterministic: bool
+
+
+def embed_step(w: DecoderWeights, buf: StepBuffers, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Summed codebook embeddings of ``ids`` (B', K) plus the position ``pos`` (1,): (B', 1, H)."""
+    h = F.embedding(ids[:, 0:1], w.embed[0])
+    for k in range(1, w.num_codebooks):
+        h = h + F.embedding(ids[:, k : k + 1], w.embed[k])
+    return h + buf.positions.index_select(0, pos)
+
+
+def causal_mask(kv_len: int, pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (1, 1, 1, kv_len): 0 up to the device position ``pos``, the dtype's minimum beyond."""
+    keep = torch.arange(kv_len, device=pos.device) <= pos
+    mask = torch.zeros(kv_len, device=pos.device, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)
+    return mask.view(1, 1, 1, kv_len)
+
+
+def self_attention(w, buf, i: int, h, pos, mode: StepMode, ln_lin) -> torch.Tensor:
+    """LN → q/k/v (fused when the weights are), cache write at ``pos``, attention, out_proj: (B', 1, H)."""
+    lw, d = w.layers[i], w.head_dim
+    sa, ln = lw.module.self_attn, lw.module.self_attn_layer_norm
+    if lw.qkv is not None:
+        q, k_new, v_new = ln_lin(h, ln.weight, ln.bias, ln.eps, lw.qkv).split(w.hidden, dim=-1)
+    else:
+        x = F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+        q, k_new, v_new = (F.linear(x, *_w(p)) for p in (sa.q_proj, sa.k_proj, sa.v_proj))
+    buf.k_cache[i].index_copy_(2, pos, _heads(k_new, d))
+    buf.v_cache[i].index_copy_(2, pos, _heads(v_new, d))
+    kc, vc = buf.k_cache[i][:, :, : mode.kv_len], buf.v_cache[i][:, :, : mode.kv_len]
+    if mode.exact:
+        a = _hf_attention(sa, _heads(q, d), kc, vc, None, w.attn_impl)
+    else:
+        a = _masked_attention(_heads(q, d), kc, vc, mode.causal, w.scaling, mode.deterministic)
+    return F.linear(a.reshape(*h.shape[:-1], -1).contiguous(), *_w(sa.out_proj))
+
+
+def cross_attention(w, buf, i: int, h, mode: StepMode) -> torch.Tensor:
+    """LN → q, attention over the text keys/values of the call, out_proj: (B', 1, H)."""
+    lw = w.layers[i]
+    xa, ln = lw.module.encoder_attn, lw.module.encoder_attn_layer_norm
+    x = F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    q = _heads(F.linear(x, *_w(xa.q_proj)), w.head_dim)
+    if mode.exact:
+        a = _hf_attention(xa, q, buf.xk[i], buf.xv[i], buf.xmask, w.attn_impl)
+    else:
+        a = _masked_attention(q, buf.xk[i], buf.xv[i], buf.xmask_add, w.scaling, mode.deterministic)
+    return F.linear(a.reshape(*h.shape[:-1], -1).contiguous(), *_w(xa.out_proj))
+
+
+def layer_step(w, buf, i: int, h, pos, mode: StepMode, fns: dict) -> torch.Tensor:
+    """One ``MusicgenDecoderLayer`` on (B', 1, H), steered at its four sites."""
+    m = w.layers[i].module
+    h = h + _steer(buf, "attn_out", i, self_attention(w, buf, i, h, pos, mode, fns["ln_linear"]), pos)
+    h = h + _steer(buf, "xattn_out", i, cross_attention(w, buf, i, h, mode), pos)
+    ln = m.final_layer_norm
+    if fns.get("mlp") is not None:
+        f = fns["mlp"](h, ln.weight, ln.bias, ln.eps, m.fc1.weight, m.fc2.weight)
+    else:
+        f = mlp(h, ln.weight, ln.bias, ln.eps, m.fc1.weight, m.fc2.weight, m.activation_fn)
+    h = h + _steer(buf, "mlp_out", i, f, pos)
+    return _steer(buf, "resid_post", i, h, pos)
+
+
 def decoder_step(
     w: DecoderWeights,
     buf: StepBuffers,
@@ -212,57 +284,11 @@ def decoder_step(
     bucket end >= pos + 1 and the cache beyond ``pos`` is masked. ``compiled``: optional compiled
     versions of :func:`ln_linear` and :func:`mlp` (see :func:`compile_pieces`).
     """
-    fns = compiled or {}
-    ln_lin, mlp_c = fns.get("ln_linear", ln_linear), fns.get("mlp")
-    d, impl = w.head_dim, w.attn_impl
-    h = F.embedding(ids[:, 0:1], w.embed[0])
-    for k in range(1, w.num_codebooks):
-        h = h + F.embedding(ids[:, k : k + 1], w.embed[k])
-    h = h + buf.positions.index_select(0, pos)
-    causal = None
-    if not exact:
-        keep = torch.arange(kv_len, device=pos.device) <= pos
-        causal = torch.zeros(kv_len, device=h.device, dtype=h.dtype).masked_fill(
-            ~keep, torch.finfo(h.dtype).min
-        )
-        causal = causal.view(1, 1, 1, kv_len)
-    for i, lw in enumerate(w.layers):
-        m = lw.module
-        sa, xa = m.self_attn, m.encoder_attn
-        # self-attention
-        ln = m.self_attn_layer_norm
-        if lw.qkv is not None:
-            q, k_new, v_new = ln_lin(h, ln.weight, ln.bias, ln.eps, lw.qkv).split(w.hidden, dim=-1)
-        else:
-            x = F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-            q, k_new, v_new = (F.linear(x, *_w(p)) for p in (sa.q_proj, sa.k_proj, sa.v_proj))
-        buf.k_cache[i].index_copy_(2, pos, _heads(k_new, d))
-        buf.v_cache[i].index_copy_(2, pos, _heads(v_new, d))
-        kc, vc = buf.k_cache[i][:, :, :kv_len], buf.v_cache[i][:, :, :kv_len]
-        if exact:
-            a = _hf_attention(sa, _heads(q, d), kc, vc, None, impl)
-        else:
-            a = _masked_attention(_heads(q, d), kc, vc, causal, w.scaling, deterministic)
-        a = F.linear(a.reshape(*h.shape[:-1], -1).contiguous(), *_w(sa.out_proj))
-        h = h + _steer(buf, "attn_out", i, a, pos)
-        # cross-attention
-        ln = m.encoder_attn_layer_norm
-        x = F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-        q = _heads(F.linear(x, *_w(xa.q_proj)), d)
-        if exact:
-            a = _hf_attention(xa, q, buf.xk[i], buf.xv[i], buf.xmask, impl)
-        else:
-            a = _masked_attention(q, buf.xk[i], buf.xv[i], buf.xmask_add, w.scaling, deterministic)
-        a = F.linear(a.reshape(*h.shape[:-1], -1).contiguous(), *_w(xa.out_proj))
-        h = h + _steer(buf, "xattn_out", i, a, pos)
-        # feed-forward
-        ln = m.final_layer_norm
-        if mlp_c is not None:
-            f = mlp_c(h, ln.weight, ln.bias, ln.eps, m.fc1.weight, m.fc2.weight)
-        else:
-            f = mlp(h, ln.weight, ln.bias, ln.eps, m.fc1.weight, m.fc2.weight, m.activation_fn)
-        h = h + _steer(buf, "mlp_out", i, f, pos)
-        h = _steer(buf, "resid_post", i, h, pos)
+    fns = {"ln_linear": ln_linear, "mlp": None, **(compiled or {})}
+    h = embed_step(w, buf, ids, pos)
+    mode = StepMode(exact, kv_len, None if exact else causal_mask(kv_len, pos, h.dtype), deterministic)
+    for i in range(len(w.layers)):
+        h = layer_step(w, buf, i, h, pos, mode, fns)
     h = w.final_ln(h)
     if w.heads_fused is not None:
         logits = F.linear(h, w.heads_fused).view(h.shape[0], w.num_codebooks, w.vocab)
@@ -288,8 +314,7 @@ def compile_pieces(activation: str) -> dict:
     bucket, so each compiles once per shape for all layers). The activation is resolved by name.
     Raises dynamo's recompile limit to 64 so that several batch sizes and model shapes in one process
     do not silently fall back to eager."""
-    import torch._dynamo
-    from transformers.activations import ACT2FN
+    import torch._dynamo  # deferred: dynamo is heavy and only needed with compile=True
 
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):

@@ -129,7 +129,7 @@ class FastDecoder:
 class CacheEntry:
     key: tuple
     dec: FastDecoder
-    graphs: object | None = None  # a fast_graphs.GraphSet once graphs were captured
+    graphs: object | None = None  # a graphs.GraphSet once graphs were captured
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -149,6 +149,16 @@ def cached_decoder(model, key: tuple, make: Callable[[], FastDecoder]) -> CacheE
     entry = CacheEntry(key, make())
     _CACHE[model] = entry
     return entry
+
+
+def cached_entry(model) -> CacheEntry | None:
+    """The cached decoder entry of ``model`` (None if it has none)."""
+    return _CACHE.get(model)
+
+
+def cached_model_count() -> int:
+    """How many models hold a cached decoder (an entry goes when its model is garbage-collected)."""
+    return len(_CACHE)
 
 
 def clear_fast_cache() -> None:

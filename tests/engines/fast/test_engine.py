@@ -1,27 +1,23 @@
 """The fast decode loop reproduces HF generate: codes, raw sequences and audio (CPU, fp32, tiny model)."""
 
-import logging
+import gc
+import weakref
 
 import pytest
 import torch
 
-from steerlit.engines.fast.engine import fast_generate, fast_unsupported_reason
-from steerlit.engines.hf import generate
-from steerlit.engines.select import fast_fallback_reason, generate_with
+from steerlit.directions.io import load_directions
+from steerlit.engines.base import DecodeRequest
+from steerlit.engines.fast.engine import FastEngine, fast_generate
+from steerlit.engines.fast.state import cached_entry, cached_model_count, clear_fast_cache
+from steerlit.engines.hf import HFEngine, generate
+from steerlit.intervene.injection import inject
 from steerlit.intervene.steer import Intervention, SteeringError
-from steerlit.models.loading import load_model
+from steerlit.models.loading import CHECKPOINTS_DIR, load_model
 from steerlit.models.tiny import build_tiny_musicgen
 
 PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar with many words"]
 STEPS = 24
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def vec(seed, norm=6.0, h=32):
@@ -121,40 +117,20 @@ def test_errors(tiny_adapter):
         fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS, use_cuda_graphs=True)
 
 
-def test_generate_with(tiny_adapter, caplog):
-    kw = dict(max_new_tokens=STEPS, seeds=[1, 2, 3])
-    hf = generate_with("hf", tiny_adapter, PROMPTS, **kw)
-    with caplog.at_level(logging.WARNING):
-        fast = generate_with("fast", tiny_adapter, PROMPTS, **kw)
-    assert not caplog.records
-    assert_same(hf, fast)
-    # an option the fast loop does not mirror: fall back to HF, with a logged reason
-    with caplog.at_level(logging.WARNING):
-        out = generate_with("fast", tiny_adapter, PROMPTS, use_cache=False, compile=True, **kw)
-    assert "falling back to HF" in caplog.text and "use_cache" in caplog.text
-    assert torch.equal(out.codes, hf.codes)
-    assert "audio prompts" in fast_fallback_reason(tiny_adapter, {"input_values": torch.zeros(1, 1, 640)})
-    with pytest.raises(ValueError, match="Unknown generation engine"):
-        generate_with("vllm", tiny_adapter, PROMPTS, **kw)
-
-
-def test_unsupported_models(tiny_adapter, monkeypatch):
-    assert fast_unsupported_reason(tiny_adapter) is None
-    monkeypatch.setattr(tiny_adapter.model.config.decoder, "audio_channels", 2)
-    assert "stereo" in fast_unsupported_reason(tiny_adapter)
-    monkeypatch.setattr(tiny_adapter.model.config.decoder, "audio_channels", 1)
-    monkeypatch.setattr(tiny_adapter.model.generation_config, "repetition_penalty", 1.2)
-    assert "repetition_penalty" in fast_unsupported_reason(tiny_adapter)
-    with pytest.raises(ValueError, match="does not support"):
-        fast_generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS)
+def test_engines_behind_one_interface(tiny_adapter):
+    request = DecodeRequest(PROMPTS, STEPS, seeds=(1, 2, 3), steering=mixed_rows(), options={"bucket": 8})
+    fast = FastEngine()
+    assert fast.name == "fast" and fast.unsupported_reason(tiny_adapter, request) is None
+    hf = HFEngine().generate(
+        tiny_adapter, DecodeRequest(PROMPTS, STEPS, seeds=(1, 2, 3), steering=mixed_rows())
+    )
+    assert_same(hf, fast.generate(tiny_adapter, request))
 
 
 def test_bucketed_decoder_is_reused_and_refilled(tiny_adapter):
     """Bucketed (graph-shaped) decoders are cached per model and refilled in place by the next call of the
     same shape: text, seeds and steering values change, results stay equal to HF."""
-    from steerlit.engines.fast import state as fast_state
-
-    fast_state.clear_fast_cache()
+    clear_fast_cache()
     rows = mixed_rows()
     calls = [
         (PROMPTS, [1, 2, 3], rows),
@@ -166,49 +142,29 @@ def test_bucketed_decoder_is_reused_and_refilled(tiny_adapter):
         kw = dict(max_new_tokens=STEPS, seeds=seeds, steering=steering, decode_audio=False)
         hf = generate(tiny_adapter, prompts, **kw)
         outs.append((hf, fast_generate(tiny_adapter, prompts, bucketed=True, bucket=8, **kw)))
-        entries.append(fast_state._CACHE[tiny_adapter.model])
+        entries.append(cached_entry(tiny_adapter.model))
     for hf, fast in outs:  # also: outputs do not alias the reused buffers
         assert torch.equal(fast.sequences, hf.sequences)
     assert entries[0] is entries[1] is entries[2]
     fast_generate(tiny_adapter, PROMPTS[:2], max_new_tokens=STEPS, bucketed=True, decode_audio=False)
-    assert fast_state._CACHE[tiny_adapter.model] is not entries[0]
-    fast_state.clear_fast_cache()
+    assert cached_entry(tiny_adapter.model) is not entries[0]
+    clear_fast_cache()
 
 
 def test_cache_does_not_keep_models_alive(tiny_model_dir):
-    import gc
-    import weakref
-
-    from steerlit.engines.fast import state as fast_state
-
+    clear_fast_cache()
     adapter = load_model(str(tiny_model_dir))
     fast_generate(adapter, PROMPTS[:1], max_new_tokens=STEPS, bucketed=True, decode_audio=False)
     ref = weakref.ref(adapter.model)
-    assert ref() in fast_state._CACHE
+    assert cached_entry(ref()) is not None and cached_model_count() == 1
     del adapter
     gc.collect()
-    assert ref() is None and len(fast_state._CACHE) == 0
-
-
-def test_hooks_force_the_hf_path(tiny_adapter, caplog):
-    handle = tiny_adapter.decoder_layers[1].register_forward_hook(lambda m, a, o: None)
-    try:
-        assert "forward hooks" in fast_unsupported_reason(tiny_adapter)
-        with caplog.at_level(logging.WARNING):
-            generate_with("fast", tiny_adapter, PROMPTS[:1], max_new_tokens=STEPS, input_values=None)
-        assert "forward hooks" in caplog.text
-    finally:
-        handle.remove()
-    assert fast_unsupported_reason(tiny_adapter) is None
+    assert ref() is None and cached_model_count() == 0
 
 
 def test_shipped_testbed_matches_hf():
     """The fast loop on the shipped testbed (T5 + 4-layer decoder + 16 kHz EnCodec): greedy and seeded
     sampled codes identical to HF, unsteered and steered with the shipped direction."""
-    from steerlit.directions.io import load_directions
-    from steerlit.intervene.injection import inject
-    from steerlit.models.loading import CHECKPOINTS_DIR
-
     adapter = load_model("testbed")
     directions = load_directions(CHECKPOINTS_DIR / "testbed/directions/testbed_timbre.safetensors", adapter)
     vectors = inject("one_to_all", directions.for_method("diffmean"), [1], adapter.num_layers)

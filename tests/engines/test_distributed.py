@@ -1,0 +1,51 @@
+"""The DDP grid (Lightning, 2 CPU ranks over gloo) gives the rows of a one-process grid, with every model
+setting reaching the ranks: a hub id found through ``hf_cache_dir`` and a non-default dtype."""
+
+import pytest
+import torch
+
+from steerlit.engines.distributed import check_same_model, default_strategy, run_grid_distributed
+from steerlit.engines.results import ResultStore
+from steerlit.engines.runner import run_grid
+from steerlit.models.loading import load_adapter
+from steerlit.models.settings import ModelSettings
+from steerlit.models.tiny import install_in_hub_cache
+
+from .grid_helpers import comparable, grid_generation, random_directions, rms_metrics, small_grid
+
+HUB_ID = "facebook/musicgen-small"
+
+
+def test_two_ranks_bfloat16_hub_model_equal_one_process(tiny_adapter, tiny_model_dir, tmp_path):
+    """9 rows in 5 batches of 2 over 2 gloo ranks (forked by Lightning; the padded sampler repeats one batch).
+    The model is the tiny one installed in a hub cache as facebook/musicgen-small, loaded in bfloat16 by
+    every rank from its ModelSettings."""
+    hub = tmp_path / "hub"
+    install_in_hub_cache(tiny_model_dir, hub, HUB_ID)
+    settings = ModelSettings(name=HUB_ID, hf_cache_dir=str(hub), dtype="bfloat16")
+    rows, generation = small_grid()[::2], grid_generation(batch_size=2)
+    directions = random_directions(32, 4)
+    kw = dict(metrics_fn=rms_metrics, progress=False)
+    adapter = load_adapter(settings)
+    assert adapter.dtype == torch.bfloat16 and adapter.model_id == HUB_ID
+    one = run_grid(adapter, rows, directions, generation, store=ResultStore(tmp_path / "one"), **kw)
+    fp32 = run_grid(tiny_adapter, rows, directions, generation, **kw)
+    records = run_grid_distributed(
+        settings, rows, directions, generation, out_dir=tmp_path / "two", devices=2, metrics_fn=rms_metrics
+    )
+    assert [r["key"] for r in records] == [r.key for r in rows]
+    two = ResultStore(tmp_path / "two")
+    assert comparable(two.rows()) == comparable(records) == comparable(one)  # codes_sha1 and metric values
+    assert two.settings() == ResultStore(tmp_path / "one").settings()
+    assert two.settings()["dtype"] == "bfloat16" and two.settings()["model_id"] == HUB_ID
+    # bfloat16 really was used on both ranks: every row's audio differs from the float32 grid's
+    assert all(a["rms"] != b["rms"] for a, b in zip(comparable(one), comparable(fp32)))
+
+
+def test_ranks_must_hold_the_same_model():
+    same = {"model_id": "tiny", "dtype": "bfloat16"}
+    check_same_model([same, dict(same)])
+    with pytest.raises(RuntimeError, match="different models"):
+        check_same_model([same, {"model_id": "tiny", "dtype": "float32"}])
+    assert default_strategy(1, "cpu") == "auto" and default_strategy(2, "cpu") == "ddp_fork"
+    assert default_strategy(4, "gpu") == "ddp_spawn"
