@@ -137,3 +137,12 @@ def atomic_save_safetensors(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata) if metadata is not None else None)
     return Path(path)
+
+
+def append_durable(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` and fsync it, for append-only logs (a torn last line is the reader's to skip:
+    see ``engines.results.ResultStore``); committed lines survive a power loss, not only a killed process."""
+    with open(path, "a") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())

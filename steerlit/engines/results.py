@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from steerlit.files import atomic_path, atomic_write_csv, atomic_write_text
+from steerlit.files import append_durable, atomic_path, atomic_write_csv, atomic_write_text
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
@@ -112,9 +112,7 @@ class ResultStore:
             json.dumps({k: _jsonable(v) for k, v in rec.items()}, sort_keys=False) + "\n" for rec in records
         )
         self._repair_tail()
-        with open(self.results_path, "a") as f:
-            f.write(text)
-            f.flush()
+        append_durable(self.results_path, text)
         return records
 
     # ---- reading --------------------------------------------------------------------------
