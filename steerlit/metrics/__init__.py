@@ -2,7 +2,8 @@
 
 Pure functions take one clip and a sample rate: mono float numpy audio ``(samples,)``, or integer PCM,
 stereo in either layout or torch tensors (the rules: :mod:`steerlit.metrics.audio_input`). The torchmetrics
-wrappers aggregate them across batches and DDP ranks.
+wrappers aggregate them across batches and DDP ranks; :class:`~steerlit.metrics.pool.ClipMeasurer` measures
+clips in worker processes, so that a native crash in a metric cannot take a run down.
 
 Import order matters: importing this package (any of its modules) points numba's on-disk cache at a folder
 steerlit owns when ``NUMBA_CACHE_DIR`` is unset, and librosa's numba functions are compiled under a file lock
@@ -35,6 +36,7 @@ from steerlit.metrics.quality import (
     frechet_distance,
     pooled_features,
 )
+from steerlit.metrics.pool import ClipMeasurer
 from steerlit.metrics.tempo import TempoEstimate, estimate_tempo, tempo_accuracy1, tempo_accuracy2
 
 # deferred: torch (the torchmetrics wrappers load on first use; metric workers need no torch)
@@ -53,6 +55,7 @@ __all__ = [
     "ATTRIBUTE_NAMES",
     "DSP_FEATURE_DIM",
     "ClapScorer",
+    "ClipMeasurer",
     "DSPFrechetDistance",
     "MeanAttribute",
     "TempoAccuracy",
