@@ -10,7 +10,8 @@ Keys (:data:`ATTRIBUTE_NAMES`):
 - ``clipping_ratio``: fraction of samples at |x| >= 0.999.
 - ``silence_ratio``: fraction of 50 ms frames below -60 dBFS.
 
-Shapes: ``audio`` is mono float ``(samples,)``; values are Python floats.
+Shapes: ``audio`` is mono float ``(samples,)`` (or any form :mod:`steerlit.metrics.audio_input` accepts);
+values are Python floats.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from steerlit.metrics._audio import as_mono
+from steerlit.metrics.audio_input import as_mono, check_sample_rate
 from steerlit.metrics.brightness import spectral_centroid, spectral_rolloff
 from steerlit.metrics.loudness import clipping_ratio, peak_dbfs, rms_dbfs, silence_ratio
 from steerlit.metrics.tempo import estimate_tempo
@@ -50,6 +51,7 @@ def compute_attribute(audio: Any, sr: int, name: str, *, tempo_kwargs: dict | No
     """One attribute of :data:`ATTRIBUTE_NAMES` for one clip (only the work that one needs)."""
     if name not in ATTRIBUTE_NAMES:
         raise KeyError(f"unknown attribute {name!r}; choose from {ATTRIBUTE_NAMES}")
+    check_sample_rate(sr)
     y = as_mono(audio)
     if name in ("bpm", "onset_rate"):
         est = estimate_tempo(y, sr, **(tempo_kwargs or {}))
@@ -61,7 +63,8 @@ def compute_attributes(audio: Any, sr: int, *, tempo_kwargs: dict | None = None)
     """Every attribute of :data:`ATTRIBUTE_NAMES` for one clip.
 
     Args:
-        audio: mono float ``(samples,)`` (``(channels, samples)`` is averaged; torch accepted).
+        audio: mono float ``(samples,)``, or any form :func:`~steerlit.metrics.audio_input.as_mono` takes
+            (integer PCM rescaled, stereo in either layout averaged, torch accepted).
         sr: sample rate in Hz.
         tempo_kwargs: keyword arguments for :func:`~steerlit.metrics.tempo.estimate_tempo`
             (``start_bpm``, ``min_bpm``, ``max_bpm``, ``hop_length``).
@@ -69,7 +72,11 @@ def compute_attributes(audio: Any, sr: int, *, tempo_kwargs: dict | None = None)
     Returns:
         ``{name: float}`` in the order of :data:`ATTRIBUTE_NAMES`. Tempo and brightness are
         ``nan`` for silent clips; nothing raises for silent or very short audio.
+
+    Raises:
+        ValueError: for NaN / inf samples, an ambiguous 2-D shape or a sample rate that is not > 0.
     """
+    check_sample_rate(sr)
     y = as_mono(audio)
     est = estimate_tempo(y, sr, **(tempo_kwargs or {}))
     out = {"bpm": float(est.bpm), "onset_rate": float(est.onset_rate)}

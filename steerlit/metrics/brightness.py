@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from steerlit.metrics._audio import as_mono
+from steerlit.metrics.audio_input import as_mono, check_sample_rate
+from steerlit.metrics.numba_cache import import_librosa, register_warmup, warmup_clip
 
 # Frames whose RMS is below this absolute level (dBFS) are always silent.
 ABSOLUTE_FLOOR_DB = -100.0
@@ -24,9 +25,9 @@ ABSOLUTE_FLOOR_DB = -100.0
 
 def _spectrogram(audio: np.ndarray, sr: int, n_fft: int, hop_length: int, power: float):
     """``(freqs (F,), spec (F, T), frame_energy (T,))`` of a Hann-window STFT."""
-    import librosa
-
+    check_sample_rate(sr)
     y = as_mono(audio)
+    librosa = import_librosa()
     if y.size < n_fft:
         y = np.pad(y, (0, n_fft - y.size))
     stft = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length, window="hann", center=True))
@@ -115,3 +116,9 @@ def spectral_rolloff(
     threshold = roll_percent * cum[-1]
     idx = np.argmax(cum >= threshold[None, :], axis=0)
     return float(np.sum(energy * freqs[idx]) / np.sum(energy))
+
+
+@register_warmup
+def _warm_brightness() -> None:
+    spectral_centroid(*warmup_clip())
+    spectral_rolloff(*warmup_clip())

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from steerlit.metrics._audio import as_clip_list
+from steerlit.metrics.audio_input import as_clip_list, check_sample_rate
+from steerlit.metrics.numba_cache import import_librosa
 from steerlit.metrics.quality import feature_stats, frechet_distance
 
 CLAP_HINT = (
@@ -93,10 +94,11 @@ class ClapScorer:
             audios: list of mono clips ``(samples_i,)`` or a batch ``(B, samples)``.
             sr: their sample rate; they are resampled with librosa to :attr:`sampling_rate`.
         """
-        import librosa
         import torch
 
+        check_sample_rate(sr)
         clips = as_clip_list(audios)
+        librosa = import_librosa()
         target = self.sampling_rate
         windows: list[np.ndarray] = []
         owner: list[int] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from steerlit.metrics._audio import as_mono
+from steerlit.metrics.audio_input import as_mono, check_sample_rate
 
 FLOOR_DB = -120.0
 
@@ -62,6 +62,7 @@ def frame_rms_dbfs(
 
     A clip shorter than one frame is zero-padded to one frame.
     """
+    check_sample_rate(sr)
     x = as_mono(audio).astype(np.float64)
     frame = max(1, int(round(frame_s * sr)))
     hop = max(1, int(round(hop_s * sr)))
@@ -87,6 +88,7 @@ def silence_ratio(
 
     Returns a value in [0, 1] (``nan`` for empty audio).
     """
+    check_sample_rate(sr)
     if as_mono(audio).size == 0:
         return float("nan")
     levels = frame_rms_dbfs(audio, sr, frame_s=frame_s, hop_s=hop_s)
@@ -127,6 +129,7 @@ def k_weight(audio: np.ndarray, sr: int) -> np.ndarray:
     """
     from scipy.signal import lfilter
 
+    check_sample_rate(sr)
     x = as_mono(audio).astype(np.float64)
     b, a = _biquad_high_shelf(sr, 1500.0, 4.0, 1.0 / np.sqrt(2.0))
     x = lfilter(b, a, x)

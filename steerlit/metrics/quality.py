@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from steerlit.metrics._audio import as_mono
+from steerlit.metrics.audio_input import as_mono, check_sample_rate
+from steerlit.metrics.numba_cache import import_librosa, register_warmup, warmup_clip
 
 N_BANDS = 20
 N_MFCC = 20
@@ -41,9 +42,9 @@ def dsp_features(
     The levels are absolute, so a gain change moves the features. Clips shorter than ``n_fft``
     are zero-padded to one frame.
     """
-    import librosa
-
+    check_sample_rate(sr)
     y = as_mono(audio)
+    librosa = import_librosa()
     if y.size < n_fft:
         y = np.pad(y, (0, n_fft - y.size))
     stft = librosa.stft(y, n_fft=n_fft, hop_length=hop_length, center=True)
@@ -58,6 +59,11 @@ def dsp_features(
     log_mel64 = 10.0 * np.log10(np.maximum(mel64, _LOG_FLOOR))
     mfcc = librosa.feature.mfcc(S=log_mel64, n_mfcc=n_mfcc)
     return np.concatenate([log_bands, mfcc], axis=0).T
+
+
+@register_warmup
+def _warm_quality() -> None:
+    dsp_features(*warmup_clip())
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ on material whose metrical levels are ambiguous. Report :func:`tempo_accuracy2` 
 next to :func:`tempo_accuracy1`, and prefer relative change over absolute BPM when comparing
 steered against unsteered clips.
 
-Shapes: ``audio`` is mono float ``(samples,)``; ``TempoEstimate.beat_times`` is ``(num_beats,)``
-in seconds.
+Shapes: ``audio`` is mono float ``(samples,)`` (or any form :mod:`steerlit.metrics.audio_input` accepts);
+``TempoEstimate.beat_times`` is ``(num_beats,)`` in seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steerlit.metrics._audio import as_mono
+from steerlit.metrics.audio_input import as_mono, check_sample_rate
+from steerlit.metrics.numba_cache import import_librosa, register_warmup, warmup_clip
 
 # Clips shorter than this, or whose peak is below SILENCE_PEAK, get bpm = nan.
 MIN_DURATION_S = 1.0
@@ -44,8 +45,8 @@ class TempoEstimate:
         return int(self.beat_times.size)
 
 
-def _fold_into_range(bpm: float, min_bpm: float, max_bpm: float) -> float:
-    """Move ``bpm`` by octaves (x2 / x1/2) into [min_bpm, max_bpm] where possible."""
+def fold_into_range(bpm: float, min_bpm: float, max_bpm: float) -> float:
+    """Move ``bpm`` by octaves (x2 / x1/2) into [min_bpm, max_bpm] where possible; ``nan`` if not > 0."""
     if not np.isfinite(bpm) or bpm <= 0:
         return float("nan")
     while bpm < min_bpm and bpm * 2.0 <= max_bpm:
@@ -72,7 +73,7 @@ def estimate_tempo(
     ``librosa.beat.beat_track`` seeded with that tempo, and ``librosa.onset.onset_detect``.
 
     Args:
-        audio: mono float audio ``(samples,)`` (``(channels, samples)`` is averaged to mono).
+        audio: mono float audio ``(samples,)``; any form :func:`~steerlit.metrics.audio_input.as_mono` takes.
         sr: sample rate in Hz.
         start_bpm: centre of the tempo prior (librosa's default 120).
         std_bpm: width of the log-normal prior in octaves (librosa's default 1.0). A wider prior (1.5)
@@ -84,30 +85,21 @@ def estimate_tempo(
         :class:`TempoEstimate`; ``bpm`` is ``nan`` (and no beats) when the clip is silent (peak
         below -100 dBFS), shorter than ``MIN_DURATION_S`` or has a flat onset envelope.
     """
-    import librosa
-
     if not 0 < min_bpm < max_bpm:
         raise ValueError(f"need 0 < min_bpm < max_bpm, got {min_bpm}, {max_bpm}")
     if not std_bpm > 0:
         raise ValueError(f"need std_bpm > 0 (the prior's width in octaves, e.g. 1.0), got {std_bpm}")
+    check_sample_rate(sr)
     y = as_mono(audio)
     duration = y.size / float(sr)
-    empty = np.zeros(0, dtype=np.float64)
     if duration < MIN_DURATION_S or y.size == 0 or float(np.max(np.abs(y))) < SILENCE_PEAK:
-        return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=0.0)
-
-    # Lead-in silence so that an onset at t = 0 produces a rise in the envelope (otherwise the
-    # first frame already contains it and it is never detected); times are shifted back below.
-    pad = _LEAD_IN_FRAMES * hop_length
-    oenv = librosa.onset.onset_strength(
-        y=np.concatenate([np.zeros(pad, y.dtype), y]), sr=sr, hop_length=hop_length
-    )
-    onsets = librosa.onset.onset_detect(onset_envelope=oenv, sr=sr, hop_length=hop_length, units="time")
-    # The lead-in is silent: an onset found inside it is the clip's first onset, smeared by the window.
-    onset_rate = float(len(onsets) / duration)
+        return TempoEstimate(bpm=float("nan"), beat_times=np.zeros(0, dtype=np.float64), onset_rate=0.0)
+    oenv, onset_rate = _onset_envelope(y, sr, hop_length, duration)
     if not np.isfinite(oenv).all() or float(np.max(oenv)) <= 0.0:
-        return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=onset_rate)
-
+        return TempoEstimate(
+            bpm=float("nan"), beat_times=np.zeros(0, dtype=np.float64), onset_rate=onset_rate
+        )
+    librosa = import_librosa()
     tempo = librosa.feature.tempo(
         onset_envelope=oenv,
         sr=sr,
@@ -116,15 +108,43 @@ def estimate_tempo(
         std_bpm=std_bpm,
         max_tempo=max_bpm,
     )
-    bpm = _fold_into_range(float(np.atleast_1d(tempo)[0]), min_bpm, max_bpm)
+    bpm = fold_into_range(float(np.atleast_1d(tempo)[0]), min_bpm, max_bpm)
     if not np.isfinite(bpm):
-        return TempoEstimate(bpm=float("nan"), beat_times=empty, onset_rate=onset_rate)
+        return TempoEstimate(
+            bpm=float("nan"), beat_times=np.zeros(0, dtype=np.float64), onset_rate=onset_rate
+        )
+    beats = _beat_times(oenv, sr, hop_length, start_bpm, bpm)
+    return TempoEstimate(bpm=bpm, beat_times=beats, onset_rate=onset_rate)
+
+
+def _onset_envelope(y: np.ndarray, sr: int, hop_length: int, duration: float) -> tuple[np.ndarray, float]:
+    """The onset-strength envelope ``(frames,)`` of ``y`` after a silent lead-in, and onsets per second."""
+    librosa = import_librosa()
+    # Lead-in silence so that an onset at t = 0 produces a rise in the envelope (otherwise the
+    # first frame already contains it and it is never detected); beat times are shifted back later.
+    pad = _LEAD_IN_FRAMES * hop_length
+    oenv = librosa.onset.onset_strength(
+        y=np.concatenate([np.zeros(pad, y.dtype), y]), sr=sr, hop_length=hop_length
+    )
+    onsets = librosa.onset.onset_detect(onset_envelope=oenv, sr=sr, hop_length=hop_length, units="time")
+    # The lead-in is silent: an onset found inside it is the clip's first onset, smeared by the window.
+    return oenv, float(len(onsets) / duration)
+
+
+def _beat_times(oenv: np.ndarray, sr: int, hop_length: int, start_bpm: float, bpm: float) -> np.ndarray:
+    """Beat positions in seconds ``(num_beats,)`` from the lead-in envelope, tracked at ``bpm``."""
+    librosa = import_librosa()
+    pad = _LEAD_IN_FRAMES * hop_length
     _, beats = librosa.beat.beat_track(
         onset_envelope=oenv, sr=sr, hop_length=hop_length, start_bpm=start_bpm, bpm=bpm, units="time"
     )
     beats = np.asarray(beats, dtype=np.float64) - pad / sr
-    beats = np.clip(beats[beats > -0.5 * pad / sr], 0.0, None)  # drop beats placed in the lead-in
-    return TempoEstimate(bpm=bpm, beat_times=beats, onset_rate=onset_rate)
+    return np.clip(beats[beats > -0.5 * pad / sr], 0.0, None)  # drop beats placed in the lead-in
+
+
+@register_warmup
+def _warm_tempo() -> None:
+    estimate_tempo(*warmup_clip())
 
 
 def _accuracy(est, target, tol: float, factors: tuple[float, ...]):

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from steerlit.metrics._audio import as_clip_list
 from steerlit.metrics.attributes import ATTRIBUTE_NAMES, compute_attribute
+from steerlit.metrics.audio_input import as_clip_list
 from steerlit.metrics.quality import N_BANDS, N_MFCC, dsp_features, frechet_distance
 from steerlit.metrics.tempo import estimate_tempo, tempo_accuracy1, tempo_accuracy2
 

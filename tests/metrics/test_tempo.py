@@ -7,8 +7,8 @@ import pytest
 
 from steerlit.metrics.tempo import (
     TempoEstimate,
-    _fold_into_range,
     estimate_tempo,
+    fold_into_range,
     tempo_accuracy1,
     tempo_accuracy2,
 )
@@ -80,9 +80,9 @@ def test_other_sample_rate_and_channels():
 
 
 def test_range_folding_and_validation():
-    assert _fold_into_range(30.0, 40.0, 240.0) == 60.0
-    assert _fold_into_range(300.0, 40.0, 240.0) == 150.0
-    assert np.isnan(_fold_into_range(float("nan"), 40.0, 240.0))
+    assert fold_into_range(30.0, 40.0, 240.0) == 60.0
+    assert fold_into_range(300.0, 40.0, 240.0) == 150.0
+    assert np.isnan(fold_into_range(float("nan"), 40.0, 240.0))
     with pytest.raises(ValueError):
         estimate_tempo(click_track(120, SR, 2.0), SR, min_bpm=200.0, max_bpm=100.0)
     with pytest.raises(ValueError, match="std_bpm"):
