@@ -1,4 +1,4 @@
-"""``steerlit`` command line.
+"""``steerlit`` command line: thin glue from arguments to the study's stages and typed settings.
 
 Every subcommand takes OmegaConf dotlist overrides (``steer.alphas=[-2,0,2] steer.layers=[6]``) and
 ``experiment=NAME`` (a file in ``configs/experiment/``). Bad configs fail before any model loads.
@@ -7,9 +7,36 @@ Every subcommand takes OmegaConf dotlist overrides (``steer.alphas=[-2,0,2] stee
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
+
+import soundfile as sf
+
+from steerlit.callbacks.steered_generation import SteeredGenerationCallback
+from steerlit.config import ConfigError, check_layers, compose, to_yaml
+from steerlit.directions.fit import METHODS
+from steerlit.directions.io import load_directions
+from steerlit.engines.grid import GridRow, SteerTerm, row_steering
+from steerlit.engines.select import generate_with
+from steerlit.engines.settings import GenerationSettings
+from steerlit.files import atomic_path
+from steerlit.intervene.injection import STRATEGIES
+from steerlit.models.loading import ModelLoadError, load_adapter, load_model
+from steerlit.study.evaluation import Evaluation
+from steerlit.study.layout import RunLayout
+from steerlit.study.run import run_study, start_run
+from steerlit.study.stages import (
+    extract,
+    fit,
+    grid_plan,
+    load_concept,
+    load_concept_directions,
+    model_num_layers,
+)
+from steerlit.study.tables import format_summary
+from steerlit.sweeps.local import run_sweep_cli
 
 EPILOG = """examples:
   steerlit run                                   # the whole study on the default config
@@ -26,8 +53,6 @@ EPILOG = """examples:
 
 
 def _compose(args):
-    from steerlit.config import compose
-
     return compose(args.overrides, config_path=args.config)
 
 
@@ -37,130 +62,107 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from steerlit.study.run import run_main
-
-    run_main(_compose(args))
+    run_study(_compose(args), probe_callbacks=SteeredGenerationCallback.for_probes)
     return 0
 
 
 def cmd_config(args) -> int:
-    from steerlit.config import to_yaml
-
     print(to_yaml(_compose(args)), end="")
     return 0
 
 
 def cmd_extract(args) -> int:
-    from steerlit.config import check_layers
-    from steerlit.study.run import limited_probe_set, load_adapter, model_num_layers, prepare_run
-
-    cfg = _compose(args)
-    check_layers(cfg, model_num_layers(cfg))
-    run = prepare_run(cfg)
-    adapter = load_adapter(cfg)
-    from steerlit.study.run import extract_activations_only
-
-    for concept in cfg.probe.concepts:
-        name = limited_probe_set(concept, None, cfg.probe.form).name
-        extract_activations_only(cfg, adapter, concept, run.root / name)
-    print(run.root)
+    settings = _compose(args)
+    check_layers(settings, model_num_layers(settings.model))
+    layout = start_run(settings)
+    adapter = load_adapter(settings.model)
+    for concept in settings.probe.concepts:
+        probe_set = load_concept(concept, settings.probe)
+        extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+    print(layout.root)
     return 0
 
 
-def _run_cfg(args):
-    """Config of an existing run folder, with new overrides on top."""
-    from omegaconf import OmegaConf
-
-    from steerlit.config import compose
-
+def _run_settings(args):
+    """Settings of an existing run folder, with new overrides on top, and its layout."""
     run = Path(args.run)
-    if not (run / "config.yaml").exists():
+    layout = RunLayout(run)
+    if not layout.config.exists():
         raise SystemExit(
             f"error: {run} has no config.yaml; pass a folder made by `steerlit run` or `steerlit extract`."
         )
-    cfg = compose(args.overrides, config_path=run / "config.yaml")
-    OmegaConf.update(cfg, "output_dir", str(run.parent))
-    OmegaConf.update(cfg, "run_name", run.name)
-    return cfg, run
+    settings = compose(args.overrides, config_path=layout.config)
+    return dataclasses.replace(settings, output_dir=str(run.parent), run_name=run.name), layout
+
+
+def _concept_names(probe) -> list[str]:
+    return [load_concept(c, probe).name for c in probe.concepts]
 
 
 def cmd_fit(args) -> int:
-    from steerlit.study.run import fit_concept, limited_probe_set
-
-    cfg, run = _run_cfg(args)
-    for concept in cfg.probe.concepts:
-        print(fit_concept(cfg, run / limited_probe_set(concept, None, cfg.probe.form).name))
+    settings, layout = _run_settings(args)
+    for name in _concept_names(settings.probe):
+        print(fit(layout, name, settings.fit, settings.trainer, seed=settings.seed))
     return 0
 
 
 def cmd_steer(args) -> int:
-    from steerlit.callbacks.steered_generation import print_summary
-    from steerlit.config import check_layers
-    from steerlit.directions.io import load_directions
-    from steerlit.study.run import limited_probe_set, load_adapter, make_callback
-
-    cfg, run = _run_cfg(args)
-    adapter = load_adapter(cfg)
-    check_layers(cfg, adapter.num_layers)
-    directions = {}
-    for concept in cfg.probe.concepts:
-        name = limited_probe_set(concept, None, cfg.probe.form).name
-        directions[name] = load_directions(run / name / "directions.safetensors", adapter)
-    print_summary(make_callback(cfg, adapter, directions, run, list(directions)).evaluate(stage="final"))
+    settings, layout = _run_settings(args)
+    adapter = load_adapter(settings.model)
+    check_layers(settings, adapter.num_layers)
+    directions = load_concept_directions(layout, _concept_names(settings.probe), adapter)
+    evaluation = Evaluation(
+        adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
+    )
+    plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
+    print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
     return 0
 
 
+def generate_clip(adapter, prompt: str, generation: GenerationSettings, seed: int, steering=None):
+    """One clip through the engines' generate entry point (``generate_with``; a settings-based
+    ``engines.generate(adapter, prompts, generation, *, seeds, steering, decode_audio)`` would replace it)."""
+    return generate_with(
+        generation.engine,
+        adapter,
+        [prompt],
+        max_new_tokens=adapter.seconds_to_steps(generation.seconds),
+        guidance_scale=generation.guidance_scale,
+        seeds=[seed],
+        temperature=generation.temperature,
+        top_k=generation.top_k,
+        steering=[steering] if steering else None,
+    )
+
+
 def cmd_generate(args) -> int:
-    import soundfile as sf
-
-    from steerlit.engines.hf import generate
-    from steerlit.study.run import load_adapter
-
-    cfg = _compose(args)
-    adapter = load_adapter(cfg)
+    settings = _compose(args)
+    generation = settings.steer.generation()
+    if args.seconds:
+        generation = dataclasses.replace(generation, seconds=args.seconds)
+    adapter = load_adapter(settings.model)
     steering = None
     if args.directions:
-        from steerlit.directions.io import load_directions
-        from steerlit.intervene.injection import inject
-        from steerlit.intervene.steer import Intervention
-
-        ds = load_directions(args.directions, adapter)
+        steer = settings.steer
         layer = args.layer if args.layer is not None else adapter.num_layers // 2
-        vectors = inject(args.strategy, ds.for_method(args.method), [layer], adapter.num_layers)
-        steering = [
-            Intervention(
-                vectors,
-                args.alpha,
-                operator=cfg.steer.operator,
-                schedule=cfg.steer.schedule,
-                half=cfg.steer.half,
-            )
-        ]
-    out = generate(
-        adapter,
-        [args.prompt],
-        max_new_tokens=adapter.seconds_to_steps(args.seconds or cfg.steer.seconds),
-        guidance_scale=cfg.steer.guidance_scale,
-        seeds=[args.seed],
-        temperature=cfg.steer.temperature,
-        top_k=cfg.steer.top_k,
-        steering=steering,
-    )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(args.out, out.audio[0].numpy(), out.sample_rate)
+        term = SteerTerm(
+            "cli", args.method, layer, args.alpha, args.strategy, steer.operator, steer.schedule, steer.half
+        )
+        row = GridRow(args.prompt, args.seed, (term,))
+        steering = row_steering(row, load_directions(args.directions, adapter), adapter.num_layers)
+    out = generate_clip(adapter, args.prompt, generation, args.seed, steering)
+    path = Path(args.out)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), out.audio[0].numpy(), out.sample_rate, format=(path.suffix[1:] or "wav").upper())
     print(f"wrote {args.out} ({out.audio.shape[-1] / out.sample_rate:.2f} s at {out.sample_rate} Hz)")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from steerlit.sweeps.local import run_sweep_cli
-
     return run_sweep_cli(args.sweep_file, args.overrides, workers=args.workers)
 
 
 def cmd_sites(args) -> int:
-    from steerlit.models.loading import load_model
-
     adapter = load_model(args.model)
     for key, value in adapter.describe().items():
         print(f"{key}: {value}")
@@ -200,12 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt")
     p.add_argument("--out", required=True, help="output .wav path")
     p.add_argument("--directions", help="a directions.safetensors file (omit for an unsteered clip)")
-    p.add_argument("--method", default="diffmean")
+    p.add_argument(
+        "--method", default="diffmean", choices=METHODS, help=f"direction method: {', '.join(METHODS)}"
+    )
     p.add_argument("--layer", type=int, help="source layer (default: the middle layer)")
     p.add_argument("--alpha", type=float, default=0.0)
-    p.add_argument("--strategy", default="one_to_all", choices=["one_to_all", "one_to_one"])
+    p.add_argument(
+        "--strategy",
+        default="one_to_all",
+        choices=STRATEGIES,
+        help=f"injection strategy: {', '.join(STRATEGIES)} (default: one_to_all)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seconds", type=float)
+    p.add_argument("--seconds", type=float, help="clip length (default: steer.seconds)")
     _add_overrides(p)
     p.set_defaults(fn=cmd_generate)
     p = sub.add_parser("sweep", help="run a W&B sweep definition (online: agents per GPU; offline: locally)")
@@ -229,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from steerlit.config import ConfigError
-    from steerlit.models.loading import ModelLoadError
-
     try:
         return args.fn(args)
     except (ConfigError, ModelLoadError, ValueError) as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerlit.data.probe_set import resolve_probe_path
@@ -108,12 +108,12 @@ def compose(
         layers.append(OmegaConf.from_dotlist(overrides))
         settings = OmegaConf.to_object(OmegaConf.merge(*layers))
     except OmegaConfBaseException as err:
-        raise ConfigError(_explain(err)) from None
+        raise ConfigError(_explain(err, layers[1:])) from None
     validate(settings)
     return settings
 
 
-def _explain(err: OmegaConfBaseException) -> str:
+def _explain(err: OmegaConfBaseException, layers: list[DictConfig]) -> str:
     key = getattr(err, "full_key", None) or ""
     msg = str(err).splitlines()[0]
     if "Key" in msg and "not in" in msg:
@@ -121,7 +121,48 @@ def _explain(err: OmegaConfBaseException) -> str:
         node = OmegaConf.structured(StudySettings)
         valid = sorted(OmegaConf.select(node, parent).keys()) if parent else sorted(node.keys())
         return f"Unknown config key {key!r}; valid keys{' under ' + parent if parent else ''}: {valid}."
+    if not key:  # a bad list element: OmegaConf names neither the list nor the element
+        found = _bad_list_element(layers)
+        if found is not None:
+            key, index, value, msg = found
+            return f"Bad value for config key {key!r} (item {index}, {value!r}): {msg}"
     return f"Bad value for config key {key!r}: {msg}"
+
+
+def _list_items(node: DictConfig, prefix: str = ""):
+    """``(dotted key, list)`` for every list in a config layer."""
+    for name, value in node.items_ex(resolve=False):
+        key = f"{prefix}{name}"
+        if isinstance(value, DictConfig):
+            yield from _list_items(value, f"{key}.")
+        elif isinstance(value, ListConfig):
+            yield key, list(value)
+
+
+def _bad_list_element(layers: list[DictConfig]) -> tuple[str, int, object, str] | None:
+    """The first list element that the schema refuses: (key, index, value, message with the allowed values)."""
+    schema = OmegaConf.structured(StudySettings)
+    for layer in layers:
+        for key, items in _list_items(layer):
+            for index, value in enumerate(items):
+                try:
+                    OmegaConf.merge(schema, _nested(key, [value]))
+                except OmegaConfBaseException as err:
+                    msg = str(err).splitlines()[0]
+                    msg = msg.replace("$VALUE_TYPE", type(value).__name__).replace("$VALUE", str(value))
+                    return key, index, value, msg
+    return None
+
+
+def _nested(key: str, value) -> DictConfig:
+    node = OmegaConf.create({})
+    OmegaConf.update(node, key, value, force_add=True)
+    return node
+
+
+def as_dict(settings: StudySettings) -> dict:
+    """The settings as plain dicts and lists (e.g. a W&B run's config)."""
+    return OmegaConf.to_container(OmegaConf.create(to_yaml(settings)))
 
 
 def validate(settings: StudySettings) -> None:

@@ -6,8 +6,12 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from steerlit.cli import main
+from steerlit.directions.io import save_directions
+from steerlit.intervene.injection import STRATEGIES
+from steerlit.study.layout import RunLayout
 
 
 @pytest.fixture()
@@ -92,9 +96,87 @@ def test_generate_subcommand_writes_a_wav(wandb_env, tiny_model_dir, tmp_path):
     assert sr == 32000 and len(audio) >= 0.5 * sr
 
 
+def test_generate_with_directions_steers_the_clip(wandb_env, tiny_model_dir, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    vectors = {("diffmean", f"resid_post.{i}"): 4 * torch.randn(32, generator=g) for i in range(4)}
+    directions = save_directions(tmp_path / "d.safetensors", vectors, model_id="tiny")
+    clips = {}
+    for alpha in ("0", "3"):
+        wav = tmp_path / f"clip{alpha}.wav"
+        args = [
+            "generate",
+            "a calm folk song",
+            "--out",
+            str(wav),
+            "--seconds",
+            "0.3",
+            f"model={tiny_model_dir}",
+        ]
+        args += [
+            "--directions",
+            str(directions),
+            "--layer",
+            "1",
+            "--alpha",
+            alpha,
+            "--strategy",
+            "one_to_one",
+        ]
+        assert main(args) == 0
+        clips[alpha] = sf.read(wav)[0]
+    assert not np.array_equal(clips["0"], clips["3"]), "steering changed the clip"
+    assert not list(tmp_path.glob(".*.tmp*")), "the wav was written through a temp file"
+
+
+def test_extract_fit_steer_on_a_run_folder(wandb_env, tiny_model_dir, capsys):
+    out = wandb_env / "runs"
+    quick = [
+        f"model={tiny_model_dir}",
+        "logger=none",
+        "probe=tempo",
+        "probe.max_per_pole=4",
+        "fit.methods=[diffmean]",
+        "steer.methods=[diffmean]",
+        "steer.alphas=[0,0.5]",
+        "steer.n_prompts=1",
+        "steer.seconds=0.3",
+        "steer.strategies=[one_to_all]",
+        "trainer.enable_progress_bar=false",
+    ]
+    assert main(["extract", *quick, f"output_dir={out}", "run_name=cli"]) == 0
+    layout = RunLayout(out / "cli")
+    assert (
+        str(layout.root) in capsys.readouterr().out and (layout.activations("tempo") / "index.json").exists()
+    )
+    assert main(["fit", "--run", str(layout.root)]) == 0
+    assert str(layout.directions("tempo")) in capsys.readouterr().out
+    assert main(["steer", "--run", str(layout.root), "steer.alphas=[0,-0.5]"]) == 0
+    assert "slope_per_alpha" in capsys.readouterr().out
+    with open(layout.metrics_csv) as f:
+        assert sorted(r["alpha"] for r in csv.DictReader(f)) == ["-0.5", "0.0"]
+    with pytest.raises(SystemExit, match="has no config.yaml"):
+        main(["steer", "--run", str(out / "nothing")])
+
+
+def test_config_prints_the_resolved_settings(capsys):
+    assert main(["config", "steer.alphas=[-1,1]", "logger=none"]) == 0
+    text = capsys.readouterr().out
+    assert "alphas:\n  - -1.0\n  - 1.0" in text and "kind: none" in text
+
+
 def test_help_is_useful(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
     for command in ("run", "extract", "fit", "steer", "generate", "sweep", "sites"):
         assert command in text
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    assert all(s in text for s in STRATEGIES) and "diffmean" in text
+
+
+def test_unknown_strategy_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "x", "--out", "x.wav", "--strategy", "sideways"])
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err

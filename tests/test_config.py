@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from steerlit.config import ConfigError, check_layers, compose
+from steerlit.config import ConfigError, as_dict, check_layers, compose, to_yaml
 
 EXPERIMENTS = [
     "alpha_sweep_tempo",
@@ -51,10 +53,18 @@ def test_strategy_experiment_compares_both():
         (["steer.seconds=abc"], "Bad value for config key 'steer.seconds'"),
         (["probe.concepts=[no_such_set]"], "no_such_set"),
         (["experiment=nope"], "Experiment 'nope' not found"),
-        (["steer.operator=mul"], "steer.operator='mul'"),
-        (["steer.methods=[svm]"], "unknown methods"),
+        (["steer.operator=mul"], r"'steer.operator': Invalid value 'mul', expected one of \['add'"),
+        (["steer.methods=[svm]"], r"'steer.methods' \(item 0, 'svm'\).*expected one of \['diffmean'"),
+        (
+            ["steer.methods=[diffmean,nope]"],
+            r"'steer.methods' \(item 1, 'nope'\).*expected one of \['diffmean'",
+        ),
+        (
+            ["steer.alphas=[1,x]"],
+            r"'steer.alphas' \(item 1, 'x'\): Value 'x' of type 'str' could not be converted",
+        ),
         (["fit.methods=[diffmean]", "steer.methods=[logistic]"], "not fitted"),
-        (["steer.strategies=[all_to_one]"], "steer.strategies"),
+        (["steer.strategies=[all_to_one]"], r"'steer.strategies' \(item 0, 'all_to_one'\).*'one_to_one'"),
         (["layers=[-1]"], "negative layer"),
         (["steer.alphas"], "not key=value"),
     ],
@@ -84,3 +94,20 @@ def test_group_choices_on_the_command_line():
         ConfigError, match=r"No logger config named 'nada'; choose one of \['none', 'wandb'\]"
     ):
         compose(["logger=nada"])
+
+
+def test_a_bad_list_item_in_a_config_file_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("steer:\n  strategies: [one_to_one, sideways]\n")
+    with pytest.raises(ConfigError, match=r"'steer.strategies' \(item 1, 'sideways'\)"):
+        compose([], config_path=path)
+
+
+def test_settings_are_frozen_and_round_trip_through_yaml(tmp_path):
+    cfg = compose(["steer.alphas=[-1,1]", "run_name=x"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    assert compose([], config_path=path) == cfg
+    assert as_dict(cfg)["steer"]["alphas"] == [-1.0, 1.0]

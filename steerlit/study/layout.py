@@ -1,8 +1,24 @@
-"""The run folder: everything a run writes, readable without W&B.
+"""The run folder: every path a run writes, readable without W&B. This docstring is its one description.
 
-``runs/<name>/``: ``config.yaml`` (resolved), ``activations/<concept>/``, ``directions/<concept>.safetensors``
-(plus ``directions.safetensors`` when there is one concept), ``probes/``, ``samples/*.wav``,
-``results.jsonl``, ``metrics.csv``, ``summary.csv``, ``plots/*.png``, ``wandb/``.
+``<output_dir>/<run_name>/`` (default name ``<experiment or 'run'>-<YYYYmmdd-HHMMSS>``)::
+
+    config.yaml                          the resolved settings (`steerlit fit|steer --run` read them back)
+    <concept>/activations/               activation cache: <split>/shard-NNNNN.safetensors, index.json,
+                                         class_sums.safetensors (written by steerlit.directions.extraction)
+    <concept>/directions.safetensors     every fitted method's direction per site (tensor names <method>/<site>)
+    <concept>/probes/<kind>.safetensors  trained probe weights (logistic, regression)
+    <concept>/plots/                     direction_comparison.{csv,png}; attribute_vs_alpha_<stage>.png of the
+                                         grids steered while the concept's probes train
+    <concept>/epochs/<stage>/            those grids' evaluation files (as below), stage = epochNNN
+    samples/<key>.wav                    one clip per grid row (steerlit.engines.results.ResultStore)
+    results.jsonl, settings.json         finished grid rows (resume) and the grid's generation settings
+    metrics.csv                          one row per clip: settings, codes_sha1, measurements, wav
+    per_alpha.csv, summary.csv           per (concept, method, layer, strategy) group: per α, and steerability
+    plots/attribute_vs_alpha.png         median target attribute vs α
+    wandb/                               every W&B file (offline: `wandb sync <run>/wandb/wandb/offline-run-*`)
+
+:class:`RunLayout` owns these paths; :class:`EvaluationPaths` are the files of one evaluation (the final grid
+in the run folder itself, or one probe-training stage under ``<concept>/epochs/<stage>/``).
 """
 
 from __future__ import annotations
@@ -11,41 +27,125 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+FINAL_STAGE = "final"
+SAMPLES_DIR = "samples"  # what steerlit.engines.results.ResultStore writes under a grid folder
+RESULTS_FILE = "results.jsonl"
+DIRECTIONS_FILE = "directions.safetensors"
+
 
 @dataclass(frozen=True)
-class RunDir:
+class EvaluationPaths:
+    """Where one evaluation writes: the grid ``folder`` (ResultStore: samples/, results.jsonl), its tables and
+    its plot."""
+
+    folder: Path
+    plot: Path
+
+    @property
+    def samples(self) -> Path:
+        return self.folder / SAMPLES_DIR
+
+    def wav(self, key: str) -> Path:
+        """A grid row's clip."""
+        return self.samples / f"{key}.wav"
+
+    @property
+    def results(self) -> Path:
+        return self.folder / RESULTS_FILE
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.folder / "metrics.csv"
+
+    @property
+    def per_alpha_csv(self) -> Path:
+        return self.folder / "per_alpha.csv"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.folder / "summary.csv"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run folder (see the module docstring). Only :meth:`create` makes folders; writers
+    create the parents they need."""
+
     root: Path
 
     @classmethod
-    def create(cls, output_dir: str | Path, name: str | None, prefix: str = "run") -> RunDir:
-        name = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    def create(cls, output_dir: str | Path, run_name: str | None, experiment: str | None = None) -> RunLayout:
+        """A new (or resumed, when ``run_name`` exists) run folder under ``output_dir``."""
+        name = run_name or f"{experiment or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
         root = Path(output_dir) / name
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
 
-    def sub(self, *parts: str) -> Path:
-        path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def name(self) -> str:
+        return self.root.name
 
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    # ---- per concept -------------------------------------------------------------------------
+    def concept(self, concept: str) -> Path:
+        """The concept folder: what extraction and fitting take as their ``run_dir``."""
+        return self.root / concept
+
     def activations(self, concept: str) -> Path:
-        return self.sub("activations", concept)
+        return self.concept(concept) / "activations"
 
     def directions(self, concept: str) -> Path:
-        return self.sub("directions") / f"{concept}.safetensors"
+        return self.concept(concept) / DIRECTIONS_FILE
+
+    def probes(self, concept: str) -> Path:
+        return self.concept(concept) / "probes"
+
+    def concept_plots(self, concept: str) -> Path:
+        return self.concept(concept) / "plots"
+
+    # ---- the steering grid -------------------------------------------------------------------
+    @property
+    def samples(self) -> Path:
+        return self.root / SAMPLES_DIR
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS_FILE
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def per_alpha_csv(self) -> Path:
+        return self.root / "per_alpha.csv"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
 
     @property
     def plots(self) -> Path:
-        return self.sub("plots")
+        return self.root / "plots"
 
-    @property
-    def grid(self) -> Path:
-        return self.root  # ResultStore writes samples/ and results.jsonl here
+    def epochs(self, stage: str, concept: str | None = None) -> Path:
+        """A probe-training stage's grid folder (``[<concept>/]epochs/<stage>``)."""
+        base = self.concept(concept) if concept else self.root
+        return base / "epochs" / stage
+
+    def evaluation(self, stage: str = FINAL_STAGE, concept: str | None = None) -> EvaluationPaths:
+        """The files of one evaluation: the final grid in the run folder, a stage's under its epochs folder;
+        the plot ``attribute_vs_alpha[_<stage>].png`` in the (concept's) plots folder."""
+        base = self.concept(concept) if concept else self.root
+        if stage == FINAL_STAGE:
+            return EvaluationPaths(base, base / "plots" / "attribute_vs_alpha.png")
+        return EvaluationPaths(
+            self.epochs(stage, concept), base / "plots" / f"attribute_vs_alpha_{stage}.png"
+        )
 
     @property
     def wandb(self) -> Path:
-        return self.sub("wandb")
+        return self.root / "wandb"

@@ -1,258 +1,123 @@
-"""The main job: extract → directions (difference of means + probes) → steered grid → metrics → W&B + run folder.
+"""The main job, :func:`run_study`: extract → fit → steer → measure → report, into one run folder.
 
-Run folder (``runs/<name>/``)::
+* extract (:func:`steerlit.study.stages.extract`): each concept's probe-set activations, cached;
+* fit (:func:`steerlit.study.stages.fit`): every direction method on each cache (with ``steer.every_n_epochs``,
+  grids are also steered with the probes while they train, by the Lightning callbacks that ``probe_callbacks``
+  makes: the CLI passes :meth:`steerlit.callbacks.steered_generation.SteeredGenerationCallback.for_probes`);
+* steer, measure, report (:class:`steerlit.study.evaluation.Evaluation`): the steering grid with every
+  concept's directions, its measurements and tables, written to the run folder and logged to W&B.
 
-    config.yaml                    resolved config
-    <concept>/activations/         activation cache (safetensors shards + index.json)
-    <concept>/directions.safetensors   every method's direction per site (tensor names <method>/<site>)
-    <concept>/probes/              trained probe weights; <concept>/plots/ + comparison.csv: method comparison
-    samples/*.wav  results.jsonl  metrics.csv  per_alpha.csv  summary.csv  plots/*.png
-    wandb/                         W&B files (offline runs: `wandb sync runs/<name>/wandb/wandb/offline-run-*`)
+The run folder's layout is described once, in :mod:`steerlit.study.layout`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 
-from steerlit.config import as_container, check_layers, to_yaml
-from steerlit.engines.results import atomic_write_text
+from steerlit.config import ConfigError, as_dict, check_layers, to_yaml
+from steerlit.directions.io import DirectionSet, load_directions
+from steerlit.files import atomic_write_text
+from steerlit.models.loading import load_adapter
+from steerlit.study.evaluation import Directions, Evaluation, GridPlan
+from steerlit.study.layout import RunLayout
+from steerlit.study.records import SummaryRow
+from steerlit.study.settings import StudySettings
+from steerlit.study.stages import (
+    PROBE_METHODS,
+    extract,
+    fit,
+    grid_plan,
+    load_concept,
+    model_num_layers,
+    probe_directions,
+    progress,
+)
+from steerlit.study.tables import format_summary
+from steerlit.study.tracking import make_wandb_logger
 
 
-def _progress(msg: str) -> None:
-    print(f"[steerlit {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+@dataclass(frozen=True)
+class ProbeSteering:
+    """What steering while one concept's probes train needs: the evaluation, its plan (steering with the probe
+    methods), where it writes (``<concept>/epochs/<stage>/``), the probe's current directions, how often."""
+
+    evaluation: Evaluation
+    plan: GridPlan
+    layout: RunLayout
+    concept: str
+    directions: Callable[[Any], Directions]  # the probe LightningModule -> {concept: DirectionSet}
+    every_n_epochs: int
+    wandb_run: Any = None
 
 
-def limited_probe_set(name: str, max_per_pole: int | None, form: str):
-    from steerlit.data.probe_set import load_probe_set
+ProbeCallbacks = Callable[[ProbeSteering], Sequence[Any]]  # -> Lightning callbacks for the probe Trainer
 
-    ps = load_probe_set(name)
-    if max_per_pole:
-        ps = dataclasses.replace(
-            ps,
-            positive_prompts=ps.positive_prompts[:max_per_pole],
-            negative_prompts=ps.negative_prompts[:max_per_pole],
-            pairs=ps.pairs[:max_per_pole],
+
+def start_run(settings: StudySettings) -> RunLayout:
+    """Create the run folder (``output_dir/run_name``) and write the resolved ``config.yaml``."""
+    layout = RunLayout.create(settings.output_dir, settings.run_name, settings.experiment)
+    atomic_write_text(layout.config, to_yaml(settings))
+    return layout
+
+
+def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None = None) -> list[SummaryRow]:
+    """Run the whole study; returns the summary rows (also printed, and written to ``summary.csv``).
+
+    ``probe_callbacks``: needed with ``steer.every_n_epochs > 0`` (see the module docstring)."""
+    every = settings.steer.every_n_epochs
+    if every and probe_callbacks is None:
+        raise ConfigError(
+            f"steer.every_n_epochs={every} steers while probes train, which needs the Lightning callback: call "
+            "run_study(settings, probe_callbacks=SteeredGenerationCallback.for_probes) "
+            "(steerlit.callbacks.steered_generation; `steerlit run` does), or set steer.every_n_epochs=0."
         )
-    return ps
-
-
-def model_num_layers(cfg) -> int:
-    """The decoder depth from the model's config.json alone (no weights), to validate layers early."""
-    from transformers import AutoConfig
-
-    from steerlit.models.loading import resolve_model_path
-
-    path, model_id = resolve_model_path(cfg.model.name)
-    try:
-        config = AutoConfig.from_pretrained(
-            str(path) if path is not None else model_id,
-            local_files_only=True,
-            cache_dir=cfg.model.hf_cache_dir,
-        )
-    except OSError:
-        from steerlit.models.loading import load_model
-
-        load_model(cfg.model.name, hf_cache_dir=cfg.model.hf_cache_dir)  # raises the one clear error
-        raise
-    return int(config.decoder.num_hidden_layers)
-
-
-def prepare_run(cfg):
-    """Create the run folder and write the resolved config; returns the RunDir."""
-    from steerlit.study.layout import RunDir
-
-    run = RunDir.create(cfg.output_dir, cfg.run_name, prefix=cfg.experiment or "run")
-    atomic_write_text(run.config, to_yaml(cfg))
-    return run
-
-
-def load_adapter(cfg):
-    from steerlit.models.loading import load_model
-
-    return load_model(
-        cfg.model.name,
-        device=cfg.model.device,
-        dtype=cfg.model.dtype,
-        allow_download=cfg.model.allow_download,
-        attn_implementation=cfg.model.attn_implementation,
-        hf_cache_dir=cfg.model.hf_cache_dir,
-    )
-
-
-def source_layers(cfg, num_layers: int) -> list[int]:
-    return [int(x) for x in cfg.steer.layers] if cfg.steer.layers else [num_layers // 2]
-
-
-def extract_activations_only(cfg, adapter, concept: str, concept_dir: Path) -> None:
-    """Cache activations for one probe set into ``concept_dir/activations`` (resumable)."""
-    from steerlit.directions.extraction import extract_activations
-
-    ps = limited_probe_set(concept, cfg.probe.max_per_pole, cfg.probe.form)
-    layers = cfg.extract.layers if cfg.extract.layers is not None else range(adapter.num_layers)
-    sites = [f"{cfg.extract.site_kind}.{i}" for i in layers]
-    _progress(
-        f"{ps.name}: caching {len(sites)} sites for {len(ps.positive_prompts) + len(ps.negative_prompts)} prompts"
-    )
-    extract_activations(
-        concept_dir,
-        ps,
-        adapter,
-        source=cfg.extract.source,
-        sites=sites,
-        reduction=cfg.extract.position,
-        gen_steps=cfg.extract.gen_steps,
-        dtype=cfg.extract.dtype,
-        form=cfg.probe.form,
-        fractions=list(cfg.probe.split),
-        split_seed=cfg.probe.seed,
-        batch_size=cfg.extract.batch_size,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        enable_progress_bar=cfg.trainer.enable_progress_bar,
-    )
-
-
-def fit_concept(cfg, concept_dir: Path, wandb_run=None, callbacks=(), logger=None) -> Path:
-    """Fit every configured direction method on a concept's cache; returns the directions file."""
-    from steerlit.directions.fit import fit_directions
-
-    _progress(f"{concept_dir.name}: fitting {list(cfg.fit.methods)}")
-    probe = as_container(cfg.fit.probe)
-    return fit_directions(
-        concept_dir,
-        list(cfg.fit.methods),
-        scale=probe.pop("scale"),
-        seed=cfg.seed,
-        probe_cfg={k: probe[k] for k in ("lr", "weight_decay", "standardize", "batch_size")},
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        max_epochs=probe["max_epochs"],
-        callbacks=list(callbacks),
-        wandb_run=wandb_run,
-        enable_progress_bar=cfg.trainer.enable_progress_bar,
-        **({"logger": logger} if logger is not None else {}),
-    )
-
-
-def make_callback(cfg, adapter, directions, run_root: Path, concepts, wandb_run=None, methods=None, **kw):
-    from steerlit.callbacks.steered_generation import GridSpec, MetricSpec, SteeredGenerationCallback
-    from steerlit.data.probe_set import load_eval_prompts
-
-    prompts = load_eval_prompts(cfg.probe.eval_set)
-    prompts = prompts[: cfg.steer.n_prompts] if cfg.steer.n_prompts else prompts
-    s = cfg.steer
-    grid = GridSpec(
-        prompts=prompts,
-        concepts=list(concepts),
-        methods=list(methods or s.methods),
-        layers=source_layers(cfg, adapter.num_layers),
-        alphas=[float(a) for a in s.alphas],
-        strategies=list(s.strategies),
-        seeds=[int(x) for x in s.seeds],
-        operator=s.operator,
-        schedule=as_container(s.schedule) if not isinstance(s.schedule, str) else s.schedule,
-        half=s.half,
-        max_new_tokens=adapter.seconds_to_steps(s.seconds),
-        guidance_scale=s.guidance_scale,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        batch_size=s.batch_size,
-        engine=s.engine,
-        devices=grid_devices(cfg),
-        accelerator=cfg.trainer.accelerator,
-    )
-    metrics = MetricSpec(
-        attributes=dict(cfg.metrics.attributes),
-        tempo_kwargs=as_container(cfg.metrics.tempo),
-        quality=cfg.metrics.quality,
-        clap_path=cfg.metrics.clap_path,
-    )
-    return SteeredGenerationCallback(
-        adapter,
-        directions,
-        grid,
-        run_root,
-        metrics=metrics,
-        wandb_run=wandb_run,
-        log_audio=cfg.logger.log_audio,
-        max_audio=cfg.logger.max_audio,
-        progress=cfg.trainer.enable_progress_bar,
-        **kw,
-    )
-
-
-def grid_devices(cfg) -> int:
-    """Processes for the steering grid: trainer.devices under a DDP strategy, else 1."""
-    devices = cfg.trainer.devices
-    if cfg.trainer.strategy != "ddp" or not isinstance(devices, int):
-        return 1
-    if devices == -1:
-        import torch
-
-        return max(1, torch.cuda.device_count())
-    return devices
-
-
-def run_main(cfg) -> list[dict]:
-    """Run the whole study described by ``cfg``; returns the summary rows (also printed and saved)."""
-    from steerlit.callbacks.steered_generation import print_summary
-    from steerlit.directions.io import load_directions
-    from steerlit.study.tracking import make_wandb_logger
-
-    check_layers(cfg, model_num_layers(cfg))  # fail before loading weights
-    L.seed_everything(cfg.seed, verbose=False)
-    run = prepare_run(cfg)
-    _progress(f"run folder {run.root}")
-    logger = make_wandb_logger(cfg.logger, run.root, run.root.name, as_container(cfg))
+    check_layers(settings, model_num_layers(settings.model))  # fail before loading weights
+    L.seed_everything(settings.seed, verbose=False)
+    layout = start_run(settings)
+    progress(f"run folder {layout.root}")
+    logger = make_wandb_logger(settings.logger, layout, as_dict(settings))
     wandb_run = logger.experiment if logger is not None else None
-    adapter = load_adapter(cfg)
-    _progress(f"model {adapter.model_id}: {adapter.num_layers} layers x {adapter.hidden_size}")
-    directions = {}
     try:
-        for concept in cfg.probe.concepts:
-            name = limited_probe_set(concept, None, cfg.probe.form).name
-            concept_dir = run.root / name
+        adapter = load_adapter(settings.model)
+        progress(f"model {adapter.model_id}: {adapter.num_layers} layers x {adapter.hidden_size}")
+        evaluation = Evaluation(
+            adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
+        )
+        directions: dict[str, DirectionSet] = {}
+        for concept in settings.probe.concepts:
+            probe_set = load_concept(concept, settings.probe)
+            name = probe_set.name
             callbacks = []
-            if cfg.steer.every_n_epochs:
-                callbacks.append(
-                    make_callback(
-                        cfg,
-                        adapter,
-                        _probe_provider(name),
-                        run.root / name,
-                        [name],
-                        wandb_run=wandb_run,
-                        methods=["logistic", "regression"],
-                        every_n_epochs=cfg.steer.every_n_epochs,
-                        at_fit_end=False,
-                    )
+            if every:
+                plan = grid_plan(
+                    settings.steer, settings.probe, [name], adapter.num_layers, methods=PROBE_METHODS
                 )
-            extract_activations_only(cfg, adapter, concept, concept_dir)
-            path = fit_concept(cfg, concept_dir, wandb_run=wandb_run, callbacks=callbacks, logger=logger)
+                steering = ProbeSteering(
+                    evaluation, plan, layout, name, probe_directions(name), every, wandb_run
+                )
+                callbacks = list(probe_callbacks(steering))
+            extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+            path = fit(
+                layout,
+                name,
+                settings.fit,
+                settings.trainer,
+                seed=settings.seed,
+                callbacks=callbacks,
+                wandb_run=wandb_run,
+                logger=logger,
+            )
             directions[name] = load_directions(path, adapter)
-        _progress("steering grid")
-        callback = make_callback(cfg, adapter, directions, run.root, list(directions), wandb_run=wandb_run)
-        summary = callback.evaluate(stage="final")
-        print_summary(summary)
-        _progress(f"done: {run.root}")
+        progress("steering grid")
+        plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
+        summary = evaluation.run(plan, directions, layout.evaluation(), wandb_run=wandb_run)
+        print(format_summary(summary), flush=True)
+        progress(f"done: {layout.root}")
         return summary
     finally:
         if wandb_run is not None:
             wandb_run.finish()
-
-
-def _probe_provider(concept: str):
-    """Directions of a probe while it trains: ``{concept: DirectionSet({(kind, site): w})}``."""
-    from steerlit.directions.io import DirectionSet
-
-    def provider(module):
-        vectors = {
-            (module.kind, s): v.detach().float().cpu() for s, v in module.directions("diffmean").items()
-        }
-        return {concept: DirectionSet(vectors)}
-
-    return provider

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from steerlit.files import atomic_path
+from steerlit.study.records import AlphaRow, GridResult, GroupKey, SummaryRow
+
 DEFAULT_ATTRIBUTES = {"tempo": "bpm", "timbre": "centroid_hz"}
-GROUP_KEYS = ("concept", "method", "layer", "strategy")
+QualityFn = Callable[[Sequence[GridResult], Sequence[GridResult]], dict[str, float]]
 
 
 def attribute_for(concept: str, overrides: Mapping[str, str] | None = None) -> str:
@@ -37,7 +40,7 @@ def attribute_for(concept: str, overrides: Mapping[str, str] | None = None) -> s
     )
 
 
-def _median(values) -> float:
+def _median(values: Iterable[float | None]) -> float:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.median(vals)) if vals else float("nan")
 
@@ -58,130 +61,131 @@ def relative_change(value: float, base: float) -> float:
     return (value - base) / abs(base) if base and not math.isnan(base) else float("nan")
 
 
-def group_records(records: Sequence[Mapping]) -> dict[tuple, dict[float, list[Mapping]]]:
-    """``{(concept, method, layer, strategy): {alpha: [records]}}`` with the references at α = 0."""
-    refs = [r for r in records if not r.get("n_terms")]
-    groups: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        if r.get("n_terms") == 1:
-            groups[tuple(r[k] for k in GROUP_KEYS)][float(r["alpha"])].append(r)
+def group_results(results: Sequence[GridResult]) -> dict[GroupKey, dict[float, list[GridResult]]]:
+    """``{(concept, method, layer, strategy): {alpha: [results]}}`` with the references at α = 0."""
+    refs = [r for r in results if r.is_reference]
+    groups: dict[GroupKey, dict[float, list[GridResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r.is_single_term:
+            groups[r.group][float(r.alpha)].append(r)
     for g in groups.values():
-        pairs = {(r["prompt"], r["seed"]) for rows in g.values() for r in rows}
-        g[0.0].extend(r for r in refs if (r["prompt"], r["seed"]) in pairs)
+        pairs = {(r.prompt, r.seed) for rows in g.values() for r in rows}
+        g[0.0].extend(r for r in refs if (r.prompt, r.seed) in pairs)
     return {k: dict(sorted(v.items())) for k, v in groups.items()}
 
 
-def per_alpha_table(records, attributes: Mapping[str, str], quality_fn: Callable | None = None) -> list[dict]:
+def per_alpha_table(
+    results: Sequence[GridResult], attributes: Mapping[str, str], quality_fn: QualityFn | None = None
+) -> list[AlphaRow]:
     """One row per group and α: counts, medians of every measured attribute, quality vs references."""
     names = sorted(set(attributes.values()))
     out = []
-    for key, by_alpha in group_records(records).items():
+    for key, by_alpha in group_results(results).items():
         refs = by_alpha.get(0.0, [])
         for alpha, rows in by_alpha.items():
-            row = dict(zip(GROUP_KEYS, key), alpha=alpha, n=len(rows))
-            row["attribute"] = attributes.get(key[0], "")
-            for name in names:
-                row[f"median_{name}"] = _median(r.get(name) for r in rows)
-            if "clap_score" in rows[0]:
-                row["median_clap_score"] = _median(r.get("clap_score") for r in rows)
+            row = AlphaRow(*key, alpha=alpha, n=len(rows), attribute=attributes.get(key[0], ""))
+            row.medians = {name: _median(r.value(name) for r in rows) for name in names}
+            if rows[0].clap_score is not None:
+                row.median_clap_score = _median(r.clap_score for r in rows)
             if quality_fn is not None:
-                row.update({"dsp_frechet": 0.0} if alpha == 0.0 else quality_fn(rows, refs))
+                row.quality = {"dsp_frechet": 0.0} if alpha == 0.0 else quality_fn(rows, refs)
             out.append(row)
     return out
 
 
-def summarize(table: Sequence[Mapping], attributes: Mapping[str, str]) -> list[dict]:
+def summarize(table: Sequence[AlphaRow], attributes: Mapping[str, str]) -> list[SummaryRow]:
     """Steerability per group from :func:`per_alpha_table` rows (see module doc)."""
-    by_group: dict[tuple, list[Mapping]] = defaultdict(list)
+    by_group: dict[GroupKey, list[AlphaRow]] = defaultdict(list)
     for row in table:
-        by_group[tuple(row[k] for k in GROUP_KEYS)].append(row)
-    out = []
-    for key, rows in by_group.items():
-        rows = sorted(rows, key=lambda r: r["alpha"])
-        attr = attributes[key[0]]
-        alphas = [r["alpha"] for r in rows]
-        med = [r[f"median_{attr}"] for r in rows]
-        base = next((r[f"median_{attr}"] for r in rows if r["alpha"] == 0.0), float("nan"))
-        ok = [(a, m) for a, m in zip(alphas, med) if not math.isnan(m)]
-        slope = (
-            float(np.polyfit([a for a, _ in ok], [m for _, m in ok], 1)[0]) if len(ok) >= 2 else float("nan")
-        )
-        top = max(rows, key=lambda r: r["alpha"])
-        low = min(rows, key=lambda r: r["alpha"])
-        far = max(rows, key=lambda r: abs(r["alpha"]))
-        summary = dict(
-            zip(GROUP_KEYS, key),
-            attribute=attr,
-            base=base,
-            slope_per_alpha=slope,
-            spearman=spearman(alphas, med),
-            alpha_max=top["alpha"],
-            rel_change_max=relative_change(top[f"median_{attr}"], base),
-            alpha_min=low["alpha"],
-            rel_change_min=relative_change(low[f"median_{attr}"], base),
-            quality_cost=far.get("dsp_frechet", float("nan")),
-        )
-        for other in sorted(set(attributes.values()) - {attr}):
-            other_base = next((r[f"median_{other}"] for r in rows if r["alpha"] == 0.0), float("nan"))
-            summary[f"cross_{other}"] = relative_change(top[f"median_{other}"], other_base)
-        out.append(summary)
-    return out
+        by_group[row.group].append(row)
+    return [_group_summary(key, rows, attributes) for key, rows in by_group.items()]
 
 
-def plot_attribute_vs_alpha(table: Sequence[Mapping], summary: Sequence[Mapping], path: Path) -> Path:
+def _group_summary(key: GroupKey, rows: list[AlphaRow], attributes: Mapping[str, str]) -> SummaryRow:
+    rows = sorted(rows, key=lambda r: r.alpha)
+    attr = attributes[key[0]]
+    alphas = [r.alpha for r in rows]
+    med = [r.median(attr) for r in rows]
+    base = next((r.median(attr) for r in rows if r.alpha == 0.0), float("nan"))
+    ok = [(a, m) for a, m in zip(alphas, med) if not math.isnan(m)]
+    slope = float(np.polyfit([a for a, _ in ok], [m for _, m in ok], 1)[0]) if len(ok) >= 2 else float("nan")
+    top = max(rows, key=lambda r: r.alpha)
+    low = min(rows, key=lambda r: r.alpha)
+    far = max(rows, key=lambda r: abs(r.alpha))
+    cross = {}
+    for other in sorted(set(attributes.values()) - {attr}):
+        other_base = next((r.median(other) for r in rows if r.alpha == 0.0), float("nan"))
+        cross[other] = relative_change(top.median(other), other_base)
+    return SummaryRow(
+        *key,
+        attribute=attr,
+        base=base,
+        slope_per_alpha=slope,
+        spearman=spearman(alphas, med),
+        alpha_max=top.alpha,
+        rel_change_max=relative_change(top.median(attr), base),
+        alpha_min=low.alpha,
+        rel_change_min=relative_change(low.median(attr), base),
+        quality_cost=far.quality.get("dsp_frechet", float("nan")),
+        cross=cross,
+    )
+
+
+def plot_attribute_vs_alpha(table: Sequence[AlphaRow], summary: Sequence[SummaryRow], path: Path) -> Path:
     """One panel per concept: median target attribute vs α, one line per method/layer/strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    concepts = sorted({r["concept"] for r in table})
+    concepts = sorted({r.concept for r in table})
     fig, axes = plt.subplots(1, max(1, len(concepts)), figsize=(6 * max(1, len(concepts)), 4), squeeze=False)
-    slopes = {tuple(s[k] for k in GROUP_KEYS): s["slope_per_alpha"] for s in summary}
+    slopes = {s.group: s.slope_per_alpha for s in summary}
     for ax, concept in zip(axes[0], concepts):
-        rows = [r for r in table if r["concept"] == concept]
-        attr = rows[0]["attribute"]
-        for key in sorted({tuple(r[k] for k in GROUP_KEYS) for r in rows}, key=str):
-            pts = sorted(
-                (r["alpha"], r[f"median_{attr}"]) for r in rows if tuple(r[k] for k in GROUP_KEYS) == key
-            )
+        rows = [r for r in table if r.concept == concept]
+        attr = rows[0].attribute
+        for key in sorted({r.group for r in rows}, key=str):
+            pts = sorted((r.alpha, r.median(attr)) for r in rows if r.group == key)
             label = f"{key[1]} L{key[2]} {key[3]} (slope {slopes.get(key, float('nan')):.3g}/α)"
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
         ax.axvline(0, color="0.7", lw=0.8)
         ax.set(title=f"{concept}: median {attr} vs α", xlabel="α", ylabel=attr)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
 
-def format_summary(summary: Sequence[Mapping]) -> str:
+SUMMARY_COLUMNS = (
+    "concept",
+    "method",
+    "layer",
+    "strategy",
+    "attribute",
+    "base",
+    "slope_per_alpha",
+    "spearman",
+    "rel_change_min",
+    "rel_change_max",
+    "quality_cost",
+)
+
+
+def format_summary(summary: Sequence[SummaryRow]) -> str:
     """A plain-text table for the terminal."""
-    cols = [
-        "concept",
-        "method",
-        "layer",
-        "strategy",
-        "attribute",
-        "base",
-        "slope_per_alpha",
-        "spearman",
-        "rel_change_min",
-        "rel_change_max",
-        "quality_cost",
-    ]
-    cross = sorted({k for s in summary for k in s if k.startswith("cross_")})
-    cols += cross
+    rows = [s.to_row() for s in summary]
+    cross = sorted({k for r in rows for k in r if k.startswith("cross_")})
+    cols = [*SUMMARY_COLUMNS, *cross]
 
     def fmt(v):
         if isinstance(v, float):
             return "nan" if math.isnan(v) else f"{v:.3g}"
         return str(v)
 
-    rows = [[fmt(s.get(c, "")) for c in cols] for s in summary]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)

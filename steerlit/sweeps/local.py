@@ -347,7 +347,7 @@ def pipeline_point(overrides: Mapping, base_overrides=(), sweep_name: str = "swe
     import wandb
 
     from steerlit.config import compose
-    from steerlit.study.run import run_main
+    from steerlit.study.run import run_study
 
     dotlist = list(base_overrides) + [_dotlist_item(k, v) for k, v in overrides.items()]
     if not any(o.startswith("run_name=") for o in dotlist):
@@ -357,7 +357,7 @@ def pipeline_point(overrides: Mapping, base_overrides=(), sweep_name: str = "swe
     if run is not None:
         run.finish = lambda *args, **kwargs: None
     try:
-        return summary_metrics(run_main(cfg))
+        return summary_metrics([row.to_row() for row in run_study(cfg)])
     finally:
         if run is not None:
             del run.finish

@@ -2,8 +2,8 @@
 
     python -m steerlit.testbed.evaluate --study runs/<run>      # after `steerlit run experiment=testbed_study`
 
-For every (concept, method, layer, strategy) group of the run's ``per_alpha.csv`` (written by the
-steered-generation callback) it reports:
+For every (concept, method, layer, strategy) group of the run's ``per_alpha.csv`` (written by the study's
+evaluation; read as :class:`~steerlit.study.records.AlphaRow` records) it reports:
 
 * ``spearman``: rank correlation of the median target attribute (BPM for tempo, spectral centroid for
   timbre) with α over all α of the grid (target >= 0.9 over >= 7 α values);
@@ -17,42 +17,34 @@ steered-generation callback) it reports:
   breaks down);
 * ``passes``: both targets met.
 
-Input rows: one per group and α (columns ``concept, method, layer, strategy, alpha, n, attribute,
-median_<attr>..., dsp_frechet``).
+The reports are plain dicts: they are what ``eval.json`` holds and the model card reads back.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from pathlib import Path
 
+from steerlit.study.layout import RunLayout
+from steerlit.study.records import GROUP_COLUMNS, AlphaRow, read_alpha_rows
 from steerlit.study.tables import relative_change, spearman
 
-GROUP = ("concept", "method", "layer", "strategy")
+GROUP = GROUP_COLUMNS
 MIN_ALPHAS = 7
 SPEARMAN_TARGET = 0.9
 CHANGE_TARGET = 0.30
 
 
-def read_per_alpha(run_dir: str | Path) -> list[dict]:
-    """Rows of ``<run_dir>/per_alpha.csv`` with numbers parsed."""
-    path = Path(run_dir) / "per_alpha.csv"
+def read_per_alpha(run_dir: str | Path) -> list[AlphaRow]:
+    """The rows of a finished run's ``per_alpha.csv``."""
+    path = RunLayout(Path(run_dir)).per_alpha_csv
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: pass the folder of a finished `steerlit run` (it holds per_alpha.csv), "
             "e.g. the one printed by `steerlit run experiment=testbed_study`"
         )
-    rows = []
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                if k not in ("concept", "method", "strategy", "attribute"):
-                    row[k] = float(v) if v not in ("", None) else float("nan")
-            row["layer"] = int(row["layer"])
-            rows.append(row)
-    return rows
+    return read_alpha_rows(path)
 
 
 def monotone_run(alphas: list[float], medians: list[float]) -> tuple[float, float, int]:
@@ -68,34 +60,32 @@ def monotone_run(alphas: list[float], medians: list[float]) -> tuple[float, floa
     return alphas[lo], alphas[hi], hi - lo + 1
 
 
-def group_report(rows: list[dict]) -> dict:
+def group_report(rows: list[AlphaRow]) -> dict:
     """The acceptance numbers of one group (rows of one concept/method/layer/strategy)."""
-    rows = sorted(rows, key=lambda r: r["alpha"])
-    attr = rows[0]["attribute"]
-    others = [k[len("median_") :] for k in rows[0] if k.startswith("median_") and k != f"median_{attr}"]
-    ref = next((r for r in rows if r["alpha"] == 0.0), None)
-    alphas = [r["alpha"] for r in rows]
-    medians = [r[f"median_{attr}"] for r in rows]
-    out = dict({k: rows[0][k] for k in GROUP}, attribute=attr, n_alphas=len(rows))
+    rows = sorted(rows, key=lambda r: r.alpha)
+    attr = rows[0].attribute
+    others = [name for name in rows[0].measured if name != attr]
+    ref = next((r for r in rows if r.alpha == 0.0), None)
+    alphas = [r.alpha for r in rows]
+    medians = [r.median(attr) for r in rows]
+    out = dict(zip(GROUP, rows[0].group), attribute=attr, n_alphas=len(rows))
     out["spearman"] = spearman(alphas, medians)
     out["monotone_from"], out["monotone_to"], out["monotone_n"] = monotone_run(alphas, medians)
-    out["base"] = ref[f"median_{attr}"] if ref else float("nan")
+    out["base"] = ref.median(attr) if ref else float("nan")
     # Signed change: positive when the attribute moves the way sign(α) asks.
     scored = [
-        (math.copysign(1.0, r["alpha"]) * relative_change(r[f"median_{attr}"], out["base"]), r)
+        (math.copysign(1.0, r.alpha) * relative_change(r.median(attr), out["base"]), r)
         for r in rows
-        if r["alpha"] != 0.0 and not math.isnan(r[f"median_{attr}"])
+        if r.alpha != 0.0 and not math.isnan(r.median(attr))
     ]
     if scored and ref is not None:
         # ties (e.g. +-x% at +-alpha) go to the larger alpha, so the pick never hangs on rounding
-        _, best = max(scored, key=lambda s: (-math.inf if math.isnan(s[0]) else s[0], s[1]["alpha"]))
-        out["best_alpha"] = best["alpha"]
-        out["best_rel_change"] = relative_change(best[f"median_{attr}"], out["base"])
-        out["quality_cost"] = best.get("dsp_frechet", float("nan"))
+        _, best = max(scored, key=lambda s: (-math.inf if math.isnan(s[0]) else s[0], s[1].alpha))
+        out["best_alpha"] = best.alpha
+        out["best_rel_change"] = relative_change(best.median(attr), out["base"])
+        out["quality_cost"] = best.quality.get("dsp_frechet", float("nan"))
         for other in others:
-            out[f"cross_rel_change_{other}"] = relative_change(
-                best[f"median_{other}"], ref[f"median_{other}"]
-            )
+            out[f"cross_rel_change_{other}"] = relative_change(best.median(other), ref.median(other))
     enough = out["n_alphas"] >= MIN_ALPHAS and min(alphas) < 0 < max(alphas)
     out["passes"] = bool(
         enough
@@ -107,9 +97,9 @@ def group_report(rows: list[dict]) -> dict:
 
 def steering_report(run_dir: str | Path) -> list[dict]:
     """One :func:`group_report` per group of the run, sorted by concept, method, layer, strategy."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[AlphaRow]] = defaultdict(list)
     for row in read_per_alpha(run_dir):
-        groups[tuple(row[k] for k in GROUP)].append(row)
+        groups[row.group].append(row)
     return [group_report(groups[k]) for k in sorted(groups, key=str)]
 
 

@@ -7,6 +7,9 @@ import json
 
 import pytest
 
+from steerlit.files import atomic_write_csv
+from steerlit.study.layout import RunLayout
+from steerlit.study.records import AlphaRow
 from steerlit.testbed.evaluate import main as evaluate_main
 from steerlit.testbed.model_card import _limitations
 from steerlit.testbed.steering_report import format_report, steering_report, studies_report
@@ -154,3 +157,19 @@ def test_model_card_names_a_passing_group_before_a_more_monotone_failing_one():
     steering = {"groups": [group(3, 0.98, -0.28, False), group(1, 0.95, -0.34, True)]}
     (line,) = [x for x in _limitations({"steering": steering}) if x.startswith("- Best tempo")]
     assert "layer 1 one_to_all, Spearman 0.95" in line and "-34%" in line
+
+
+def test_reads_the_per_alpha_table_the_study_writes(tmp_path):
+    """The report reads the study's typed per-α rows back from the run folder's per_alpha.csv."""
+    rows = []
+    for a in (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0):
+        row = AlphaRow("tempo", "diffmean", 2, "one_to_all", a, 8, "bpm", quality={"dsp_frechet": abs(a)})
+        row.medians = {"bpm": 120 * (1 + 0.15 * a), "centroid_hz": 800.0}
+        row.median_clap_score = 0.5 + 0.01 * a
+        rows.append(row)
+    layout = RunLayout(tmp_path)
+    atomic_write_csv(layout.per_alpha_csv, [r.to_row() for r in rows])
+    (group,) = steering_report(tmp_path)
+    assert group["passes"] and group["best_alpha"] == 3.0 and group["quality_cost"] == 3.0
+    assert group["best_rel_change"] == pytest.approx(0.45) and group["cross_rel_change_centroid_hz"] == 0.0
+    assert group["cross_rel_change_clap_score"] == pytest.approx(0.03 / 0.5)

@@ -1,0 +1,150 @@
+"""The stages of a study before the grid: read the probe sets, extract activations, fit directions; and what the
+grid needs from them (evaluation prompts, source layers, the plan).
+
+Each stage takes only its own settings. The steer → measure → report stages are in
+:mod:`steerlit.study.evaluation`; :func:`steerlit.study.run.run_study` runs them all in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from steerlit.data.probe_set import ProbeSet, load_eval_prompts, load_probe_set
+from steerlit.data.settings import ProbeSettings
+from steerlit.directions.extraction import extract_activations
+from steerlit.directions.fit import fit_directions
+from steerlit.directions.io import DirectionSet, load_directions
+from steerlit.directions.settings import ExtractSettings, FitSettings
+from steerlit.models.loading import load_model, resolve_model_path
+from steerlit.models.settings import ModelSettings
+from steerlit.runtime import TrainerSettings
+from steerlit.study.evaluation import GridPlan
+from steerlit.study.layout import RunLayout
+from steerlit.study.settings import SteerSettings
+
+PROBE_METHODS = ("logistic", "regression")  # what a grid steers with while the probes train
+
+
+def progress(message: str) -> None:
+    """One line of the run's progress on stdout."""
+    print(f"[steerlit {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load_concept(concept: str, probe: ProbeSettings) -> ProbeSet:
+    """A probe set by name or path, cut to its first ``probe.max_per_pole`` prompts per pole when set."""
+    probe_set = load_probe_set(concept)
+    n = probe.max_per_pole
+    if not n:
+        return probe_set
+    return dataclasses.replace(
+        probe_set,
+        positive_prompts=probe_set.positive_prompts[:n],
+        negative_prompts=probe_set.negative_prompts[:n],
+        pairs=probe_set.pairs[:n],
+    )
+
+
+def model_num_layers(model: ModelSettings) -> int:
+    """The decoder depth from the model's config.json alone (no weights), to validate layers early."""
+    from transformers import AutoConfig  # deferred: transformers
+
+    path, model_id = resolve_model_path(model.name)
+    try:
+        config = AutoConfig.from_pretrained(
+            str(path) if path is not None else model_id, local_files_only=True, cache_dir=model.hf_cache_dir
+        )
+    except OSError:
+        load_model(model.name, hf_cache_dir=model.hf_cache_dir)  # raises the one clear error
+        raise
+    return int(config.decoder.num_hidden_layers)
+
+
+def extract(
+    layout: RunLayout,
+    probe_set: ProbeSet,
+    adapter,
+    settings: ExtractSettings,
+    probe: ProbeSettings,
+    trainer: TrainerSettings,
+    *,
+    callbacks: Sequence = (),
+) -> Path:
+    """Cache ``probe_set``'s activations into its concept folder (resumable); returns the cache folder.
+
+    ``settings.layers=None`` records ``settings.site_kind`` at every layer of the model."""
+    if settings.layers is None:
+        settings = dataclasses.replace(settings, layers=tuple(range(adapter.num_layers)))
+    n_prompts = len(probe_set.positive_prompts) + len(probe_set.negative_prompts)
+    progress(f"{probe_set.name}: caching {len(settings.layers)} sites for {n_prompts} prompts")
+    return extract_activations(
+        layout.concept(probe_set.name), probe_set, adapter, settings, probe, trainer, callbacks=callbacks
+    )
+
+
+def fit(
+    layout: RunLayout,
+    concept: str,
+    settings: FitSettings,
+    trainer: TrainerSettings,
+    *,
+    seed: int = 0,
+    callbacks: Sequence = (),
+    wandb_run=None,
+    logger=None,
+) -> Path:
+    """Fit every method of ``settings`` on a concept's cache; returns its directions file."""
+    progress(f"{concept}: fitting {list(settings.methods)}")
+    return fit_directions(
+        layout.concept(concept),
+        settings,
+        trainer,
+        seed=seed,
+        callbacks=callbacks,
+        wandb_run=wandb_run,
+        logger=logger,
+    )
+
+
+def load_concept_directions(layout: RunLayout, concepts: Sequence[str], adapter) -> dict[str, DirectionSet]:
+    """``{concept: DirectionSet}`` from the run's directions files, checked against the model."""
+    return {c: load_directions(layout.directions(c), adapter) for c in concepts}
+
+
+def probe_directions(concept: str) -> Callable[[object], dict[str, DirectionSet]]:
+    """Directions of a probe while it trains: ``module -> {concept: DirectionSet({(kind, site): w})}``."""
+
+    def provider(module) -> dict[str, DirectionSet]:
+        vectors = {
+            (module.kind, s): v.detach().float().cpu() for s, v in module.directions("diffmean").items()
+        }
+        return {concept: DirectionSet(vectors)}
+
+    return provider
+
+
+def source_layers(steer: SteerSettings, num_layers: int) -> tuple[int, ...]:
+    """The grid's source layers: ``steer.layers``, else the middle layer."""
+    return tuple(int(x) for x in steer.layers) if steer.layers else (num_layers // 2,)
+
+
+def grid_plan(
+    steer: SteerSettings,
+    probe: ProbeSettings,
+    concepts: Sequence[str],
+    num_layers: int,
+    *,
+    methods: Sequence[str] | None = None,
+) -> GridPlan:
+    """The steering grid over the first ``steer.n_prompts`` prompts of ``probe.eval_set``."""
+    prompts = load_eval_prompts(probe.eval_set)
+    prompts = prompts[: steer.n_prompts] if steer.n_prompts else prompts
+    return GridPlan(
+        steer,
+        tuple(prompts),
+        tuple(concepts),
+        source_layers(steer, num_layers),
+        tuple(methods) if methods is not None else None,
+    )
