@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerlit.data.probe_set import resolve_probe_path
-from steerlit.study.settings import StudySettings
+from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("model", "probe", "extract", "fit", "steer", "metrics", "logger", "trainer")
@@ -29,10 +29,6 @@ ALIASES = {
     "seeds": "steer.seeds",
     "strategies": "steer.strategies",
 }
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and the fix."""
 
 
 def _read_yaml(path: Path, what: str) -> DictConfig:
@@ -160,11 +156,6 @@ def _nested(key: str, value) -> DictConfig:
     return node
 
 
-def as_dict(settings: StudySettings) -> dict:
-    """The settings as plain dicts and lists (e.g. a W&B run's config)."""
-    return OmegaConf.to_container(OmegaConf.create(to_yaml(settings)))
-
-
 def validate(settings: StudySettings) -> None:
     """Checks that need no model: non-empty grids, fitted methods, probe-set files present (choices and types
     are checked by the schema while composing)."""
@@ -194,16 +185,4 @@ def validate(settings: StudySettings) -> None:
             raise ConfigError(f"Probe set {name!r} not found at {path}.")
 
 
-def check_layers(settings: StudySettings, num_layers: int) -> None:
-    """Layer checks that need the model's depth (run right after the config is read, from model config.json)."""
-    for key, layers in (("steer.layers", settings.steer.layers), ("extract.layers", settings.extract.layers)):
-        bad = [int(x) for x in (layers or []) if int(x) >= num_layers]
-        if bad:
-            raise ConfigError(
-                f"{key} has layers {bad} out of range: the model has {num_layers} layers (0..{num_layers - 1})."
-            )
-
-
-def to_yaml(settings: StudySettings) -> str:
-    """The resolved settings as YAML (what ``config.yaml`` holds and ``--config`` reads back)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(settings))
+__all__ = ["CONFIGS_DIR", "ConfigError", "as_dict", "check_layers", "compose", "to_yaml", "validate"]

@@ -18,14 +18,13 @@ from typing import Any
 
 import lightning as L
 
-from steerlit.config import ConfigError, as_dict, check_layers, to_yaml
 from steerlit.directions.io import DirectionSet, load_directions
 from steerlit.files import atomic_write_text
 from steerlit.models.loading import load_adapter
 from steerlit.study.evaluation import Directions, Evaluation, GridPlan
 from steerlit.study.layout import RunLayout
 from steerlit.study.records import SummaryRow
-from steerlit.study.settings import StudySettings
+from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 from steerlit.study.stages import (
     PROBE_METHODS,
     extract,

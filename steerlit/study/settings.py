@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from omegaconf import OmegaConf
+
 from steerlit.data.settings import ProbeSettings
 from steerlit.directions.fit import Method
 from steerlit.directions.settings import ExtractSettings, FitSettings
@@ -67,3 +69,27 @@ class StudySettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logger: LoggerSettings = field(default_factory=LoggerSettings)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the fix."""
+
+
+def as_dict(settings: StudySettings) -> dict:
+    """The settings as plain dicts and lists (e.g. a W&B run's config)."""
+    return OmegaConf.to_container(OmegaConf.create(to_yaml(settings)))
+
+
+def check_layers(settings: StudySettings, num_layers: int) -> None:
+    """Layer checks that need the model's depth (run right after the config is read, from model config.json)."""
+    for key, layers in (("steer.layers", settings.steer.layers), ("extract.layers", settings.extract.layers)):
+        bad = [int(x) for x in (layers or []) if int(x) >= num_layers]
+        if bad:
+            raise ConfigError(
+                f"{key} has layers {bad} out of range: the model has {num_layers} layers (0..{num_layers - 1})."
+            )
+
+
+def to_yaml(settings: StudySettings) -> str:
+    """The resolved settings as YAML (what ``config.yaml`` holds and ``--config`` reads back)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(settings))
