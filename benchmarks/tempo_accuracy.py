@@ -65,13 +65,14 @@ def trackers(beat_this_checkpoint: str | None) -> dict:
 
 
 def licence_of(path: Path) -> str:
-    """The licence line of the recording's .txt (the line naming CC or public domain), else its first line."""
+    """The licence lines of the recording's .txt (those naming Creative Commons or the public domain)."""
     txt = path.with_name(path.name.split(".")[0] + ".txt")
     if not txt.is_file():
         return "licence file missing"
     lines = [ln.strip() for ln in txt.read_text(errors="replace").splitlines() if ln.strip()]
-    marked = [ln for ln in lines if "CC" in ln or "Public Domain" in ln or "public domain" in ln.lower()]
-    return (marked or lines or ["?"])[-1]
+    marks = ("cc ", "cc-", "creative commons", "creativecommons", "public domain")
+    marked = [ln for ln in lines if any(m in ln.lower() for m in marks)]
+    return " | ".join(marked or lines[:1] or ["?"])
 
 
 def recordings(folder: Path, skip: tuple[str, ...], min_s: float) -> list[Path]:
@@ -201,7 +202,7 @@ def share(rows: list[dict], key: str) -> str:
     if n == 0:
         return "-"
     lo, hi = wilson(hits, n)
-    return f"{100 * hits / n:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return f"{100 * hits / n:.0f} % [{max(0.0, 100 * lo):.0f}, {min(100.0, 100 * hi):.0f}]"
 
 
 def summary(rows: list[dict], timing: dict) -> list[dict]:

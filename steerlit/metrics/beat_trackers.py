@@ -1,6 +1,6 @@
 """Beat and tempo estimators behind one interface: every clip gets a BPM and a beat confidence.
 
-Estimators (the ``metrics.tempo.estimator`` choice, :data:`TempoEstimator`):
+Estimators (the ``metrics.tempo.estimator`` choice, ``beat_confidence.TempoEstimator``):
 
 - ``librosa``: steerlit's :func:`~steerlit.metrics.tempo.estimate_tempo` (onset-strength autocorrelation with a
   log-normal prior around ``start_bpm``). No extra dependency.
@@ -20,19 +20,20 @@ envelope in dB of spectral flux; madmom / beat_this: the network's beat probabil
     confidence  = periodicity * min(1, salience / salience_ref) ** 2
 
 The lag range is fixed (not the tempo range of the settings): the confidence says whether there is a beat at all,
-whatever octave the tempo is then folded into. Periodicity alone is scale-free (a held chord's beating partials give a periodic but tiny onset envelope); the
-salience factor makes a curve count only when its peaks are as high as beats are (``salience_ref``: 3 dB of onset
-strength for librosa, beat probability 0.3 for the networks). ``bpm`` is ``nan`` when the confidence is below
-``min_confidence``; ``raw_bpm`` keeps the estimate. The thresholds were measured on synthetic clips (clicks,
-drums, testbed synth, noise, DC, held chords, sines; see ``benchmarks/tempo_accuracy.py --calibrate``):
+whatever octave the tempo is then folded into. Periodicity alone is scale-free (the beating partials of a held chord
+give a periodic but tiny onset envelope); the squared salience factor makes a curve count only when its peaks are as
+high as beats are (``salience_ref``: 3 dB of onset strength for librosa, beat probability 0.3 for the networks). ``bpm`` is ``nan`` when the confidence is below
+``min_confidence`` (0.1 for all three); ``raw_bpm`` keeps the estimate. Measured with
+``python benchmarks/tempo_accuracy.py AUDIO_DIR --calibrate`` (2026-12-01; 31 clips with a beat: clicks at
+60-180 BPM and testbed synth clips; 17 without: white, pink and brown noise at two levels, silence, DC, held and
+struck chords, a held chord in noise, a sine, a sine sweep; 13 unchanged 15 s real excerpts from librosa/data)::
 
-============  ==============  =================  ==================  ==============
-estimator     salience_ref    min_confidence     beats (lowest)      no beat (highest)
-============  ==============  =================  ==================  ==============
-librosa       3.0             0.15               see BENCHMARKS.md   see BENCHMARKS.md
-madmom        0.3             0.35               see BENCHMARKS.md   see BENCHMARKS.md
-beat_this     0.3             0.35 (madmom's; not measured: no checkpoint was available)
-============  ==============  =================  ==================  ==============
+    estimator   salience_ref   beat clips (lowest)   no-beat clips (highest)   real excerpts (lowest)
+    librosa     3 dB           0.888                 0.028 (held chord)         0.160 (Brahms, strings)
+    madmom      0.3            0.943                 0.016 (pink noise)         0.275 (Brahms, strings)
+    beat_this   0.3            not measured (no checkpoint was available); madmom's threshold
+
+0.1 sits 3.5x (librosa) and 6x (madmom) above the highest no-beat clip and below every real excerpt.
 
 Shapes: ``audio`` is mono ``(samples,)`` (``(channels, samples)`` is averaged); activations are ``(frames,)``.
 """
@@ -47,23 +48,22 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
 import numpy as np
 
 from steerlit.metrics._audio import as_mono
 from steerlit.metrics.beat_confidence import (
+    TEMPO_ESTIMATORS,
     BeatEstimate,
     EstimatorUnavailableError,
+    TempoEstimator,
     beat_confidence,
     gated_estimate,
     silent_estimate,
 )
 from steerlit.metrics.settings import TempoSettings
 from steerlit.metrics.tempo import estimate_tempo
-
-TempoEstimator = Literal["librosa", "madmom", "beat_this"]
-TEMPO_ESTIMATORS: tuple[str, ...] = get_args(TempoEstimator)
 
 BEAT_EXTRA_INSTALL = 'pip install -e ".[beat]"'
 MADMOM_SR = 44_100

@@ -8,11 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from steerlit.metrics.beat_confidence import beat_confidence, beat_periodicity
+from steerlit.metrics.beat_confidence import TEMPO_ESTIMATORS, beat_confidence, beat_periodicity
 from steerlit.metrics.beat_trackers import (
     BEAT_EXTRA_INSTALL,
     CONFIDENCE_SETTINGS,
-    TEMPO_ESTIMATORS,
     EstimatorUnavailableError,
     madmom_available,
     make_beat_tracker,
