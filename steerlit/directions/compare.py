@@ -175,7 +175,7 @@ def log_comparison(
     import wandb  # deferred: wandb
 
     if key is None:
-        if concept is None and png is not None:
+        if concept is None and png is not None and Path(png).parent.name == "plots":
             concept = Path(png).resolve().parent.parent.name
         key = f"directions/{concept}/comparison" if concept else "directions/comparison"
     table = wandb.Table(columns=list(COLUMNS), data=[[r[k] for k in COLUMNS] for r in rows])

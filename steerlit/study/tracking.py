@@ -131,19 +131,25 @@ SAMPLE_SETTINGS = ("prompt", "seed", *STEER_COLUMNS[:-1])  # site_kind is left o
 NOT_MEASURES = ("key", "wav", "n_terms", "prompt_index", "site_kind", "codes_sha1", "frames")
 
 
-def samples_table(results: Sequence[GridResult]):
-    """One row per clip: its readable name, key, settings and measurements (audio is in the group pivots)."""
+def samples_table(results: Sequence[GridResult], paths: EvaluationPaths, settings: LoggerSettings):
+    """One row per clip: its readable name, key, settings, measurements and audio (for the clips of the first
+    ``audio_prompts_per_group`` prompts, the ones in the group pivots)."""
     import wandb  # deferred: wandb
 
     rows = [r.to_row() for r in results]
     measures = [k for k in rows[0] if k not in SAMPLE_SETTINGS and k not in NOT_MEASURES]
-    columns = ["name", "key", *SAMPLE_SETTINGS, *measures]
+    columns = ["name", "key", *SAMPLE_SETTINGS, *measures, "audio"]
+    heard = sorted({r.prompt_index for r in results})[: max(settings.audio_prompts_per_group, 0)]
     order = sorted(
         rows, key=lambda r: (str(r["concept"]), str(r["method"]), str(r["layer"]), float(r["alpha"]))
     )
-    return wandb.Table(
-        columns=columns, data=[[clip_name(r), *[r.get(c) for c in columns[1:]]] for r in order]
-    )
+    table = wandb.Table(columns=columns)
+    for row in order:
+        audio = None
+        if settings.log_audio and row["prompt_index"] in heard:
+            audio = wandb.Audio(str(paths.wav(row["key"])), caption=clip_name(row))
+        table.add_data(clip_name(row), *[row.get(c) for c in columns[1:-1]], audio)
+    return table
 
 
 def log_evaluation(
@@ -163,7 +169,7 @@ def log_evaluation(
     per_alpha, summary = tables
     prefix = f"steer/{stage}"
     data = {
-        f"{prefix}/samples": samples_table(results),
+        f"{prefix}/samples": samples_table(results, paths, settings),
         f"{prefix}/per_alpha": rows_table([r.to_row() for r in per_alpha]),
         f"{prefix}/summary": rows_table([s.to_row() for s in summary]),
         f"{prefix}/attribute_vs_alpha": wandb.Image(str(paths.plot)),
