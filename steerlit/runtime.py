@@ -16,3 +16,21 @@ class TrainerSettings:
     devices: Any = 1
     strategy: str = "auto"  # auto | ddp (CPU: gloo processes)
     enable_progress_bar: bool = True
+
+
+LIGHTNING_INFO_LOGGERS = (  # rank_zero_info: accelerator banners ("GPU available: ..."), litlogger/litmodels tips
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+def quiet_lightning() -> None:
+    """Hide Lightning's info lines (accelerator banners, "💡 Tip: ... litlogger / litmodels") and its internal
+    ``LeafSpec`` deprecation warning under torch >= 2.13; warnings and errors still show. Called before each
+    ``Trainer`` is built (DDP ranks re-run the command, so each process calls it)."""
+    import logging
+    import warnings
+
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

@@ -158,13 +158,26 @@ def save_comparison(rows: Sequence[Mapping], plots_dir: str | Path, title: str =
 
 
 def log_comparison(
-    rows: Sequence[Mapping], png: str | Path | None, wandb_run, key: str = "directions/comparison"
+    rows: Sequence[Mapping],
+    png: str | Path | None,
+    wandb_run,
+    key: str | None = None,
+    *,
+    concept: str | None = None,
 ) -> None:
-    """Log the table (``wandb.Table``) and the plot (``wandb.Image``) to ``wandb_run``; no-op if None."""
+    """Log the table (``wandb.Table``) and the plot (``wandb.Image``) to ``wandb_run``; no-op if None.
+
+    Keys: ``directions/<concept>/comparison/{table,plot}``, so each concept has its own panel. ``concept``
+    defaults to the concept folder of ``png`` (``<run>/<concept>/plots/direction_comparison.png``); ``key``
+    replaces the whole prefix."""
     if wandb_run is None:
         return
     import wandb  # deferred: wandb
 
+    if key is None:
+        if concept is None and png is not None and Path(png).parent.name == "plots":
+            concept = Path(png).resolve().parent.parent.name
+        key = f"directions/{concept}/comparison" if concept else "directions/comparison"
     table = wandb.Table(columns=list(COLUMNS), data=[[r[k] for k in COLUMNS] for r in rows])
     payload = {f"{key}/table": table}
     if png is not None and Path(png).exists():

@@ -36,7 +36,7 @@ from steerlit.intervene.record import ActivationRecorder, PooledReduction
 from steerlit.models.adapter import MusicGenAdapter
 from steerlit.models.loading import load_adapter, resolve_dtype
 from steerlit.models.settings import ModelSettings
-from steerlit.runtime import TrainerSettings
+from steerlit.runtime import TrainerSettings, quiet_lightning
 
 if TYPE_CHECKING:  # settings.py imports this module's Source choices
     from steerlit.directions.settings import ExtractSettings
@@ -311,6 +311,7 @@ def extract_activations(
         batch_size=settings.batch_size,
         tokenizer=module.adapter.tokenizer if preloaded else None,
     )
+    quiet_lightning()
     predictor = L.Trainer(
         accelerator=trainer.accelerator,
         devices=trainer.devices,

@@ -27,7 +27,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from steerlit.directions.cache import labels_of, load_activation_cache
 from steerlit.files import atomic_save_safetensors
-from steerlit.runtime import TrainerSettings
+from steerlit.runtime import TrainerSettings, quiet_lightning
 
 if TYPE_CHECKING:  # settings.py imports this module's ProbeScale choices
     from steerlit.directions.settings import ProbeTrainSettings
@@ -146,7 +146,8 @@ class LinearProbeModule(L.LightningModule):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"Unknown probe kind {kind!r}; use one of {KINDS}.")
-        self.save_hyperparameters(ignore=["mean", "std", "pos_mean", "neg_mean"])
+        # logger=False: the probe's settings go to the logger namespaced under its prefix (see hparams_for_logger)
+        self.save_hyperparameters(ignore=["mean", "std", "pos_mean", "neg_mean"], logger=False)
         self.sites, self.kind, self.lr, self.weight_decay = list(sites), kind, lr, weight_decay
         n, h = len(self.sites), hidden_size
         self.weight = nn.Parameter(torch.zeros(n, h))
@@ -163,6 +164,12 @@ class LinearProbeModule(L.LightningModule):
         self.log_prefix = (
             log_prefix  # e.g. "probe/tempo/logistic/" to keep several probes apart in one logger
         )
+
+    def hparams_for_logger(self) -> dict[str, dict]:
+        """The probe's settings under its log prefix, e.g. ``{"probe/tempo/logistic": {"kind": ..., "lr": ...}}``
+        (so a run's config has no top-level ``kind``)."""
+        settings = {k: v for k, v in self.hparams.items() if k not in ("sites", "log_prefix")}
+        return {(self.log_prefix.rstrip("/") or "probe"): {**settings, "n_sites": len(self.sites)}}
 
     @classmethod
     def for_data(cls, dm: ProbeDataModule, *, standardize: bool = True, **kw) -> LinearProbeModule:
@@ -315,6 +322,7 @@ def train_probe(
         weight_decay=settings.weight_decay,
         log_prefix=log_prefix,
     )
+    quiet_lightning()
     fitter = L.Trainer(
         accelerator=trainer.accelerator,
         devices=1,
@@ -328,6 +336,8 @@ def train_probe(
         enable_progress_bar=trainer.enable_progress_bar,
         enable_model_summary=False,
     )
+    if logger is not None:
+        logger.log_hyperparams(module.hparams_for_logger())
     fitter.fit(module, datamodule=dm)
     if test and dm.has("test"):
         fitter.test(module, datamodule=dm, verbose=False)

@@ -42,6 +42,7 @@ from steerlit.engines.runner import MetricsFn, generate_rows
 from steerlit.engines.settings import GenerationSettings
 from steerlit.models.loading import load_adapter
 from steerlit.models.settings import ModelSettings
+from steerlit.runtime import quiet_lightning
 
 
 class _Holder:
@@ -194,6 +195,7 @@ def run_grid_distributed(
         "strategy": strategy or default_strategy(devices, accelerator),
     }
     quiet = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+    quiet_lightning()
     trainer = pl.Trainer(
         **launch, **quiet, enable_progress_bar=progress, use_distributed_sampler=False, inference_mode=True
     )

@@ -8,7 +8,10 @@ unless ``allow_download=True``: offline machines get one clear error at once, ne
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -58,7 +61,7 @@ def build_cached_tiny() -> Path:
     builds are identical)."""
     path = cache_dir() / "tiny-musicgen-seed0"
     if not (path / "config.json").exists():
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path) as tmp, quiet_hf_load():  # no "Writing model shards" bar
             build_tiny_musicgen(tmp, seed=0)
     return path
 
@@ -120,6 +123,50 @@ def _refuse_variants(config) -> None:
         raise ModelLoadError(f"Not a MusicGen checkpoint (model_type={model_type!r}); expected 'musicgen'.")
 
 
+TOKEN_ID_WARNING = re.compile(
+    r"Model config: \w+_token_id must be `None` or an integer within the vocabulary "
+    r"\(between 0 and (?P<last>\d+)\), got (?P<got>\d+)"
+)
+CONFIG_LOGGERS = ("transformers.configuration_utils", "transformers.models.musicgen.configuration_musicgen")
+
+
+class MusicgenTokenIdFilter(logging.Filter):
+    """Drops transformers' "pad/bos/decoder_start_token_id must be within the vocabulary ... got <vocab_size>"
+    warning. MusicGen's special ids equal the codebook size by design (facebook/musicgen-small has pad = bos =
+    decoder_start = 2048 = vocab_size; its embeddings have vocab_size + 1 rows): the composite config's generic
+    check counts that as out of range. Any other out-of-range id still warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = TOKEN_ID_WARNING.match(str(record.getMessage()))
+        return not (match and int(match["got"]) == int(match["last"]) + 1)
+
+
+def install_token_id_filter() -> None:
+    """Install :class:`MusicgenTokenIdFilter` on transformers' config loggers (once)."""
+    for name in CONFIG_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, MusicgenTokenIdFilter) for f in log.filters):
+            log.addFilter(MusicgenTokenIdFilter())
+
+
+@contextlib.contextmanager
+def quiet_hf_load():
+    """Model loads without transformers' "Loading weights" progress bars or the MusicGen token-id warning."""
+    from transformers.utils import logging as hf_logging  # deferred: transformers
+
+    install_token_id_filter()
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+install_token_id_filter()  # also for configs read before a load (e.g. the decoder depth, from config.json)
+
+
 def load_model(
     name_or_path: str = "testbed",
     *,
@@ -135,12 +182,6 @@ def load_model(
     (``eager``/``sdpa``) is applied to the text encoder and decoder only (EnCodec has none).
     ``hf_cache_dir``: the Hugging Face hub cache to read hub ids from (default: HF's own, ``HF_HUB_CACHE``).
     """
-    from transformers import (  # deferred: transformers
-        AutoConfig,
-        AutoProcessor,
-        MusicgenForConditionalGeneration,
-    )
-
     torch_dtype = resolve_dtype(dtype)
     path, model_id = resolve_model_path(str(name_or_path))
     local_only = not allow_download
@@ -148,6 +189,18 @@ def load_model(
     source = str(path) if path is not None else model_id
     if path is not None:
         check_local_folder(path)
+    with quiet_hf_load():
+        return load_checked(source, model_id, local_only, hub_cache, device, torch_dtype, attn_implementation)
+
+
+def load_checked(source, model_id, local_only, hub_cache, device, torch_dtype, attn_implementation):
+    """:func:`load_model` once the source is resolved: config check, weights, processor."""
+    from transformers import (  # deferred: transformers
+        AutoConfig,
+        AutoProcessor,
+        MusicgenForConditionalGeneration,
+    )
+
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=local_only, cache_dir=hub_cache)
     except OSError as err:

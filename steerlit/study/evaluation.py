@@ -10,7 +10,9 @@ It is the steer → measure → report part of :func:`steerlit.study.run.run_stu
 * :func:`measure`: CLAP scores (with a CLAP model), the per-α table with the quality against the references, the
   steerability summary;
 * :func:`report`: ``metrics.csv``, ``per_alpha.csv``, ``summary.csv`` and the attribute-vs-α plot in the
-  evaluation's folder (:class:`steerlit.study.layout.EvaluationPaths`); :class:`Evaluation` also logs to W&B.
+  evaluation's folder (:class:`steerlit.study.layout.EvaluationPaths`); :class:`Evaluation` also logs to W&B;
+* :func:`finish_run_folder` (the final stage of a run folder): ``report.html``, and in W&B the artifacts and
+  the report.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings, TempoSettings
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
-from steerlit.study.layout import FINAL_STAGE, EvaluationPaths
+from steerlit.study.layout import FINAL_STAGE, EvaluationPaths, RunLayout
 from steerlit.study.records import AlphaRow, GridResult, SummaryRow
+from steerlit.study.report import write_report
 from steerlit.study.settings import LoggerSettings, SteerSettings
 from steerlit.study.tables import (
     QualityFn,
@@ -47,6 +50,7 @@ from steerlit.study.tables import (
     summarize,
 )
 from steerlit.study.tracking import log_evaluation
+from steerlit.study.wandb_layout import log_report, log_run_artifacts
 
 Directions = Mapping[str, DirectionSet]  # concept -> its directions
 ONE_PROCESS = TrainerSettings()  # the grid in this process
@@ -215,7 +219,7 @@ class Evaluation:
     """Steer, measure and report grids of one loaded model (the CLAP model, if any, is loaded once).
 
     ``model``: the settings ``adapter`` was loaded with (each process of a DDP grid loads them); ``trainer``: where
-    the grid runs; ``logger``: what goes to W&B (audio clips, up to ``max_audio``)."""
+    the grid runs; ``logger``: what goes to W&B (audio of ``audio_prompts_per_group`` prompts per group)."""
 
     def __init__(
         self,
@@ -261,6 +265,20 @@ class Evaluation:
         sample_rate = self.adapter.sample_rate
         tables = measure(results, plan.concepts, self.metrics, store, sample_rate, clap=self.clap())
         report(paths, results, tables)
+        attributes = {c: attribute_for(c, self.metrics.attributes) for c in plan.concepts}
         if wandb_run is not None:
-            log_evaluation(wandb_run, stage, results, tables.per_alpha, tables.summary, paths, self.logger)
+            log_evaluation(
+                wandb_run, stage, results, (tables.per_alpha, tables.summary), paths, self.logger, attributes
+            )
+        if stage == FINAL_STAGE and RunLayout(paths.folder).config.exists():
+            finish_run_folder(RunLayout(paths.folder), plan.concepts, wandb_run)
         return tables.summary
+
+
+def finish_run_folder(layout: RunLayout, concepts: Sequence[str], wandb_run=None) -> None:
+    """The run's last stage: ``report.html`` (:func:`steerlit.study.report.write_report`); with a W&B run, the
+    concepts' artifacts (activation index, directions, probes) and the report (page and artifact)."""
+    write_report(layout.root)
+    if wandb_run is not None:
+        inputs = log_run_artifacts(wandb_run, layout, concepts)
+        log_report(wandb_run, layout.root, inputs)

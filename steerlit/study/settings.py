@@ -45,14 +45,22 @@ class SteerSettings(GenerationSettings):
 
 @dataclass(frozen=True)
 class LoggerSettings:
+    """What goes to W&B. ``project``, ``group``, ``job_type``, ``tags`` and ``notes``: a value set here wins over
+    the standard ``WANDB_PROJECT``, ``WANDB_RUN_GROUP``, ``WANDB_JOB_TYPE``, ``WANDB_TAGS`` (comma-separated) and
+    ``WANDB_NOTES`` variables, which win over steerlit's defaults (project ``steerlit``, group = the experiment,
+    job type = the command, e.g. ``study``)."""
+
     kind: LoggerKind = "wandb"
     mode: LoggerMode = "auto"  # auto (online with a key, else offline) | online | offline | disabled
-    project: str = "steerlit"
+    project: str | None = None
     entity: str | None = None
     name: str | None = None
+    group: str | None = None
+    job_type: str | None = None
     tags: tuple[str, ...] = ()
+    notes: str | None = None
     log_audio: bool = True
-    max_audio: int = 64
+    audio_prompts_per_group: int = 2  # prompts (each at every alpha and seed) with audio per steering group
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@
 All W&B files (run data, staged media, cache, logs) are kept inside the run folder by setting
 ``WANDB_DIR``, ``WANDB_DATA_DIR`` and ``WANDB_CACHE_DIR`` (audio inside tables is otherwise staged
 under ``~/.local/share/wandb``). Offline runs are uploaded later with ``wandb sync <run>/wandb/wandb/offline-run-*``.
-:func:`log_evaluation` logs one evaluation stage: clips, a samples table, the per-α and summary tables, the plot
-and the summary scalars under ``steer/<stage>/``.
+:func:`log_evaluation` logs one evaluation stage under ``steer/<stage>/``: a samples table, the per-α and summary
+tables, the plot, the summary scalars and, per (concept, method, layer, strategy) group, a pivot table of clips
+across α (:mod:`steerlit.study.wandb_layout`). :func:`run_options` states how config and ``WANDB_*`` variables
+combine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 from steerlit.engines.grid import STEER_COLUMNS
 from steerlit.study.layout import EvaluationPaths, RunLayout
 from steerlit.study.records import AlphaRow, GridResult, SummaryRow
+from steerlit.study.report import clip_name
 from steerlit.study.settings import LoggerSettings
+from steerlit.study.wandb_layout import audio_layout
 
 
 def has_wandb_key() -> bool:
@@ -58,8 +62,40 @@ def wandb_dirs(run_root: Path) -> Path:
     return root
 
 
-def make_wandb_logger(settings: LoggerSettings, layout: RunLayout, config: Mapping[str, Any]):
-    """A Lightning ``WandbLogger`` (or None when logging is off) whose files live in the run folder."""
+ENV_OPTIONS = {  # W&B's standard variables, each read when the config leaves its option unset
+    "project": "WANDB_PROJECT",
+    "group": "WANDB_RUN_GROUP",
+    "job_type": "WANDB_JOB_TYPE",
+    "tags": "WANDB_TAGS",
+    "notes": "WANDB_NOTES",
+}
+
+
+def run_options(
+    settings: LoggerSettings, *, job_type: str = "study", group: str | None = None
+) -> dict[str, Any]:
+    """``project``, ``group``, ``job_type``, ``tags``, ``notes`` of a run. The rule: a value set in the config
+    wins over the ``WANDB_*`` variable (:data:`ENV_OPTIONS`; ``WANDB_TAGS`` is comma-separated), which wins
+    over the default (project ``steerlit``, the given ``group`` (the experiment), the given ``job_type``)."""
+    defaults = {"project": "steerlit", "group": group, "job_type": job_type, "tags": (), "notes": None}
+    options: dict[str, Any] = {}
+    for key, var in ENV_OPTIONS.items():
+        value = getattr(settings, key)
+        if value in (None, "", ()):
+            env = os.environ.get(var)
+            if env:
+                value = tuple(t.strip() for t in env.split(",") if t.strip()) if key == "tags" else env
+            else:
+                value = defaults[key]
+        options[key] = list(value) if key == "tags" else value
+    return options
+
+
+def make_wandb_logger(
+    settings: LoggerSettings, layout: RunLayout, config: Mapping[str, Any], *, job_type: str = "study"
+):
+    """A Lightning ``WandbLogger`` (or None when logging is off) whose files live in the run folder; its
+    project, group (default: the experiment), job type, tags and notes follow :func:`run_options`."""
     if settings.kind == "none":
         return None
     mode = resolve_mode(settings.mode)
@@ -70,15 +106,14 @@ def make_wandb_logger(settings: LoggerSettings, layout: RunLayout, config: Mappi
     save_dir = wandb_dirs(layout.root)
     os.environ.setdefault("WANDB_SILENT", "true")
     logger = WandbLogger(
-        project=settings.project,
         entity=settings.entity,
         name=settings.name or layout.name,
-        tags=list(settings.tags),
         save_dir=str(save_dir),
         offline=(mode == "offline"),
         mode=mode,
         config=dict(config),
         settings={"init_timeout": 30} if mode == "online" else None,
+        **run_options(settings, job_type=job_type, group=config.get("experiment")),
     )
     logger.experiment  # noqa: B018  (start the run now, so its folder exists)
     return logger
@@ -97,51 +132,49 @@ NOT_MEASURES = ("key", "wav", "n_terms", "prompt_index", "site_kind", "codes_sha
 
 
 def samples_table(results: Sequence[GridResult], paths: EvaluationPaths, settings: LoggerSettings):
-    """One row per clip (settings, measurements, audio for the first ``max_audio``); and those clips."""
+    """One row per clip: its readable name, key, settings, measurements and audio (for the clips of the first
+    ``audio_prompts_per_group`` prompts, the ones in the group pivots)."""
     import wandb  # deferred: wandb
 
     rows = [r.to_row() for r in results]
     measures = [k for k in rows[0] if k not in SAMPLE_SETTINGS and k not in NOT_MEASURES]
-    columns = ["key", *SAMPLE_SETTINGS, *measures, "audio"]
-    table, clips = wandb.Table(columns=columns), []
+    columns = ["name", "key", *SAMPLE_SETTINGS, *measures, "audio"]
+    heard = sorted({r.prompt_index for r in results})[: max(settings.audio_prompts_per_group, 0)]
     order = sorted(
         rows, key=lambda r: (str(r["concept"]), str(r["method"]), str(r["layer"]), float(r["alpha"]))
     )
-    for i, row in enumerate(order):
+    table = wandb.Table(columns=columns)
+    for row in order:
         audio = None
-        if settings.log_audio and i < settings.max_audio:
-            caption = (
-                f"{row['prompt']} | {row['concept'] or 'reference'} {row['method'] or ''} "
-                f"L{row['layer']} α={row['alpha']} {row['strategy'] or ''} seed={row['seed']}"
-            )
-            audio = wandb.Audio(str(paths.wav(row["key"])), caption=caption)
-            clips.append(audio)
-        table.add_data(*[row.get(c) for c in columns[:-1]], audio)
-    return table, clips
+        if settings.log_audio and row["prompt_index"] in heard:
+            audio = wandb.Audio(str(paths.wav(row["key"])), caption=clip_name(row))
+        table.add_data(clip_name(row), *[row.get(c) for c in columns[1:-1]], audio)
+    return table
 
 
 def log_evaluation(
     run,
     stage: str,
     results: Sequence[GridResult],
-    per_alpha: Sequence[AlphaRow],
-    summary: Sequence[SummaryRow],
+    tables: tuple[Sequence[AlphaRow], Sequence[SummaryRow]],
     paths: EvaluationPaths,
     settings: LoggerSettings,
+    attributes: Mapping[str, str],
 ) -> None:
-    """Log one evaluation stage to the W&B ``run`` under ``steer/<stage>/``."""
+    """Log one evaluation stage to the W&B ``run`` under ``steer/<stage>/``: the samples, per-α and summary
+    tables, the plot, the summary scalars per group and each group's pivot table and clips
+    (:func:`steerlit.study.wandb_layout.audio_layout`; ``attributes``: concept -> measured attribute)."""
     import wandb  # deferred: wandb
 
-    samples, clips = samples_table(results, paths, settings)
+    per_alpha, summary = tables
     prefix = f"steer/{stage}"
     data = {
-        f"{prefix}/samples": samples,
+        f"{prefix}/samples": samples_table(results, paths, settings),
         f"{prefix}/per_alpha": rows_table([r.to_row() for r in per_alpha]),
         f"{prefix}/summary": rows_table([s.to_row() for s in summary]),
         f"{prefix}/attribute_vs_alpha": wandb.Image(str(paths.plot)),
+        **audio_layout(stage, results, paths, settings, attributes),
     }
-    if clips:
-        data[f"{prefix}/audio"] = clips
     for s in summary:
         name = f"{prefix}/{s.concept}/{s.method}/L{s.layer}/{s.strategy}"
         for k in SummaryRow.SCALARS:
