@@ -22,7 +22,9 @@ class TempoSettings:
     # so a default run must not depend on what is installed. Real-music configs choose estimator=madmom.
     estimator: TempoEstimator = "librosa"
     beat_this_checkpoint: str | None = None  # local Beat This! checkpoint file (estimator=beat_this only)
-    min_confidence: float | None = None  # beat confidence below which bpm is nan; None: the estimator's measured 0.1
+    min_confidence: float | None = (
+        None  # beat confidence below which bpm is nan; None: the estimator's measured 0.1
+    )
 
 
 @dataclass(frozen=True)
