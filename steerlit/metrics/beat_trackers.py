@@ -52,7 +52,7 @@ from typing import Protocol
 
 import numpy as np
 
-from steerlit.metrics._audio import as_mono
+from steerlit.metrics.audio_input import as_mono
 from steerlit.metrics.beat_confidence import (
     TEMPO_ESTIMATORS,
     BeatEstimate,

@@ -34,6 +34,7 @@ from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_write_csv
 from steerlit.metrics.attributes import compute_attributes
 from steerlit.metrics.clap import ClapScorer
+from steerlit.metrics.kernel_distance import kernel_distance
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings, TempoSettings
 from steerlit.models.settings import ModelSettings
@@ -167,7 +168,20 @@ def add_clap_scores(clap, results: Sequence[GridResult], store: ResultStore, sam
         result.clap_score = float(score)
 
 
-def quality_against_references(store: ResultStore, sample_rate: int, clap=None) -> QualityFn:
+def _set_distance(kind: str, steered: list, reference: list, sample_rate: int) -> dict[str, float]:
+    """``kad`` (+ ``kad_noise_floor``: the 95 % quantile of two disjoint α = 0 halves, ``kad_n``) or
+    ``dsp_frechet``."""
+    if kind != "kad":
+        return {"dsp_frechet": float(dsp_frechet(steered, reference, sample_rate))}
+    if min(len(steered), len(reference)) < 2:
+        return {"kad": float("nan"), "kad_noise_floor": float("nan"), "kad_n": len(steered)}
+    kad = kernel_distance(steered, reference, sample_rate)
+    return {"kad": kad.value, "kad_noise_floor": kad.noise_floor_high, "kad_n": kad.n_steered}
+
+
+def quality_against_references(
+    store: ResultStore, sample_rate: int, clap=None, kind: str = "frechet"
+) -> QualityFn:
     """The quality of a set of clips against the α = 0 references: DSP-feature Fréchet distance, and the CLAP
     embedding FAD with a CLAP model (clips are read once)."""
     cache: dict[str, np.ndarray] = {}
@@ -179,9 +193,9 @@ def quality_against_references(store: ResultStore, sample_rate: int, clap=None) 
 
     def quality(rows: Sequence[GridResult], refs: Sequence[GridResult]) -> dict[str, float]:
         if not rows or not refs:
-            return {"dsp_frechet": float("nan")}
+            return {"kad": float("nan")} if kind == "kad" else {"dsp_frechet": float("nan")}
         steered, reference = [load(r) for r in rows], [load(r) for r in refs]
-        out = {"dsp_frechet": float(dsp_frechet(steered, reference, sample_rate))}
+        out = _set_distance(kind, steered, reference, sample_rate)
         if clap is not None and min(len(steered), len(reference)) >= 2:  # covariances need 2 clips
             out["clap_fad"] = float(clap.embedding_fad(steered, reference, sample_rate))
         return out
@@ -202,7 +216,9 @@ def measure(
     attributes = {c: attribute_for(c, metrics.attributes) for c in concepts}
     if clap is not None:
         add_clap_scores(clap, results, store, sample_rate)
-    quality_fn = quality_against_references(store, sample_rate, clap) if metrics.quality else None
+    quality_fn = None
+    if metrics.quality != "none":
+        quality_fn = quality_against_references(store, sample_rate, clap, kind=metrics.quality)
     table = per_alpha_table(results, attributes, quality_fn)
     return Tables(table, summarize(table, attributes))
 

@@ -35,6 +35,7 @@ ROW_COLUMNS = (  # GridRow.flat() + what the runner adds before the measurements
     "frames",
 )
 LATE_COLUMNS = ("wav", "clap_score")  # after the measurements, in this order
+QUALITY_COLUMNS = ("dsp_frechet", "clap_fad", "kad", "kad_noise_floor", "kad_n")  # per-α quality columns
 
 
 @dataclass
@@ -108,7 +109,10 @@ class AlphaRow:
     """One group at one α: clip count, the median of every measured attribute, the quality against α = 0.
 
     ``medians``: attribute -> median over the clips (the ``median_<attribute>`` columns, names sorted);
-    ``quality``: ``dsp_frechet`` (and ``clap_fad`` with a CLAP model) of these clips vs the references."""
+    ``quality``: ``dsp_frechet`` / ``kad`` (and ``clap_fad`` with a CLAP model) of these clips vs the references;
+    ``stats``: the uncertainty columns of :mod:`steerlit.study.summary_stats` (after every older column);
+    ``clips``: ``(alpha, (prompt, seed), value)`` of the target attribute per clip, for the summary's clip-level
+    trend (not a CSV column; empty when read back from a CSV)."""
 
     concept: str
     method: str
@@ -120,6 +124,8 @@ class AlphaRow:
     medians: dict[str, float] = field(default_factory=dict)
     median_clap_score: float | None = None
     quality: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    clips: list[tuple[float, Any, float]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def group(self) -> GroupKey:
@@ -143,6 +149,7 @@ class AlphaRow:
         if self.median_clap_score is not None:
             row["median_clap_score"] = self.median_clap_score
         row.update(self.quality)
+        row.update(self.stats)
         return row
 
     @classmethod
@@ -155,9 +162,12 @@ class AlphaRow:
         medians = {
             k[len("median_") :]: number(v)
             for k, v in row.items()
-            if k.startswith("median_") and k != "median_clap_score"
+            if k.startswith("median_") and k not in ("median_clap_score", "median_low", "median_high")
         }
         clap = row.get("median_clap_score")
+        fixed = {*GROUP_COLUMNS, "alpha", "n", "attribute", *QUALITY_COLUMNS}
+        stats = {k: number(v) for k, v in row.items() if k not in fixed and not k.startswith("median_")}
+        stats.update({k: number(v) for k, v in row.items() if k in ("median_low", "median_high")})
         return cls(
             concept=row["concept"],
             method=row["method"],
@@ -168,7 +178,8 @@ class AlphaRow:
             attribute=row["attribute"],
             medians=medians,
             median_clap_score=number(clap) if clap is not None else None,
-            quality={k: number(row[k]) for k in ("dsp_frechet", "clap_fad") if k in row},
+            quality={k: number(row[k]) for k in QUALITY_COLUMNS if k in row},
+            stats=stats,
         )
 
 
@@ -183,7 +194,8 @@ class SummaryRow:
     """One group's steerability (see :mod:`steerlit.study.tables`): the ``summary.csv`` row.
 
     ``cross``: other attribute -> relative change of its median at the largest α (the ``cross_<attribute>``
-    columns)."""
+    columns); ``stats``: the newer columns (uncertainty, random control, perturbation size, the α each is read
+    at; see :mod:`steerlit.study.tables`), after every older column."""
 
     concept: str
     method: str
@@ -199,6 +211,7 @@ class SummaryRow:
     rel_change_min: float
     quality_cost: float
     cross: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
 
     SCALARS = ("slope_per_alpha", "spearman", "rel_change_max", "rel_change_min", "quality_cost")
 
@@ -224,4 +237,5 @@ class SummaryRow:
             )
         }
         row.update({f"cross_{name}": value for name, value in self.cross.items()})
+        row.update(self.stats)
         return row

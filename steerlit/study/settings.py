@@ -35,12 +35,22 @@ class SteerSettings(GenerationSettings):
     layers: tuple[int, ...] | None = None  # source layers; None: the middle layer
     alphas: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
     methods: tuple[Method, ...] = ("diffmean", "regression")
+    # Control directions steered beside ``methods`` at every α, layer and strategy: ``random`` is a Gaussian direction
+    # of the diff-mean norm (fitted by default), so each method's effect can be read against it (effect_vs_random).
+    # ``[]`` turns the control off.
+    controls: tuple[Method, ...] = ("random",)
     strategies: tuple[Strategy, ...] = ("one_to_all",)
     operator: Operator = "add"
     schedule: Any = "constant"  # a ScheduleKind name or {kind: exp_decay, rate: .., floor: ..}
     half: CfgHalf = "both"
     n_prompts: int | None = 8  # neutral evaluation prompts used (None: all)
     every_n_epochs: int = 0  # also steer at every n-th probe validation epoch (0: only at the end of fitting)
+
+
+def steered_methods(steer: SteerSettings, methods: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """``methods`` (default ``steer.methods``) followed by the ``steer.controls`` not already among them."""
+    chosen = tuple(methods) if methods is not None else tuple(steer.methods)
+    return chosen + tuple(c for c in steer.controls if c not in chosen)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
 from steerlit.study.evaluation import GridPlan
 from steerlit.study.layout import RunLayout
-from steerlit.study.settings import SteerSettings
+from steerlit.study.settings import SteerSettings, steered_methods
 
 PROBE_METHODS = ("logistic", "regression")  # what a grid steers with while the probes train
 
@@ -138,7 +138,8 @@ def grid_plan(
     *,
     methods: Sequence[str] | None = None,
 ) -> GridPlan:
-    """The steering grid over the first ``steer.n_prompts`` prompts of ``probe.eval_set``."""
+    """The steering grid over the first ``steer.n_prompts`` prompts of ``probe.eval_set``, steering ``methods``
+    (default ``steer.methods``) and the ``steer.controls`` (those without directions are skipped by the plan)."""
     prompts = load_eval_prompts(probe.eval_set)
     prompts = prompts[: steer.n_prompts] if steer.n_prompts else prompts
     return GridPlan(
@@ -146,5 +147,5 @@ def grid_plan(
         tuple(prompts),
         tuple(concepts),
         source_layers(steer, num_layers),
-        tuple(methods) if methods is not None else None,
+        steered_methods(steer, tuple(methods) if methods is not None else None),
     )

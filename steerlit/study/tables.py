@@ -10,6 +10,19 @@ unsteered reference rows with the same prompts and seeds. For each group:
 * ``quality_cost``: DSP-feature Fréchet distance between the steered set at the largest |α| and the
   references (0 = indistinguishable feature statistics);
 * ``cross_<attr>``: relative change of the *other* concept's attribute at the largest α.
+
+Newer columns, after those (see :mod:`steerlit.study.summary_stats` for the per-α ones; intervals are seeded 95 %
+bootstraps over clips):
+
+* ``n_clips`` (all α), ``n_alpha0`` (reference clips);
+* ``spearman_clips`` / ``slope_clips`` (+ ``_low``, ``_high``, ``_n``) and ``spearman_p``: clip-level Spearman ρ and
+  Theil-Sen slope per unit α, intervals resampling whole (prompt, seed) groups, ρ's permutation p-value;
+* ``delta_at_max`` / ``delta_at_min`` (+ interval, n): mean paired change against the α = 0 twins at ``alpha_max`` /
+  ``alpha_min``; ``octave_ratio_at_max`` / ``_at_min`` (tempo): median octave-folded BPM ratio to the twin;
+* ``effect_vs_random_at_max`` / ``_at_min``: mean paired difference to the random-direction control (same α, layer,
+  strategy, prompt and seed): the effect beyond a random direction of the same norm;
+* ``quality_at_alpha``: the α ``quality_cost`` (and the ``kad`` columns) is read at; ``cross_at_alpha``: the α of
+  the ``cross_*`` columns.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import numpy as np
 
 from steerlit.files import atomic_path
 from steerlit.study.records import AlphaRow, GridResult, GroupKey, SummaryRow
+from steerlit.study.summary_stats import RANDOM_METHOD, Clip, alpha_stats, clip_trend, read_at
 
 DEFAULT_ATTRIBUTES = {"tempo": "bpm", "timbre": "centroid_hz"}
 QualityFn = Callable[[Sequence[GridResult], Sequence[GridResult]], dict[str, float]]
@@ -74,21 +88,38 @@ def group_results(results: Sequence[GridResult]) -> dict[GroupKey, dict[float, l
     return {k: dict(sorted(v.items())) for k, v in groups.items()}
 
 
+def _clips(rows: Sequence[GridResult], name: str) -> list[Clip]:
+    def number(value) -> float:
+        return float(value) if value is not None else math.nan
+
+    return [((r.prompt, r.seed), number(r.value(name))) for r in rows]
+
+
 def per_alpha_table(
     results: Sequence[GridResult], attributes: Mapping[str, str], quality_fn: QualityFn | None = None
 ) -> list[AlphaRow]:
-    """One row per group and α: counts, medians of every measured attribute, quality vs references."""
+    """One row per group and α: counts, medians of every measured attribute, quality vs references, and the
+    uncertainty columns of :func:`~steerlit.study.summary_stats.alpha_stats` (random control: the ``random``
+    group of the same concept, layer and strategy)."""
     names = sorted(set(attributes.values()))
+    grouped = group_results(results)
     out = []
-    for key, by_alpha in group_results(results).items():
+    for key, by_alpha in grouped.items():
+        attr = attributes.get(key[0], "")
         refs = by_alpha.get(0.0, [])
+        twins = _clips(refs, attr)
+        control = grouped.get((key[0], RANDOM_METHOD, key[2], key[3])) if key[1] != RANDOM_METHOD else None
         for alpha, rows in by_alpha.items():
-            row = AlphaRow(*key, alpha=alpha, n=len(rows), attribute=attributes.get(key[0], ""))
+            row = AlphaRow(*key, alpha=alpha, n=len(rows), attribute=attr)
             row.medians = {name: _median(r.value(name) for r in rows) for name in names}
             if rows[0].clap_score is not None:
                 row.median_clap_score = _median(r.clap_score for r in rows)
             if quality_fn is not None:
                 row.quality = {"dsp_frechet": 0.0} if alpha == 0.0 else quality_fn(rows, refs)
+            clips = _clips(rows, attr)
+            random_twins = _clips(control.get(alpha, []), attr) if control else None
+            row.stats = alpha_stats(attr, clips, twins, random_twins)
+            row.clips = [(alpha, k, v) for k, v in clips]
             out.append(row)
     return out
 
@@ -126,9 +157,29 @@ def _group_summary(key: GroupKey, rows: list[AlphaRow], attributes: Mapping[str,
         rel_change_max=relative_change(top.median(attr), base),
         alpha_min=low.alpha,
         rel_change_min=relative_change(low.median(attr), base),
-        quality_cost=far.quality.get("dsp_frechet", float("nan")),
+        quality_cost=_quality_cost(far.quality),
         cross=cross,
+        stats=_summary_stats(rows, top, low, far),
     )
+
+
+def _quality_cost(quality: Mapping[str, float]) -> float:
+    """The summary's quality number: KAD when measured, else the DSP Fréchet distance."""
+    return quality.get("kad", quality.get("dsp_frechet", float("nan")))
+
+
+def _summary_stats(rows: list[AlphaRow], top: AlphaRow, low: AlphaRow, far: AlphaRow) -> dict[str, float]:
+    """The newer summary columns (module doc), each saying or implying the α it is read at."""
+    base = next((r for r in rows if r.alpha == 0.0), None)
+    out: dict[str, float] = {"n_clips": sum(r.n for r in rows), "n_alpha0": base.n if base else 0}
+    out.update(clip_trend([clip for r in rows for clip in r.clips]))
+    for prefix in ("delta", "octave_ratio", "effect_vs_random"):
+        out.update(read_at(top.stats, prefix, "max"))
+        out.update(read_at(low.stats, prefix, "min"))
+    out["quality_at_alpha"] = far.alpha
+    out.update({k: v for k, v in far.quality.items() if k.startswith("kad")})
+    out["cross_at_alpha"] = top.alpha
+    return out
 
 
 def plot_attribute_vs_alpha(table: Sequence[AlphaRow], summary: Sequence[SummaryRow], path: Path) -> Path:
@@ -145,11 +196,19 @@ def plot_attribute_vs_alpha(table: Sequence[AlphaRow], summary: Sequence[Summary
         rows = [r for r in table if r.concept == concept]
         attr = rows[0].attribute
         for key in sorted({r.group for r in rows}, key=str):
-            pts = sorted((r.alpha, r.median(attr)) for r in rows if r.group == key)
-            label = f"{key[1]} L{key[2]} {key[3]} (slope {slopes.get(key, float('nan')):.3g}/α)"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            pts = sorted((r for r in rows if r.group == key), key=lambda r: r.alpha)
+            alphas = [r.alpha for r in pts]
+            n = sorted({r.n for r in pts})
+            n_text = f"n={n[0]}" if len(n) == 1 else f"n={n[0]}-{n[-1]}"
+            label = (
+                f"{key[1]} L{key[2]} {key[3]} (slope {slopes.get(key, float('nan')):.3g}/α, {n_text} per α)"
+            )
+            (line,) = ax.plot(alphas, [r.median(attr) for r in pts], marker="o", label=label)
+            low = [r.stats.get("median_low", math.nan) for r in pts]
+            high = [r.stats.get("median_high", math.nan) for r in pts]
+            ax.fill_between(alphas, low, high, color=line.get_color(), alpha=0.15, lw=0)
         ax.axvline(0, color="0.7", lw=0.8)
-        ax.set(title=f"{concept}: median {attr} vs α", xlabel="α", ylabel=attr)
+        ax.set(title=f"{concept}: median {attr} vs α (band: 95 % bootstrap CI)", xlabel="α", ylabel=attr)
         ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -170,6 +229,10 @@ SUMMARY_COLUMNS = (
     "rel_change_min",
     "rel_change_max",
     "quality_cost",
+    "quality_at_alpha",
+    "n_clips",
+    "spearman_p",
+    "effect_vs_random_at_max",
 )
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from steerlit.metrics.attributes import ATTRIBUTE_NAMES, compute_attribute, compute_attributes
+from steerlit.metrics.beat_confidence import EstimatorUnavailableError
 from steerlit.metrics.brightness import spectral_centroid
+from steerlit.metrics.settings import TempoSettings
+from steerlit.metrics.tempo import estimate_tempo
 
-from .synth_audio import click_track, sine
+from .synth_audio import click_track, sine, white_noise
 
 SR = 16000
 
@@ -46,3 +51,30 @@ def test_silent_and_empty_clips():
     assert attrs["onset_rate"] == 0.0 and attrs["silence_ratio"] == 1.0 and attrs["rms_dbfs"] == -120.0
     empty = compute_attributes(np.zeros(0, np.float32), SR)
     assert set(empty) == set(ATTRIBUTE_NAMES)
+
+
+def test_bpm_with_a_beat_is_the_librosa_estimate_and_has_a_confidence(clip):
+    tempo = TempoSettings(std_bpm=1.5)
+    attrs = compute_attributes(clip, SR, tempo_kwargs=dataclasses.asdict(tempo))
+    assert attrs["bpm"] == estimate_tempo(clip, SR, std_bpm=1.5).bpm  # bit-identical to the old measurement
+    assert attrs["beat_confidence"] > 0.5
+    assert ATTRIBUTE_NAMES[-1] == "beat_confidence"  # appended: the older columns keep their order
+
+
+def test_no_beat_gives_nan_bpm_with_low_confidence():
+    attrs = compute_attributes(white_noise(SR, 4.0), SR)
+    assert np.isnan(attrs["bpm"]) and attrs["beat_confidence"] < 0.1
+    assert compute_attribute(white_noise(SR, 4.0), SR, "beat_confidence") == attrs["beat_confidence"]
+
+
+def test_min_confidence_gates_the_bpm(clip):
+    strict = dataclasses.asdict(TempoSettings(min_confidence=1.01))
+    assert np.isnan(compute_attributes(clip, SR, tempo_kwargs=strict)["bpm"])
+
+
+def test_missing_beat_this_checkpoint_is_one_clear_error(clip, tmp_path):
+    tempo = dataclasses.asdict(
+        TempoSettings(estimator="beat_this", beat_this_checkpoint=str(tmp_path / "no.ckpt"))
+    )
+    with pytest.raises(EstimatorUnavailableError, match="checkpoint"):
+        compute_attributes(clip, SR, tempo_kwargs=tempo)

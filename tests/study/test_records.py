@@ -45,6 +45,24 @@ def test_alpha_row_csv_round_trip(tmp_path):
     assert math.isnan(back.median("onset_rate"))
 
 
+def test_alpha_row_uncertainty_columns_come_last_and_read_back(tmp_path):
+    row = AlphaRow("tempo", "diffmean", 2, "one_to_one", 1.0, 8, "bpm", medians={"bpm": 130.0})
+    row.quality = {"kad": 0.2, "kad_noise_floor": 0.05}
+    row.stats = {
+        "median_low": 125.0,
+        "median_high": 133.0,
+        "delta": 9.0,
+        "delta_n": 8,
+        "effect_vs_random": 7.5,
+    }
+    assert list(row.to_row())[-5:] == list(row.stats)
+    path = tmp_path / "per_alpha.csv"
+    path.write_text(csv_text([row.to_row()]))
+    (back,) = read_alpha_rows(path)
+    assert back.medians == {"bpm": 130.0} and back.quality == row.quality
+    assert back.stats == {k: float(v) for k, v in row.stats.items()}
+
+
 def test_summary_row_columns():
     row = SummaryRow(
         "timbre", "regression", 2, "one_to_all", "centroid_hz", 1.0, 2.0, 0.9, 2.0, 0.3, -2.0, -0.2, 5.0
