@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steerlit.metrics._audio import as_clip_list
+from steerlit.metrics.audio_input import as_clip_list
 from steerlit.metrics.loudness import integrated_loudness
 from steerlit.metrics.quality import dsp_features
 
