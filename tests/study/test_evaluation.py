@@ -7,8 +7,10 @@ import torch
 
 from steerlit.directions.io import DirectionSet
 from steerlit.metrics.settings import MetricsSettings
+from steerlit.models.loading import load_adapter
+from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
-from steerlit.study.evaluation import Evaluation, GridPlan, grid_devices
+from steerlit.study.evaluation import Evaluation, GridPlan, grid_devices, steer
 from steerlit.study.layout import RunLayout
 from steerlit.study.records import SummaryRow
 from steerlit.study.settings import SteerSettings
@@ -68,3 +70,23 @@ def test_grid_devices_follow_a_ddp_trainer():
     assert grid_devices(TrainerSettings()) == 1
     assert grid_devices(TrainerSettings(devices=2)) == 1  # no DDP strategy: one process
     assert grid_devices(TrainerSettings(devices=2, strategy="ddp")) == 2
+
+
+@pytest.mark.slow
+def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, tmp_path):
+    """Two CPU processes (gloo) with a non-default dtype give the codes of one process with that dtype."""
+    model = ModelSettings(name=str(tiny_model_dir), dtype="bfloat16")
+    adapter = load_adapter(model)
+    rows = GridPlan(STEER, ("a calm folk song",), ("tempo",), (1,)).rows({"tempo": big_directions()})
+    directions = {"tempo": big_directions()}
+    generation, tempo = STEER.generation(), MetricsSettings().tempo
+    layout = RunLayout(tmp_path)
+    one = steer(adapter, rows, directions, generation, layout.evaluation("one"), tempo=tempo)
+    ddp = TrainerSettings(devices=2, strategy="ddp", enable_progress_bar=False)
+    with pytest.raises(ValueError, match="needs the model settings"):
+        steer(adapter, rows, directions, generation, layout.evaluation("two"), tempo=tempo, trainer=ddp)
+    two = steer(
+        adapter, rows, directions, generation, layout.evaluation("two"), tempo=tempo, model=model, trainer=ddp
+    )
+    assert [r.codes_sha1 for r in two] == [r.codes_sha1 for r in one]
+    assert [r.key for r in two] == [r.key for r in one]
