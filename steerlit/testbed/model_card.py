@@ -144,7 +144,6 @@ def limitations(ev: dict) -> list[str]:
     return out or ["- All evaluation targets met."]
 
 
-_limitations = limitations  # the old name, until tests/testbed/test_steering_report.py imports `limitations`
 
 
 def _header() -> list[str]:

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from steerlit.config import compose
-from steerlit.study.run import extract_activations_only, fit_concept, limited_probe_set, load_adapter
+from steerlit.models.loading import load_adapter
+from steerlit.study.layout import RunLayout
+from steerlit.study.stages import extract, fit, load_concept
 
 
 def ship(
@@ -29,15 +31,16 @@ def ship(
             "trainer.enable_progress_bar=false",
         ]
     )
-    adapter = load_adapter(cfg)
+    adapter = load_adapter(cfg.model)
+    layout = RunLayout(work_dir)
     out_dir = out_dir or Path(adapter.model.name_or_path) / "directions"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for concept in cfg.probe.concepts:
-        name = limited_probe_set(concept, None, cfg.probe.form).name
-        extract_activations_only(cfg, adapter, concept, work_dir / name)
-        path = fit_concept(cfg, work_dir / name)
-        written.append(Path(shutil.copyfile(path, out_dir / f"{name}.safetensors")))
+        probe_set = load_concept(concept, cfg.probe)
+        extract(layout, probe_set, adapter, cfg.extract, cfg.probe, cfg.trainer)
+        path = fit(layout, probe_set.name, cfg.fit, cfg.trainer, seed=cfg.seed)
+        written.append(Path(shutil.copyfile(path, out_dir / f"{probe_set.name}.safetensors")))
     return written
 
 

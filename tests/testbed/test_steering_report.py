@@ -11,7 +11,7 @@ from steerlit.files import atomic_write_csv
 from steerlit.study.layout import RunLayout
 from steerlit.study.records import AlphaRow
 from steerlit.testbed.evaluate import main as evaluate_main
-from steerlit.testbed.model_card import _limitations
+from steerlit.testbed.model_card import limitations
 from steerlit.testbed.steering_report import format_report, steering_report, studies_report
 
 COLUMNS = [
@@ -133,7 +133,7 @@ def test_studies_report_adds_other_attribute_groups_once(tmp_path):
     evaluate_main(["--study", str(bpm_run), str(onset_run), "--only-study", "--out", str(out)])
     steering = json.loads(out.read_text())["steering"]
     assert steering["runs"] == report["runs"] and len(steering["groups"]) == 3
-    lines = "\n".join(_limitations({"steering": steering}))
+    lines = "\n".join(limitations({"steering": steering}))
     assert "Best tempo group on onset_rate" in lines and "Best tempo group on bpm" in lines
 
 
@@ -155,7 +155,7 @@ def test_model_card_names_a_passing_group_before_a_more_monotone_failing_one():
         )
 
     steering = {"groups": [group(3, 0.98, -0.28, False), group(1, 0.95, -0.34, True)]}
-    (line,) = [x for x in _limitations({"steering": steering}) if x.startswith("- Best tempo")]
+    (line,) = [x for x in limitations({"steering": steering}) if x.startswith("- Best tempo")]
     assert "layer 1 one_to_all, Spearman 0.95" in line and "-34%" in line
 
 
