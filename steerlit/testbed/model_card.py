@@ -144,8 +144,6 @@ def limitations(ev: dict) -> list[str]:
     return out or ["- All evaluation targets met."]
 
 
-
-
 def _header() -> list[str]:
     """Front matter, what the model is, and how to load it."""
     return [
