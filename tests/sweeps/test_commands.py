@@ -13,7 +13,7 @@ import yaml
 from steerlit.config import compose
 from steerlit.study.settings import as_dict
 from steerlit.sweeps.agent import COMMAND
-from steerlit.sweeps.commands import agent_command
+from steerlit.sweeps.commands import agent_command, run_sweep_cli
 from steerlit.sweeps.definition import sweep_points
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +74,7 @@ def test_sweep_yaml_is_a_runnable_wandb_sweep():
     assert settings.steer.layers == (1,) and settings.steer.methods == ("regression",)
 
 
+@pytest.mark.slow
 def test_wandb_agent_runs_two_points_offline(offline_env):
     definition = yaml.safe_load(SWEEP.read_text())
     out = offline_env / "runs"
@@ -102,3 +103,21 @@ def test_wandb_agent_runs_two_points_offline(offline_env):
         expected = as_dict(compose([f"{k}={v}" for k, v in point.items()] + [f"run_name=swp0test-run{i}"]))
         config = {k: v for k, v in summary["config"].items() if k in expected}
         assert config == json.loads(json.dumps(expected))  # the full resolved config
+
+
+@pytest.mark.slow
+def test_local_sweep_runs_the_agent_command_and_logs_the_same_way(offline_env, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_SWEEP_ID")
+    definition = yaml.safe_load(SWEEP.read_text())
+    definition["parameters"] = {"steer.layers": {"values": [[2]]}, "steer.methods": {"value": ["diffmean"]}}
+    path = offline_env / "one_point.yaml"
+    path.write_text(yaml.safe_dump(definition))
+    base = ["experiment=smoke", *(f"{k}={v}" for k, v in SMALL.items())]
+    out = offline_env / "local"
+    assert run_sweep_cli(path, base, out_dir=out) == 0
+    assert "best/abs_spearman=" in capsys.readouterr().out
+    (run_dir,) = out.glob("alpha-layer-*/wandb/wandb/offline-run-*")
+    summary, run_record = inspect_run(run_dir)
+    assert run_record["run_group"] == "alpha-layer" and run_record["job_type"] == "sweep"
+    assert summary["summary"]["best/layer"] == 2 and "best/abs_spearman" in summary["summary"]
+    assert summary["config"]["steer"]["layers"] == [2] and summary["config"]["model"]["name"] == "tiny"
