@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from steerlit.config import compose
@@ -30,14 +29,14 @@ RESULT_FILE = "sweep_result.json"
 
 def sweep_environment(overrides: list[str]) -> list[str]:
     """Group and job type of the point's W&B run (``WANDB_RUN_GROUP``/``WANDB_JOB_TYPE``, read by ``wandb.init``),
-    and a run folder named ``<group>-<run id>`` (or a time stamp and pid offline) unless ``run_name=`` is given."""
+    and, under an agent, a run folder named ``<group>-<run id>`` unless ``run_name=`` is given."""
     group = os.environ.get("WANDB_RUN_GROUP") or os.environ.get("WANDB_SWEEP_ID")
     if group:
         os.environ["WANDB_RUN_GROUP"] = group
     os.environ.setdefault("WANDB_JOB_TYPE", "sweep")
-    if any(o.startswith("run_name=") for o in overrides):
+    run_id = os.environ.get("WANDB_RUN_ID")  # the same in every DDP rank the launcher starts
+    if not run_id or any(o.startswith("run_name=") for o in overrides):
         return list(overrides)
-    run_id = os.environ.get("WANDB_RUN_ID") or f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     return [*overrides, f"run_name={group or 'sweep'}-{run_id}"]
 
 
@@ -45,7 +44,10 @@ def run_point(overrides: list[str]) -> dict:
     """One sweep point: the study with ``overrides``; returns (and writes) its ``best/`` objective summary."""
     settings = compose(sweep_environment(overrides))
     summary = best_summary(run_study(settings))
-    atomic_write_json(RunLayout(Path(settings.output_dir) / settings.run_name).root / RESULT_FILE, summary)
+    if settings.run_name:  # local sweeps and agents always name the run
+        atomic_write_json(
+            RunLayout(Path(settings.output_dir) / settings.run_name).root / RESULT_FILE, summary
+        )
     return summary
 
 
