@@ -36,7 +36,7 @@ from steerlit.study.stages import (
     model_num_layers,
 )
 from steerlit.study.tables import format_summary
-from steerlit.sweeps.local import run_sweep_cli
+from steerlit.sweeps.commands import run_sweep_cli
 
 EPILOG = """examples:
   steerlit run                                   # the whole study on the default config

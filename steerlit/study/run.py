@@ -23,6 +23,7 @@ from steerlit.files import atomic_write_text
 from steerlit.models.loading import load_adapter
 from steerlit.study.evaluation import Directions, Evaluation, GridPlan
 from steerlit.study.layout import RunLayout
+from steerlit.study.objective import best_summary
 from steerlit.study.records import SummaryRow
 from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 from steerlit.study.stages import (
@@ -114,6 +115,8 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
         progress("steering grid")
         plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
         summary = evaluation.run(plan, directions, layout.evaluation(), wandb_run=wandb_run)
+        if wandb_run is not None:
+            wandb_run.summary.update(best_summary(summary))  # the objective W&B sweeps optimise
         print(format_summary(summary), flush=True)
         progress(f"done: {layout.root}")
         return summary

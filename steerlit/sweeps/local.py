@@ -1,16 +1,19 @@
 """Sweeps from standard W&B sweep definitions, online (W&B agents) or offline (local enumeration).
 
-A definition is what ``wandb sweep`` takes::
+A definition is what ``wandb sweep`` takes; parameter names are steerlit config keys (``steerlit config``
+prints them all)::
 
     name: alpha-layer
     method: grid            # grid | random | bayes
-    metric: {name: tempo_change, goal: maximize}
+    metric: {name: best/abs_spearman, goal: maximize}
+    command: ["${env}", "${interpreter}", -m, steerlit.sweeps.agent, "${args_no_hyphens}"]
     run_cap: 20             # optional (random/bayes default 10 offline)
     parameters:
-      steer.alpha: {values: [0.5, 1.0, 2.0]}
-      steer.layer: {values: [8, 12]}
-      steer.method: {value: diffmean}
-      gen.temperature: {min: 0.7, max: 1.2, distribution: uniform}
+      experiment: {value: smoke}
+      steer.alphas: {values: [[-2, 0, 2], [-4, 0, 4]]}
+      steer.layers: {values: [[1], [2]]}
+      steer.methods: {value: [diffmean]}
+      steer.temperature: {min: 0.7, max: 1.2, distribution: uniform}
 
 * **Online** (an API key from ``WANDB_API_KEY`` or ``wandb login``, and ``WANDB_MODE`` not
   offline/disabled): :func:`launch_agents` registers the sweep with ``wandb.sweep`` and starts one
@@ -65,18 +68,21 @@ def _scalars(result: Mapping) -> dict:
 def run_point(
     index: int, overrides: dict, run_fn: RunFn, out_dir: str, sweep_name: str, project: str | None = None
 ) -> dict:
-    """One sweep point in its own offline W&B run under ``out_dir/<index>-<id>/``."""
-    import wandb
+    """One sweep point in its own offline W&B run under ``out_dir/<index>-<id>/``; with ``project=None`` the
+    point makes its own W&B run (a study does), and ``run_fn``'s result is only recorded."""
+    import wandb  # deferred: wandb
 
     run_dir = Path(out_dir) / f"{index:03d}-{point_id(overrides)}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"index": index, "overrides": dict(overrides), "run_dir": str(run_dir)}
+    if project is None:
+        return point_without_run(summary, overrides, run_fn)
+    run_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(
         mode="offline",
         dir=str(run_dir),
         config=dict(overrides),
         group=sweep_name,
-        project=project or "steerlit",
+        project=project,
         name=f"{sweep_name}-{index:03d}",
         job_type="sweep",
         reinit="finish_previous",
@@ -91,10 +97,19 @@ def run_point(
             run.finish(exit_code=1)
         return summary
     scalars = _scalars(result)
-    if wandb.run is run:  # run_fn may have reused and finished it (Lightning's WandbLogger does)
-        run.summary.update(scalars)
-        run.finish()
+    run.summary.update(scalars)
+    run.finish()
     summary.update(status="finished", result=scalars)
+    return summary
+
+
+def point_without_run(summary: dict, overrides: dict, run_fn: RunFn) -> dict:
+    """A point whose ``run_fn`` makes its own W&B run (e.g. a ``steerlit.sweeps.agent`` subprocess)."""
+    try:
+        summary.update(status="finished", result=_scalars(run_fn(dict(overrides))))
+    except Exception as err:  # one failed point must not end the sweep
+        log.exception("Sweep point %d failed", summary["index"])
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}", result={})
     return summary
 
 
@@ -151,11 +166,12 @@ def run_local_sweep(
     *,
     out_dir: str | os.PathLike,
     name: str | None = None,
-    project: str | None = None,
+    project: str | None = "steerlit",
     workers: int | None = None,
     seed: int = 0,
 ) -> list[dict]:
-    """Run every point offline: ``run_fn(overrides)`` per point, each in its own offline W&B run.
+    """Run every point offline: ``run_fn(overrides)`` per point, each in its own offline W&B run (in W&B
+    ``project``; ``project=None``: ``run_fn`` makes the point's W&B run itself).
 
     ``workers``: default one per visible GPU (each pinned with ``CUDA_VISIBLE_DEVICES``), 1 on
     CPU; with one worker points run in this process, otherwise in a spawned process pool (then
@@ -319,84 +335,3 @@ def run_sweep(
     if run_fn is None:
         raise ValueError("An offline sweep needs run_fn(overrides) -> metrics.")
     return run_local_sweep(definition, run_fn, out_dir=out_dir, project=project, **kwargs)
-
-
-# ---- the `steerlit sweep` command ----------------------------------------------------------
-def _dotlist_item(key: str, value) -> str:
-    """``key=value`` for OmegaConf dotlists (strings bare, everything else as JSON: lists, numbers)."""
-    return f"{key}={value}" if isinstance(value, str) else f"{key}={json.dumps(value)}"
-
-
-def summary_metrics(summary_rows) -> dict:
-    """Flatten steerlit's summary rows (one per concept/method/layer/strategy group) into sweep
-    metrics: ``summary/best_<col>`` (max over groups) and ``summary/mean_<col>`` per numeric column."""
-    cols: dict[str, list[float]] = {}
-    for row in summary_rows or []:
-        for k, v in dict(row).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                cols.setdefault(k, []).append(float(v))
-    out = {}
-    for k, vals in cols.items():
-        out[f"summary/best_{k}"] = max(vals)
-        out[f"summary/mean_{k}"] = sum(vals) / len(vals)
-    return out
-
-
-def pipeline_point(overrides: Mapping, base_overrides=(), sweep_name: str = "sweep") -> dict:
-    """A sweep point as a full ``steerlit run`` with ``base_overrides`` + the point's overrides."""
-    import wandb
-
-    from steerlit.config import compose
-    from steerlit.study.run import run_study
-
-    dotlist = list(base_overrides) + [_dotlist_item(k, v) for k, v in overrides.items()]
-    if not any(o.startswith("run_name=") for o in dotlist):
-        dotlist.append(f"run_name={sweep_name}-{point_id(overrides)}")
-    cfg = compose(dotlist)
-    run = wandb.run  # the point's run: the pipeline's WandbLogger logs into it, but must not end it
-    if run is not None:
-        run.finish = lambda *args, **kwargs: None
-    try:
-        return summary_metrics([row.to_row() for row in run_study(cfg)])
-    finally:
-        if run is not None:
-            del run.finish
-
-
-def run_sweep_cli(
-    sweep_file: str | os.PathLike,
-    overrides=(),
-    *,
-    workers: int | None = None,
-    out_dir: str | os.PathLike | None = None,
-    project: str | None = None,
-) -> int:
-    """``steerlit sweep SWEEP.yaml [overrides]``: online, W&B agents run ``steerlit run <overrides>
-    <point>`` (unless the definition has its own ``program``/``command``); offline, each point runs
-    :func:`pipeline_point` locally in its own offline W&B run under ``runs/sweeps/<name>-<time>``."""
-    import functools
-    import time
-
-    definition = load_sweep(sweep_file)
-    name = definition.get("name") or Path(sweep_file).stem
-    project = project or definition.get("project") or "steerlit"
-    overrides = list(overrides or [])
-    if wandb_online():
-        command = None
-        if "program" not in definition and "command" not in definition:
-            command = ["${env}", "steerlit", "run", *overrides, "${args_no_hyphens}"]
-        sweep_id, _ = launch_agents(definition, project=project, command=command)
-        print(f"sweep {sweep_id} finished")
-        return 0
-    out_dir = Path(out_dir or Path("runs") / "sweeps" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_fn = functools.partial(pipeline_point, base_overrides=tuple(overrides), sweep_name=name)
-    summaries = run_local_sweep(
-        definition, run_fn, out_dir=out_dir, name=name, project=project, workers=workers
-    )
-    metric = (definition.get("metric") or {}).get("name")
-    for s in summaries:
-        value = s["result"].get(metric) if metric else None
-        mark = " (best)" if s.get("best") else ""
-        print(f"{s['index']:03d} {s['status']:8s} {metric}={value}{mark} {json.dumps(s['overrides'])}")
-    print(f"offline runs in {out_dir}; upload with `wandb sync {out_dir}/*/wandb/offline-run-*`")
-    return 0 if all(s["status"] == "finished" for s in summaries) else 1

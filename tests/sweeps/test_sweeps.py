@@ -119,30 +119,3 @@ def test_bayes_falls_back_to_random_with_a_warning(wandb_env, monkeypatch, caplo
     assert "random search" in caplog.text and "sweeps" in caplog.text
     assert [s["overrides"] for s in summaries] == sweep_points(d, seed=0)
     assert sum(s["best"] for s in summaries) == 1
-
-
-def fake_pipeline_point(overrides, base_overrides=(), sweep_name="sweep"):
-    rows = [
-        {"spearman": overrides["steer.alpha"], "slope_per_alpha": 1.0},
-        {"spearman": -1.0, "slope_per_alpha": 3.0},
-    ]
-    return {**sweeps.summary_metrics(rows), "base": list(base_overrides), "name": sweep_name}
-
-
-def test_sweep_cli_offline(wandb_env, monkeypatch, capsys):
-    assert sweeps._dotlist_item("steer.layers", [1]) == "steer.layers=[1]"
-    assert sweeps._dotlist_item("experiment", "smoke") == "experiment=smoke"
-    m = sweeps.summary_metrics([{"a": 1.0, "b": float("nan"), "c": "x"}, {"a": 3, "flag": True}])
-    assert m == {"summary/best_a": 3.0, "summary/mean_a": 2.0}
-    monkeypatch.setattr(sweeps, "pipeline_point", fake_pipeline_point)
-    path = wandb_env / "cli.yaml"
-    path.write_text(
-        "method: grid\nmetric: {name: summary/best_spearman, goal: maximize}\n"
-        "parameters:\n  steer.alpha: {values: [0.5, 2.0]}\n"
-    )
-    rc = sweeps.run_sweep_cli(path, ["model.name=tiny"], out_dir=wandb_env / "cli-out")
-    out = capsys.readouterr().out
-    assert rc == 0 and "summary/best_spearman=2.0 (best)" in out
-    summaries = __import__("json").loads((wandb_env / "cli-out" / "sweep_summary.json").read_text())
-    assert [s["result"]["summary/best_spearman"] for s in summaries] == [0.5, 2.0]
-    assert summaries[0]["result"]["name"] == "cli"
