@@ -6,8 +6,9 @@ concept); ``terms=()`` is the unsteered reference. α = 0 is never generated onc
 counterpart of every steered row (α = 0 gives bit-identical codes, see NOTES), and
 :func:`build_grid` maps a requested α = 0 to it.
 
-Rows have a stable :attr:`GridRow.key` (sha1 of canonical JSON of all fields) used for resume and
-file names; it is the same in every process and on every machine.
+Rows have a stable :attr:`GridRow.key` (sha1 of canonical JSON of all fields), the same in every process and
+on every machine; records, file names and resume use the row's content key, which adds the exact vectors and
+the generation settings (:mod:`steerlit.engines.keys`).
 """
 
 from __future__ import annotations
