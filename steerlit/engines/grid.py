@@ -13,6 +13,7 @@ the generation settings (:mod:`steerlit.engines.keys`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -119,9 +120,10 @@ class GridRow:
             prompt_index=d.get("prompt_index", 0),
         )
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Stable short hash of all fields (first 16 hex digits of sha1 of the canonical JSON)."""
+        """Stable short hash of all fields (first 16 hex digits of sha1 of the canonical JSON); computed once
+        per row (rows are immutable)."""
         return hashlib.sha1(canonical_json(self.to_dict()).encode()).hexdigest()[:KEY_LENGTH]
 
     @property

@@ -18,7 +18,7 @@ Every key is the same in every process and on every machine for the same model f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from steerlit.engines.grid import KEY_LENGTH, GridRow, canonical_json, row_steering
 from steerlit.engines.settings import GenerationSettings
@@ -64,10 +64,11 @@ def row_content_key(row: GridRow, vectors_digest: str, generation: str) -> str:
     return short_sha1(canonical_json({"row": row.key, "vectors": vectors_digest, "generation": generation}))
 
 
-def vectors_signature(row: GridRow, orthogonalize: bool) -> str:
-    """What a row's vectors depend on besides the directions: its terms without their alphas."""
-    terms = [{k: v for k, v in t.to_dict().items() if k != "alpha"} for t in row.terms]
-    return canonical_json({"terms": terms, "orthogonalize": bool(orthogonalize and len(terms) > 1)})
+def vectors_signature(row: GridRow, orthogonalize: bool) -> tuple:
+    """What a row's vectors depend on besides the directions and the model's depth: each term's concept,
+    method, source site and injection strategy, and whether they are orthogonalised (two terms or more)."""
+    terms = tuple((t.concept, t.method, t.site_kind, t.layer, t.strategy) for t in row.terms)
+    return terms, bool(orthogonalize and len(terms) > 1)
 
 
 def content_keys(
@@ -81,10 +82,10 @@ def content_keys(
     """``{row.key: content key}`` for ``rows`` steered with ``directions`` (``{concept: DirectionSet}``, one
     DirectionSet, or None when every row is a reference). Rows that differ only in α share one vector digest."""
     gen = generation_digest(adapter, generation)
-    digests: dict[str, str] = {}
+    digests: dict[tuple, str] = {}
     out: dict[str, str] = {}
     for row in rows:
-        if row.key in out:
+        if row.key in out:  # (a row's key is computed once)
             continue
         signature = vectors_signature(row, orthogonalize)
         if signature not in digests:
@@ -92,8 +93,3 @@ def content_keys(
             digests[signature] = steering_digest(steering)
         out[row.key] = row_content_key(row, digests[signature], gen)
     return out
-
-
-def keys_of(rows: Sequence[GridRow], keys: Mapping[str, str]) -> list[str]:
-    """The content keys of ``rows`` in order (``keys`` from :func:`content_keys`)."""
-    return [keys[r.key] for r in rows]
