@@ -11,10 +11,10 @@
 
 Resuming: shards that read back complete (same content key and ids, tensors matching their checksum, not
 marked ``partial``; see :mod:`steerlit.directions.cache`) are not recomputed -- they are only read to add them
-to the streaming class sums. The content key covers the model's weights (:func:`~steerlit.models.loading.
-weights_fingerprint`) and each example's text, so a retrained checkpoint recomputes every shard and an edited
-prompt exactly the shard it is in. Under DDP each rank writes its
-own shards; class sums (:class:`~steerlit.directions.diffmean.ClassSums`, per split) are all-reduced at
+to the streaming class sums. The content key covers the model's weights
+(:func:`~steerlit.models.loading.weights_fingerprint`) and each example's text, so a retrained checkpoint
+recomputes every shard and an edited prompt exactly the shard it is in. Under DDP each rank writes its own
+shards; class sums (:class:`~steerlit.directions.diffmean.ClassSums`, per split) are all-reduced at
 the end, and rank 0 writes ``class_sums.safetensors`` and the final ``index.json``. Ranks that load the
 model themselves (a :class:`~steerlit.models.settings.ModelSettings` instead of a loaded adapter; needed
 with spawned ranks) load it with every setting, on their own device.
