@@ -3,13 +3,15 @@
 Every writer puts the data into a hidden temp file next to the target (``.<name>.tmp<pid>``), fsyncs it,
 then ``os.replace``-s it over the target, so a reader (or a rerun after a crash) sees either the old file or
 the new one, never half of one. On any exception the temp file is removed and the target is untouched.
-This is the only module in steerlit that does temp-then-rename.
+This is the only module in steerlit that does temp-then-rename. It also holds the checksums the caches and
+stores verify their files with (:func:`sha256_file`, :func:`tensors_sha256`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
@@ -146,3 +148,28 @@ def append_durable(path: str | os.PathLike, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+HASH_CHUNK = 1 << 24  # bytes read at a time when hashing a file
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensors_sha256(tensors: Mapping[str, Any]) -> str:
+    """Hex sha256 of named tensors: for each name in sorted order, its name, dtype, shape and raw bytes
+    (CPU, contiguous). The same values give the same digest on every device and machine."""
+    import torch  # deferred: torch (this module imports no third-party package when loaded)
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0".encode())
+        digest.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()

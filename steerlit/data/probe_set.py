@@ -173,7 +173,14 @@ def _validate_probe_set(ps: ProbeSet) -> None:
             raise _fail(where, f"pole {pole!r} has no prompts", f"add prompts under 'prompts: {pole}:'")
         _check_prompts(where, f"pole {pole!r}", prompts, seen)
 
-    seen_pairs: dict[tuple[str, str], int] = {}
+    _validate_pairs(ps, seen)
+
+
+def _validate_pairs(ps: ProbeSet, seen: Mapping[str, tuple[str, int]]) -> None:
+    """Pairs are the matched-pairs form of the pole lists: pair ``i`` is (``positive_prompts[i]``,
+    ``negative_prompts[i]``), so there is one pair per pole prompt and no text is in two pairs."""
+    where = ps.where
+    twins: dict[str, int] = {}  # text -> the pair it is a twin of (a repeated pair reuses both)
     for i, pair in enumerate(ps.pairs):
         if len(pair) != 2:
             raise _fail(
@@ -184,11 +191,6 @@ def _validate_probe_set(ps: ProbeSet) -> None:
             raise _fail(
                 where, f"pair {i} has the same text twice: {_short(pair[0])}", "make the twins differ"
             )
-        if keys in seen_pairs:
-            raise _fail(
-                where, f"pair {i} duplicates pair {seen_pairs[keys]} ({_short(pair[0])})", "remove one"
-            )
-        seen_pairs[keys] = i  # type: ignore[index]
         for text, key, pole, other in (
             (pair[0], keys[0], ps.positive, ps.negative),
             (pair[1], keys[1], ps.negative, ps.positive),
@@ -196,6 +198,43 @@ def _validate_probe_set(ps: ProbeSet) -> None:
             if key in seen and seen[key][0] == f"pole {other!r}":
                 problem = f"pair {i} uses {_short(text)} as {pole!r} but it is a {other!r} pole prompt"
                 raise _fail(where, problem, "swap the pair's texts or fix the pole lists")
+            if key in twins:
+                problem = f"pair {i} reuses {_short(text)}, already a twin in pair {twins[key]} ({_CMP})"
+                raise _fail(where, problem, "give every pair its own two texts: a prompt belongs to one pair")
+            twins[key] = i
+    if not ps.pairs:
+        return
+    counts = (len(ps.pairs), len(ps.positive_prompts), len(ps.negative_prompts))
+    if len(set(counts)) != 1:
+        problem = (
+            f"has {counts[0]} pairs but {counts[1]} {ps.positive!r} and {counts[2]} {ps.negative!r} prompts; pairs "
+            "are the matched-pairs form of the pole lists (pair i = prompt i of each pole)"
+        )
+        raise _fail(
+            where, problem, "give exactly one pair per pole prompt, in the same order, or remove 'pairs:'"
+        )
+    for i, pair in enumerate(ps.pairs):
+        expected = (ps.positive_prompts[i], ps.negative_prompts[i])
+        if tuple(normalize_prompt(t) for t in pair) != tuple(normalize_prompt(t) for t in expected):
+            problem = (
+                f"pair {i} is ({_short(pair[0], 50)}, {_short(pair[1], 50)}) but prompt {i} of the poles is "
+                f"({_short(expected[0], 50)}, {_short(expected[1], 50)}); pair i must repeat prompt i of each pole"
+            )
+            raise _fail(where, problem, "list the pairs in the order of the pole prompts, or remove 'pairs:'")
+
+
+def check_unique_names(probe_sets: Iterable[ProbeSet]) -> None:
+    """Raise :class:`ProbeSetError` if two probe sets share a ``name`` (their results would go to one folder
+    and one of the concepts would be lost)."""
+    first: dict[str, ProbeSet] = {}
+    for ps in probe_sets:
+        if ps.name in first:
+            other = first[ps.name]
+            problem = f"{ps.where} and {other.where} are both named {ps.name!r}"
+            raise _fail(
+                "probe sets", problem, "give each probe set its own 'name:' (it names the concept's folder)"
+            )
+        first[ps.name] = ps
 
 
 def validate_against_eval(

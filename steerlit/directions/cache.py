@@ -8,9 +8,19 @@ Layout under ``<run>/activations/``::
     val/shard-00000.safetensors
     test/...
 
-A shard file is written atomically (:mod:`steerlit.files`) and carries the cache fingerprint
-and its example ids in its metadata; a shard counts as complete only if it reads back with the same
-fingerprint and ids and the index does not mark it ``partial``.
+Content keys. The *configuration fingerprint* (:func:`fingerprint` of the extraction's ``cache_config``: model
+id, weights fingerprint, model dtype, sites, source, reduction, generation settings of the ``generate`` source,
+storage dtype, probe-set split and shard layout) says how values are computed; a shard's *key*
+(:func:`shard_key`) is the sha256 of that fingerprint and of its examples (id, text and label of each, in
+order), so editing one prompt's text changes the key of exactly the shard it is in. The index's
+``fingerprint`` is the sha256 of the configuration fingerprint and every shard key: it changes whenever
+any cached value does (the class sums and direction files carry it).
+
+Integrity. A shard file is written atomically (:mod:`steerlit.files`) and carries in its metadata its key,
+its example ids and ``sha256``, a checksum of its tensors (:func:`steerlit.files.tensors_sha256`). A shard
+counts as complete only if it reads back with the expected key and ids, its tensors match the checksum
+(values overwritten in place are caught) and the index does not mark it ``partial``; anything else is
+recomputed. Readers verify the checksum too.
 """
 
 from __future__ import annotations
@@ -23,11 +33,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from steerlit.files import TEMP_GLOB, atomic_save_safetensors, atomic_write_text
+from steerlit.files import TEMP_GLOB, atomic_save_safetensors, atomic_write_text, tensors_sha256
 
 INDEX_FILE = "index.json"
 SUMS_FILE = "class_sums.safetensors"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: content keys (weights fingerprint, per-shard example hashes) and tensor checksums
+KEY_LENGTH = 16  # hex digits of fingerprints and shard keys
 STATUSES = ("pending", "complete", "partial")
 
 
@@ -43,9 +54,33 @@ def shard_path(run_dir: str | Path, shard: str) -> Path:
     return activations_dir(run_dir) / f"{shard}.safetensors"
 
 
+def sha256_text(*parts: str) -> str:
+    """Short sha256 of text parts (NUL-separated)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:KEY_LENGTH]
+
+
 def fingerprint(config: Mapping) -> str:
-    """Short stable hash of everything that determines the cached values."""
-    return hashlib.sha256(json.dumps(dict(config), sort_keys=True).encode()).hexdigest()[:16]
+    """Short stable hash of a configuration (JSON with sorted keys)."""
+    return sha256_text(json.dumps(dict(config), sort_keys=True))
+
+
+def examples_digest(examples: Iterable) -> str:
+    """Short sha256 of examples' ``(id, text, label)`` in order (records or dicts with those fields)."""
+    rows = [
+        [e["id"], e["text"], int(e["label"])] if isinstance(e, Mapping) else [e.id, e.text, int(e.label)]
+        for e in examples
+    ]
+    return sha256_text(json.dumps(rows, ensure_ascii=True, separators=(",", ":")))
+
+
+def shard_key(config_fingerprint: str, examples: Iterable) -> str:
+    """The content key of one shard: its configuration fingerprint and its examples' ids, texts and labels."""
+    return sha256_text(config_fingerprint, examples_digest(examples))
+
+
+def content_fingerprint(config_fingerprint: str, shard_keys: Iterable[str]) -> str:
+    """The index's fingerprint: the configuration fingerprint and every shard key, in shard order."""
+    return sha256_text(config_fingerprint, *shard_keys)
 
 
 def write_shard(
@@ -55,18 +90,24 @@ def write_shard(
     index: torch.Tensor,
     labels: torch.Tensor,
     ids: list[str],
-    fp: str,
+    key: str,
+    fp: str = "",
     rank: int = 0,
 ) -> None:
-    """Write one shard atomically: ``acts`` {site: (n, H)}, ``index``/``labels`` (n,); ``rank`` that wrote it."""
+    """Write one shard atomically: ``acts`` {site: (n, H)}, ``index``/``labels`` (n,); its content ``key``
+    (:func:`shard_key`), configuration fingerprint ``fp``, ``rank`` that wrote it and a checksum of its tensors."""
     tensors = {site: a.detach().cpu().contiguous() for site, a in acts.items()}
     tensors["index"] = index.detach().cpu().long().contiguous()
     tensors["labels"] = labels.detach().cpu().long().contiguous()
-    atomic_save_safetensors(path, tensors, {"fingerprint": fp, "ids": json.dumps(ids), "rank": str(rank)})
+    meta = {"key": key, "fingerprint": fp, "ids": json.dumps(ids), "rank": str(rank)}
+    atomic_save_safetensors(path, tensors, {**meta, "sha256": tensors_sha256(tensors)})
 
 
-def read_shard(path: Path, sites: Iterable[str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """``({site: (n, H), "index": (n,), "labels": (n,)}, metadata)``; raises CacheError if unreadable."""
+def read_shard(
+    path: Path, sites: Iterable[str] | None = None, *, verify: bool = True
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """``({site: (n, H), "index": (n,), "labels": (n,)}, metadata)``; raises CacheError if the file is missing,
+    unreadable or (``verify``) its tensors do not match the checksum in its metadata."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -75,23 +116,29 @@ def read_shard(path: Path, sites: Iterable[str] | None = None) -> tuple[dict[str
             missing = [n for n in wanted if n not in names]
             if missing:
                 raise CacheError(f"Shard {path} lacks tensors {missing[:5]}.")
-            return {n: f.get_tensor(n) for n in wanted}, meta
+            tensors = {n: f.get_tensor(n) for n in (names if verify else wanted)}
     except CacheError:
         raise
     except Exception as err:  # missing or truncated file
         raise CacheError(f"Shard {path} is unreadable ({err}).") from err
+    if verify and tensors_sha256(tensors) != meta.get("sha256"):
+        raise CacheError(
+            f"Shard {path} does not match its checksum (its values were changed after it was written); "
+            "run the extraction again to recompute it."
+        )
+    return {n: tensors[n] for n in wanted}, meta
 
 
-def shard_is_complete(path: Path, fp: str, ids: list[str]) -> bool:
-    """True if ``path`` reads back with fingerprint ``fp`` and exactly these example ids."""
+def shard_is_complete(path: Path, key: str, ids: list[str]) -> bool:
+    """True if ``path`` reads back with content key ``key``, exactly these example ids and tensors that match
+    its checksum."""
     if not path.exists():
         return False
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            return meta.get("fingerprint") == fp and json.loads(meta.get("ids", "null")) == ids
-    except Exception:
+        _, meta = read_shard(path)
+    except CacheError:
         return False
+    return meta.get("key") == key and json.loads(meta.get("ids", "null")) == ids
 
 
 def remove_stale_files(run_dir: str | Path, keep: set[str]) -> list[Path]:
@@ -169,8 +216,11 @@ def load_activation_cache(
             )
         tensors, smeta = read_shard(shard_path(run_dir, entry["name"]), sites)
         examples = by_shard[entry["name"]]
-        if json.loads(smeta.get("ids", "null")) != [e["id"] for e in examples]:
-            raise CacheError(f"Shard {entry['name']} holds other examples than the index lists; re-extract.")
+        key = shard_key(index.get("config_fingerprint", ""), examples)
+        if json.loads(smeta.get("ids", "null")) != [e["id"] for e in examples] or smeta.get("key") != key:
+            raise CacheError(
+                f"Shard {entry['name']} holds other examples than the index lists; run the extraction again."
+            )
         for s in sites:
             chunks[s].append(tensors[s])
         meta.extend(examples)

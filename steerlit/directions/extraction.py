@@ -9,9 +9,12 @@
 * ``generate`` -- a short greedy generation of ``gen_steps`` tokens (so a row does not depend on random
   draws), reduced over decoding steps with ``first``/``mean``/``last``; the conditional CFG half is kept.
 
-Resuming: shards that read back complete (same fingerprint and ids, not marked ``partial``) are not
-recomputed -- they are only read to add them to the streaming class sums. Under DDP each rank writes its
-own shards; class sums (:class:`~steerlit.directions.diffmean.ClassSums`, per split) are all-reduced at
+Resuming: shards that read back complete (same content key and ids, tensors matching their checksum, not
+marked ``partial``; see :mod:`steerlit.directions.cache`) are not recomputed -- they are only read to add them
+to the streaming class sums. The content key covers the model's weights
+(:func:`~steerlit.models.loading.weights_fingerprint`) and each example's text, so a retrained checkpoint
+recomputes every shard and an edited prompt exactly the shard it is in. Under DDP each rank writes its own
+shards; class sums (:class:`~steerlit.directions.diffmean.ClassSums`, per split) are all-reduced at
 the end, and rank 0 writes ``class_sums.safetensors`` and the final ``index.json``. Ranks that load the
 model themselves (a :class:`~steerlit.models.settings.ModelSettings` instead of a loaded adapter; needed
 with spawned ranks) load it with every setting, on their own device.
@@ -19,6 +22,7 @@ with spawned ranks) load it with every setting, on their own device.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
@@ -34,13 +38,14 @@ from steerlit.directions.ddp import loop_strategy
 from steerlit.directions.diffmean import ClassSums, save_class_sums
 from steerlit.intervene.record import ActivationRecorder, PooledReduction
 from steerlit.models.adapter import MusicGenAdapter
-from steerlit.models.loading import load_adapter, resolve_dtype
+from steerlit.models.loading import load_adapter, resolve_dtype, weights_fingerprint
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings, quiet_lightning
 
 if TYPE_CHECKING:  # settings.py imports this module's Source choices
     from steerlit.directions.settings import ExtractSettings
 
+log = logging.getLogger(__name__)
 Source = Literal["prompt", "generate"]
 SOURCES: tuple[Source, ...] = get_args(Source)
 POOLED_REDUCTIONS: tuple[PooledReduction, ...] = get_args(PooledReduction)
@@ -134,11 +139,14 @@ class ActivationCacheModule(L.LightningModule):
         return None
 
     def cache_config(self, data_config: dict | None = None) -> dict:
-        """Everything that determines the cached values (hashed into the fingerprint)."""
+        """Everything but the examples that determines the cached values (hashed into the configuration
+        fingerprint)."""
         generated = self.settings.source == "generate"
         return {
             "version": C.CACHE_VERSION,
             "model_id": self.adapter.model_id,
+            "weights_fingerprint": weights_fingerprint(self.adapter),
+            "model_dtype": str(self.adapter.dtype).removeprefix("torch."),
             "hidden_size": self.adapter.hidden_size,
             "num_layers": self.adapter.num_layers,
             "sites": self.sites,
@@ -167,7 +175,9 @@ class ActivationCacheModule(L.LightningModule):
         dataset = self._dataset()
         dm = getattr(self.trainer, "datamodule", None)
         self.cache_cfg = self.cache_config(dm.config() if hasattr(dm, "config") else None)
-        self.fp = C.fingerprint(self.cache_cfg)
+        self.config_fp = C.fingerprint(self.cache_cfg)
+        self.shard_keys = {s[0].shard: C.shard_key(self.config_fp, s) for s in dataset.shards}
+        self.fp = C.content_fingerprint(self.config_fp, self.shard_keys.values())
         strategy = self.trainer.strategy
         complete = None
         if self.trainer.is_global_zero:
@@ -183,16 +193,16 @@ class ActivationCacheModule(L.LightningModule):
         self._sums = {sp: ClassSums(self.sites, self.adapter.hidden_size) for sp in self._splits}
 
     def _scan(self, shards) -> list[str]:
-        """Names of shards already complete on disk (and not marked ``partial`` in the old index)."""
+        """Names of shards already complete on disk: same content key and ids, tensors matching their checksum,
+        not marked ``partial`` in the old index."""
         old = C.read_index(self.run_dir) or {}
         partial = {e["name"] for e in old.get("shards", []) if e.get("status") == "partial"}
-        if old.get("fingerprint") not in (None, self.fp):
-            partial = set()  # another configuration: fingerprints in the shard files decide
         done = []
         for shard in shards:
             name = shard[0].shard
             ids = [r.id for r in shard]
-            if name not in partial and C.shard_is_complete(C.shard_path(self.run_dir, name), self.fp, ids):
+            path = C.shard_path(self.run_dir, name)
+            if name not in partial and C.shard_is_complete(path, self.shard_keys[name], ids):
                 done.append(name)
         C.remove_stale_files(self.run_dir, {s[0].shard for s in shards})
         return done
@@ -203,10 +213,12 @@ class ActivationCacheModule(L.LightningModule):
             {
                 **self.cache_cfg,
                 "fingerprint": self.fp,
+                "config_fingerprint": self.config_fp,
                 "examples": [r.to_dict() for shard in shards for r in shard],
                 "shards": [
                     {
                         "name": s[0].shard,
+                        "key": self.shard_keys[s[0].shard],
                         "split": s[0].split,
                         "file": f"{s[0].shard}.safetensors",
                         "n": len(s),
@@ -241,9 +253,8 @@ class ActivationCacheModule(L.LightningModule):
             return {"shard": name, "n": 0}
         self._seen.append(name)
         path = C.shard_path(self.run_dir, name)
-        if name in self._complete:
-            acts = {s: t for s, t in C.read_shard(path, self.sites)[0].items() if s in self.sites}
-        else:
+        acts = self._read_complete(path) if name in self._complete else None
+        if acts is None:
             acts = self.record(batch)
             C.write_shard(
                 path,
@@ -251,11 +262,22 @@ class ActivationCacheModule(L.LightningModule):
                 index=batch["index"],
                 labels=batch["labels"],
                 ids=batch["ids"],
-                fp=self.fp,
+                key=self.shard_keys[name],
+                fp=self.config_fp,
                 rank=self.global_rank,
             )
         self._sums[batch["splits"][0]].update_all(acts, batch["labels"].cpu())
         return {"shard": name, "n": len(batch["ids"])}
+
+    def _read_complete(self, path: Path) -> dict[str, torch.Tensor] | None:
+        """A complete shard's ``{site: (n, H)}``, verified against its checksum; None if it no longer reads
+        back intact (then it is recomputed)."""
+        try:
+            tensors, _ = C.read_shard(path, self.sites)
+        except C.CacheError as err:
+            log.warning("%s Recomputing it.", err)
+            return None
+        return {s: t for s, t in tensors.items() if s in self.sites}
 
     def on_predict_end(self) -> None:
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -156,6 +156,7 @@ def save_fitted(
         path,
         vectors,
         model_id=index.get("model_id", ""),
+        weights_fingerprint=index.get("weights_fingerprint", ""),
         concept=index.get("probe_set", ""),
         position=index.get("reduction", ""),
         n_per_class={

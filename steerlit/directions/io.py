@@ -1,9 +1,15 @@
 """Direction files: one safetensors file per run.
 
 Tensor names are ``<method>/<site>`` (e.g. ``diffmean/resid_post.12``), each (H,) float32.
-Metadata (strings, as safetensors requires): ``model_id``, ``hidden_size``, ``methods`` (JSON list),
-``concept``, ``position`` (reduction used when caching), ``n_per_class`` (JSON {label: n}),
-``norms`` (JSON {name: float}), ``steerlit_version``, and any extra keys given.
+Metadata (strings, as safetensors requires): ``model_id``, ``weights_fingerprint``
+(:func:`~steerlit.models.loading.weights_fingerprint` of the model the directions were fitted on; may be
+empty), ``hidden_size``, ``methods`` (JSON list), ``concept``, ``position`` (reduction used when caching),
+``n_per_class`` (JSON {label: n}), ``norms`` (JSON {name: float}), ``steerlit_version``, and any extra keys
+given.
+
+Directions belong to the model they were fitted on: :func:`load_directions` with a model refuses a file made
+on another one (another ``model_id``, or another weights fingerprint when the file and the model both have
+one) unless ``allow_other_model=True``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from safetensors import safe_open
 import steerlit
 from steerlit.files import atomic_save_safetensors
 from steerlit.intervene.vector import SteeringVector
+from steerlit.models.loading import weights_fingerprint
 from steerlit.models.sites import layer_site
 
 
@@ -56,8 +63,9 @@ class DirectionSet:
             raise DirectionFileError(f"No {method!r} direction for site {site!r}; it has {sorted(vectors)}.")
         return vectors[site]
 
-    def validate(self, adapter) -> None:
-        """Check hidden size, site names and finiteness against a loaded model."""
+    def validate(self, adapter, *, allow_other_model: bool = False, where: str = "these directions") -> None:
+        """Check the model they were fitted on (unless ``allow_other_model``), hidden size, site names and
+        finiteness against a loaded model; ``where`` names the file in messages."""
         for (method, site), vec in self.vectors.items():
             adapter.parse_site(site)
             if vec.shape != (adapter.hidden_size,):
@@ -67,11 +75,13 @@ class DirectionSet:
                     f"({self.metadata.get('model_id', 'unknown')})."
                 )
         check_finite(self.vectors)
+        if not allow_other_model:  # after the checks no override can pass
+            check_same_model(self.metadata, adapter, where)
 
     @classmethod
-    def load(cls, path: str | Path, adapter=None) -> DirectionSet:
+    def load(cls, path: str | Path, adapter=None, *, allow_other_model: bool = False) -> DirectionSet:
         """Read a direction file: the same as :func:`load_directions`."""
-        return load_directions(path, adapter)
+        return load_directions(path, adapter, allow_other_model=allow_other_model)
 
     def vector(self, method: str, layer: int, kind: str = "resid_post") -> SteeringVector:
         """The (H,) ``method`` direction of site ``<kind>.<layer>`` as a :class:`SteeringVector`
@@ -82,6 +92,36 @@ class DirectionSet:
             kind=kind,
             method=method,
             metadata=dict(self.metadata),
+        )
+
+
+def other_model_reason(metadata: Mapping[str, str], adapter) -> str | None:
+    """Why directions with ``metadata`` were fitted on another model than ``adapter`` (None: the same one, or
+    unknown). The weights fingerprints decide when both are known (a model moved to another folder keeps its
+    fingerprint; a retrained one under the same name does not); otherwise the model ids are compared."""
+    theirs_fp = metadata.get("weights_fingerprint", "")
+    if theirs_fp:
+        ours_fp = weights_fingerprint(adapter)
+        if theirs_fp == ours_fp:
+            return None
+        return (
+            f"weights fingerprint {theirs_fp} (model {metadata.get('model_id', '?')!r}), but the loaded model "
+            f"{adapter.model_id!r} has {ours_fp}"
+        )
+    theirs = metadata.get("model_id", "")
+    if theirs and theirs != str(adapter.model_id):
+        return f"model {theirs!r}, but the loaded model is {adapter.model_id!r}"
+    return None
+
+
+def check_same_model(metadata: Mapping[str, str], adapter, where: str = "these directions") -> None:
+    """Raise :class:`DirectionFileError` if ``metadata`` says the directions come from another model."""
+    reason = other_model_reason(metadata, adapter)
+    if reason is not None:
+        raise DirectionFileError(
+            f"{where} were fitted on {reason}. Directions belong to the model they were fitted on: fit them on "
+            "this model (`steerlit fit`), or pass allow_other_model=True (study setting "
+            "steer.allow_other_model=true) to use them anyway."
         )
 
 
@@ -96,12 +136,14 @@ def save_directions(
     vectors: Mapping[tuple[str, str], torch.Tensor],
     *,
     model_id: str,
+    weights_fingerprint: str = "",
     concept: str = "",
     position: str = "",
     n_per_class: Mapping[str, int] | None = None,
     extra: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write directions atomically (:func:`steerlit.files.atomic_save_safetensors`)."""
+    """Write directions atomically (:func:`steerlit.files.atomic_save_safetensors`); ``weights_fingerprint``:
+    the fingerprint of the model they were fitted on ("" when unknown)."""
     if not vectors:
         raise DirectionFileError("No directions to save.")
     check_finite(vectors)
@@ -111,6 +153,7 @@ def save_directions(
     tensors = {f"{m}/{s}": v.detach().float().cpu().contiguous() for (m, s), v in vectors.items()}
     meta = {
         "model_id": str(model_id),
+        "weights_fingerprint": str(weights_fingerprint),
         "hidden_size": str(sizes.pop()),
         "methods": json.dumps(sorted({m for m, _ in vectors})),
         "concept": concept,
@@ -123,8 +166,9 @@ def save_directions(
     return atomic_save_safetensors(path, tensors, meta)
 
 
-def load_directions(path: str | Path, adapter=None) -> DirectionSet:
-    """Read a direction file (safetensors only, no pickle); validate against ``adapter`` if given."""
+def load_directions(path: str | Path, adapter=None, *, allow_other_model: bool = False) -> DirectionSet:
+    """Read a direction file (safetensors only, no pickle); validate against ``adapter`` if given (a file fitted
+    on another model is refused unless ``allow_other_model``: see :func:`check_same_model`)."""
     path = Path(path)
     if not path.exists():
         raise DirectionFileError(f"Direction file {path} does not exist; run `steerlit fit` to create it.")
@@ -146,5 +190,5 @@ def load_directions(path: str | Path, adapter=None) -> DirectionSet:
     ds = DirectionSet(vectors, metadata)
     check_finite(vectors)
     if adapter is not None:
-        ds.validate(adapter)
+        ds.validate(adapter, allow_other_model=allow_other_model, where=f"The directions in {path}")
     return ds

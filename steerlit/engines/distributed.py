@@ -9,8 +9,8 @@ plain ``torch.distributed.all_gather_object`` calls.
 How it works:
 
 * rank 0 plans the grid exactly as the local runner does (:func:`steerlit.engines.plan.plan_grid`: batch
-  size, settings check, done keys) and broadcasts the batch size and the done keys; every rank builds the
-  same :class:`~steerlit.engines.plan.GridPlan` from them, so batches, and hence results, are identical to a
+  size, content keys, settings check, done keys) and broadcasts the batch size, the content keys and the done
+  keys; every rank builds the same :class:`~steerlit.engines.plan.GridPlan` from them, so batches, and hence results, are identical to a
   one-process :func:`~steerlit.engines.runner.run_grid` with the same batch size;
 * every rank loads the model from the same :class:`~steerlit.models.settings.ModelSettings`; the ranks
   check that they all hold the same model id and dtype before planning;
@@ -28,6 +28,7 @@ How it works:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,9 +41,12 @@ from steerlit.engines.plan import GridPlan, commit_batch, dtype_name, plan_grid,
 from steerlit.engines.results import ResultStore
 from steerlit.engines.runner import MetricsFn, generate_rows
 from steerlit.engines.settings import GenerationSettings
+from steerlit.files import atomic_write_json
 from steerlit.models.loading import load_adapter
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import quiet_lightning
+
+KEYS_FILE = "grid_keys.json"  # {row.key: content key} of the last DDP plan, written by rank 0
 
 
 class _Holder:
@@ -118,11 +122,17 @@ class GridPredictor(pl.LightningModule):
         if rank == 0:
             store = ResultStore(self.out_dir)
             plan = plan_grid(
-                self.adapter, self.rows, self.generation, store=store, orthogonalize=self.orthogonalize
+                self.adapter,
+                self.rows,
+                self.directions,
+                self.generation,
+                store=store,
+                orthogonalize=self.orthogonalize,
             )
-            plan_info = (plan.batch_size, sorted(plan.done))
-        batch_size, done = self.trainer.strategy.broadcast(plan_info, src=0)
-        self.plan = GridPlan.build(self.rows, batch_size, done)
+            plan_info = (plan.batch_size, dict(plan.keys), sorted(plan.done))
+            atomic_write_json(self.out_dir / KEYS_FILE, plan_info[1])  # for the launching process
+        batch_size, keys, done = self.trainer.strategy.broadcast(plan_info, src=0)
+        self.plan = GridPlan.build(self.rows, batch_size, keys, done)
         self.done = set(done)
         pending = self.plan.pending
         sampler = DistributedSampler(pending, num_replicas=world, rank=rank, shuffle=False, drop_last=False)
@@ -136,6 +146,7 @@ class GridPredictor(pl.LightningModule):
             self.generation,
             metrics_fn=self.metrics_fn,
             orthogonalize=self.orthogonalize,
+            keys=self.plan.keys,
         )
         gathered = self._gather((records, audios))
         if self._world()[1] != 0:
@@ -202,8 +213,11 @@ def run_grid_distributed(
     trainer.predict(module, return_predictions=False)
     if not trainer.is_global_zero:
         return []
+    keys = json.loads(
+        (Path(out_dir) / KEYS_FILE).read_text()
+    )  # rank 0's plan (the ranks may be other processes)
     stored = {r["key"]: r for r in ResultStore(out_dir).rows()}
-    return records_in_row_order(rows, stored, f"{out_dir} after the DDP run")
+    return records_in_row_order(rows, stored, f"{out_dir} after the DDP run", keys)
 
 
 __all__ = ["GridPredictor", "check_same_model", "default_strategy", "run_grid_distributed"]

@@ -6,12 +6,14 @@ concept); ``terms=()`` is the unsteered reference. α = 0 is never generated onc
 counterpart of every steered row (α = 0 gives bit-identical codes, see NOTES), and
 :func:`build_grid` maps a requested α = 0 to it.
 
-Rows have a stable :attr:`GridRow.key` (sha1 of canonical JSON of all fields) used for resume and
-file names; it is the same in every process and on every machine.
+Rows have a stable :attr:`GridRow.key` (sha1 of canonical JSON of all fields), the same in every process and
+on every machine; records, file names and resume use the row's content key, which adds the exact vectors and
+the generation settings (:mod:`steerlit.engines.keys`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -118,9 +120,10 @@ class GridRow:
             prompt_index=d.get("prompt_index", 0),
         )
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Stable short hash of all fields (first 16 hex digits of sha1 of the canonical JSON)."""
+        """Stable short hash of all fields (first 16 hex digits of sha1 of the canonical JSON); computed once
+        per row (rows are immutable)."""
         return hashlib.sha1(canonical_json(self.to_dict()).encode()).hexdigest()[:KEY_LENGTH]
 
     @property

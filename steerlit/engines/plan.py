@@ -1,10 +1,12 @@
 """The batch plan and resume state of a grid: one implementation for the local runner and the DDP grid.
 
 The plan is a pure function of the rows and the batch size: rows deduplicated by key and sorted by
-``(prompt_index, prompt, seed, key)``, then cut into chunks. A rerun after an interruption finds the rows
-already committed to its :class:`~steerlit.engines.results.ResultStore` (``done``), skips the batches they
+``(prompt_index, prompt, seed, key)``, then cut into chunks. Each row also has a content key
+(:mod:`steerlit.engines.keys`: its fields, the exact vectors it is steered with and the generation settings);
+records, WAV files and the store use it. A rerun finds the rows already committed to its
+:class:`~steerlit.engines.results.ResultStore` under their content keys (``done``), skips the batches they
 complete and regenerates the others with exactly the same composition, so its results equal an uninterrupted
-run. (Codes do not depend on batch composition, thanks to per-row seeds; the decoded audio of a row can differ
+run, and rows whose directions or settings changed are regenerated. (Codes do not depend on batch composition, thanks to per-row seeds; the decoded audio of a row can differ
 in the last float bit between batch sizes, hence the fixed plan, and a resumed store keeps its batch size.)
 
 :func:`plan_grid` does what both paths do before generating (batch size, settings check, done keys);
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from steerlit.engines.grid import GridRow
+from steerlit.engines.keys import content_keys
 from steerlit.engines.results import ResultStore
 from steerlit.engines.settings import GenerationSettings
 
@@ -112,21 +115,28 @@ def resolve_batch_size(adapter, generation: GenerationSettings, store: ResultSto
 
 @dataclass(frozen=True)
 class GridPlan:
-    """The batches of a grid (:func:`plan_batches`) and the keys of rows already committed (``done``)."""
+    """The batches of a grid (:func:`plan_batches`), each row's content key (``keys``: ``{row.key: content
+    key}``, :func:`~steerlit.engines.keys.content_keys`) and the content keys already committed (``done``)."""
 
     batch_size: int
     batches: tuple[tuple[GridRow, ...], ...]
+    keys: Mapping[str, str]
     done: frozenset[str]
 
     @classmethod
-    def build(cls, rows: Sequence[GridRow], batch_size: int, done: Iterable[str] = ()) -> GridPlan:
+    def build(
+        cls, rows: Sequence[GridRow], batch_size: int, keys: Mapping[str, str], done: Iterable[str] = ()
+    ) -> GridPlan:
         batches = tuple(tuple(b) for b in plan_batches(rows, batch_size))
-        return cls(batch_size, batches, frozenset(done))
+        missing = [r.key for b in batches for r in b if r.key not in keys]
+        if missing:
+            raise ValueError(f"No content key for {len(missing)} grid rows (e.g. {missing[0]}).")
+        return cls(batch_size, batches, dict(keys), frozenset(done))
 
     @property
     def pending(self) -> list[int]:
         """Indices of the batches that still have a row to generate, in plan order."""
-        return [i for i, b in enumerate(self.batches) if not all(r.key in self.done for r in b)]
+        return [i for i, b in enumerate(self.batches) if not all(self.keys[r.key] in self.done for r in b)]
 
     @property
     def total_rows(self) -> int:
@@ -141,20 +151,23 @@ class GridPlan:
 def plan_grid(
     adapter,
     rows: Sequence[GridRow],
+    directions,
     generation: GenerationSettings,
     *,
     store: ResultStore | None = None,
     orthogonalize: bool = False,
 ) -> GridPlan:
-    """The plan of a grid run: batch size (:func:`resolve_batch_size`), the generation settings recorded in
-    ``store`` (refusing a store made with other ones) and the rows it already holds."""
+    """The plan of a grid run: batch size (:func:`resolve_batch_size`), each row's content key (from the
+    vectors ``directions`` give it), the generation settings recorded in ``store`` (refusing a store made with
+    other ones) and the rows it already holds."""
     batch_size = resolve_batch_size(adapter, generation, store)
+    keys = content_keys(adapter, rows, directions, generation, orthogonalize=orthogonalize)
     if store is None:
-        return GridPlan.build(rows, batch_size)
+        return GridPlan.build(rows, batch_size, keys)
     store.ensure_settings(
         store_settings(adapter, generation, orthogonalize=orthogonalize, batch_size=batch_size)
     )
-    return GridPlan.build(rows, batch_size, store.done_keys())
+    return GridPlan.build(rows, batch_size, keys, store.done_keys())
 
 
 def commit_batch(
@@ -172,9 +185,12 @@ def commit_batch(
     return stored
 
 
-def records_in_row_order(rows: Sequence[GridRow], by_key: Mapping[str, dict], source: str) -> list[dict]:
-    """One record per unique row, in the order of ``rows``; a row without a record is an error."""
-    order = list(dict.fromkeys(r.key for r in rows))
+def records_in_row_order(
+    rows: Sequence[GridRow], by_key: Mapping[str, dict], source: str, keys: Mapping[str, str]
+) -> list[dict]:
+    """One record per unique row, in the order of ``rows``; ``by_key``: records by content key, ``keys``:
+    ``{row.key: content key}``. A row without a record is an error."""
+    order = list(dict.fromkeys(keys[r.key] for r in rows))
     missing = [k for k in order if k not in by_key]
     if missing:
         raise RuntimeError(f"{len(missing)} grid rows are missing from {source}: {missing[:3]}.")

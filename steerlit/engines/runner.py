@@ -3,11 +3,17 @@
 The batch plan, the settings check and the resume state come from :mod:`steerlit.engines.plan`, shared with
 the DDP grid (:mod:`steerlit.engines.distributed`): a one-process and a several-process run of the same grid
 give the same records, and a killed and rerun grid equals an uninterrupted one.
+
+Records: ``key`` (the row's content key, :mod:`steerlit.engines.keys`), ``row_key`` (:attr:`GridRow.key`),
+the other :meth:`GridRow.flat` columns, ``codes_sha1``, ``frames``, ``degenerate`` (None, or why the row's
+output is unusable: :func:`degenerate_reason`; such rows are still stored, and are to be left out of
+summaries), metrics and, once stored, ``wav`` with its checksums (:mod:`steerlit.engines.results`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -15,12 +21,15 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlit.engines.grid import GridRow, row_steering
+from steerlit.engines.keys import content_keys
 from steerlit.engines.plan import commit_batch, plan_grid, records_in_row_order
 from steerlit.engines.results import ResultStore
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
 
+log = logging.getLogger(__name__)
 MetricsFn = Callable[[np.ndarray, int], Mapping[str, float]]
+DEGENERATE = "degenerate"  # the record field that flags an unusable row (None when the row is fine)
 
 
 def codes_digest(codes: torch.Tensor | np.ndarray) -> str:
@@ -29,11 +38,25 @@ def codes_digest(codes: torch.Tensor | np.ndarray) -> str:
     return hashlib.sha1(arr.tobytes()).hexdigest()[:16]
 
 
-def _record(row: GridRow, codes: torch.Tensor, audio: np.ndarray | None, sr: int, metrics_fn) -> dict:
-    rec = row.flat()
+def degenerate_reason(codes: torch.Tensor | np.ndarray, audio: np.ndarray | None) -> str | None:
+    """Why a row's output is unusable, or None: audio with NaN/inf, or codes (K, F) that are all one value
+    (what non-finite hidden states give, e.g. at α ≥ ~1e38, where every code becomes 0)."""
+    if audio is not None and not np.isfinite(audio).all():
+        return "non-finite audio (NaN or inf)"
+    flat = np.asarray(codes).reshape(-1)
+    if flat.size > 1 and (flat == flat[0]).all():
+        return f"constant codes (all {int(flat[0])})"
+    return None
+
+
+def _record(
+    row: GridRow, key: str, codes: torch.Tensor, audio: np.ndarray | None, sr: int, metrics_fn
+) -> dict:
+    rec = {"key": key, "row_key": row.key, **{k: v for k, v in row.flat().items() if k != "key"}}
     rec["codes_sha1"] = codes_digest(codes)
     rec["frames"] = int(codes.shape[-1])
-    if metrics_fn is not None and audio is not None:
+    rec[DEGENERATE] = degenerate_reason(codes, audio)
+    if metrics_fn is not None and audio is not None and np.isfinite(audio).all():
         for k, v in dict(metrics_fn(audio, sr)).items():
             rec[k if k not in rec else f"metric_{k}"] = (
                 v.item() if isinstance(v, (np.generic, torch.Tensor)) else v
@@ -50,11 +73,16 @@ def generate_rows(
     metrics_fn: MetricsFn | None = None,
     orthogonalize: bool = False,
     decode_audio: bool = True,
+    keys: Mapping[str, str] | None = None,
 ) -> tuple[list[dict], list[np.ndarray | None], torch.Tensor]:
     """One batched ``generate`` for ``rows``: (records, audios (S,) float32, codes (B, K, F)).
 
-    Each row's own seed is used (``generation.seeds`` are the grid's seed axis, already in the rows)."""
+    Each row's own seed is used (``generation.seeds`` are the grid's seed axis, already in the rows).
+    ``keys``: ``{row.key: content key}`` (from the plan; computed here when None). A row with non-finite audio
+    is not measured."""
     rows = list(rows)
+    if keys is None:
+        keys = content_keys(adapter, rows, directions, generation, orthogonalize=orthogonalize)
     steering = [row_steering(r, directions, adapter.num_layers, orthogonalize) for r in rows]
     out = generate(
         adapter,
@@ -65,7 +93,10 @@ def generate_rows(
         decode_audio=decode_audio,
     )
     audios = [out.audio[i].numpy() for i in range(len(rows))] if out.audio is not None else [None] * len(rows)
-    records = [_record(r, out.codes[i], audios[i], out.sample_rate, metrics_fn) for i, r in enumerate(rows)]
+    records = [
+        _record(r, keys[r.key], out.codes[i], audios[i], out.sample_rate, metrics_fn)
+        for i, r in enumerate(rows)
+    ]
     return records, audios, out.codes
 
 
@@ -92,18 +123,25 @@ def run_grid(
     references). ``generation.batch_size=None`` picks one from free memory (:mod:`steerlit.engines.plan`).
     With a ``store``, batches already committed are skipped and each finished batch is committed
     at once (WAV files + JSONL lines). ``generation.engine``: ``hf`` or ``fast`` (see :mod:`steerlit.engines.select`).
-    ``keep_codes`` adds ``codes`` (K, F) arrays to the returned
-    records (never stored). Records: ``row.flat()`` + ``codes_sha1``, ``frames``, metrics, ``wav``.
+    ``keep_codes`` adds ``codes`` (K, F) arrays to the returned records (never stored). Records: see the
+    module docstring; rows flagged ``degenerate`` are counted in a logged warning.
     """
-    plan = plan_grid(adapter, rows, generation, store=store, orthogonalize=orthogonalize)
-    results: dict[str, dict] = {r["key"]: r for r in store.rows()} if store is not None else {}
+    plan = plan_grid(adapter, rows, directions, generation, store=store, orthogonalize=orthogonalize)
+    wanted = set(plan.keys.values())
+    results = {r["key"]: r for r in store.rows() if r["key"] in wanted} if store is not None else {}
     done = set(plan.done)
     bar = progress_bar(plan.total_rows, plan.total_rows - plan.pending_rows, progress, "grid")
     try:
         for index in plan.pending:
             batch = plan.batches[index]
             records, audios, codes = generate_rows(
-                adapter, batch, directions, generation, metrics_fn=metrics_fn, orthogonalize=orthogonalize
+                adapter,
+                batch,
+                directions,
+                generation,
+                metrics_fn=metrics_fn,
+                orthogonalize=orthogonalize,
+                keys=plan.keys,
             )
             if store is not None:
                 stored = {
@@ -117,7 +155,28 @@ def run_grid(
             bar.update(len(batch))
     finally:
         bar.close()
-    return records_in_row_order(rows, results, "the grid results")
+    out = records_in_row_order(rows, results, "the grid results", plan.keys)
+    warn_degenerate(out)
+    return out
+
+
+def degenerate_rows(records: Sequence[Mapping]) -> list[Mapping]:
+    """The records flagged ``degenerate`` (to leave out of summaries, and count)."""
+    return [r for r in records if r.get(DEGENERATE)]
+
+
+def warn_degenerate(records: Sequence[Mapping]) -> None:
+    bad = degenerate_rows(records)
+    if bad:
+        reasons = sorted({str(r[DEGENERATE]) for r in bad})
+        log.warning(
+            "%d of %d grid rows are degenerate (%s), e.g. row %s; they are flagged %r in their records.",
+            len(bad),
+            len(records),
+            "; ".join(reasons[:3]),
+            bad[0]["key"],
+            DEGENERATE,
+        )
 
 
 def run_naive(

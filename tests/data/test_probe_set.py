@@ -14,6 +14,7 @@ from steerlit.data.probe_set import (
     ProbeSet,
     ProbeSetError,
     available_probe_sets,
+    check_unique_names,
     default_probes_dir,
     load_eval_prompts,
     load_probe_set,
@@ -199,6 +200,13 @@ prompts:
 """
 
 
+PAIRS = """\
+pairs:
+  - {up: "a rising line", down: "a falling line"}
+  - {up: "climbing chords", down: "descending chords"}
+"""
+
+
 def write(tmp_path: Path, text: str, name: str = "bad.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -238,6 +246,13 @@ BAD_CASES = [
     ("pair_same_text", GOOD + 'pairs:\n  - {up: "a b", down: "A  b"}\n', ["pair 0 has the same text twice"]),
     ("pair_label_swap", GOOD + 'pairs:\n  - {up: "a falling line", down: "x"}\n',
      ["pair 0 uses 'a falling line' as 'up'", "'down' pole prompt"]),
+    ("pair_twin_reused", GOOD + PAIRS + '  - {up: "climbing chords", down: "a falling line"}\n',
+     ["pair 2 reuses 'climbing chords', already a twin in pair 1", "its own two texts"]),
+    ("pair_count", GOOD + PAIRS.rsplit("  - ", 1)[0],
+     ["has 1 pairs but 2 'up' and 2 'down' prompts", "one pair per pole prompt", "remove 'pairs:'"]),
+    ("pair_order", GOOD + 'pairs:\n  - {up: "climbing chords", down: "descending chords"}\n'
+     '  - {up: "a rising line", down: "a falling line"}\n',
+     ["pair 0 is ('climbing chords', 'descending chords') but prompt 0", "order of the pole prompts"]),
     ("bad_name", GOOD.replace("name: demo", "name: my/demo"), ["name 'my/demo' is not a simple name"]),
     ("eval_as_probe", 'name: e\nkind: eval\nprompts: ["a", "b"]\n', ["eval prompt list", "load_eval_prompts"]),
 ]  # fmt: skip
@@ -350,3 +365,21 @@ def test_split_edge_cases(tempo: ProbeSet) -> None:
     for bad in [(0.5, 0.5), (0.6, 0.3, 0.3), (1.2, -0.1, -0.1)]:
         with pytest.raises(ValueError, match="fractions"):
             split_examples(examples, fractions=bad)
+
+
+def test_pairs_that_repeat_the_pole_prompts_are_accepted(tmp_path: Path) -> None:
+    ps = load_probe_set(write(tmp_path, GOOD + PAIRS, "demo.yaml"))
+    assert ps.pairs == list(zip(ps.positive_prompts, ps.negative_prompts))
+    assert len(ps.examples("pairs")) == len(ps.examples("poles")) == 4
+
+
+def test_probe_set_names_must_be_unique(tmp_path: Path, tempo: ProbeSet) -> None:
+    """Issue 23: two probe sets with the same ``name:`` wrote one folder and one concept was lost."""
+    first = load_probe_set(write(tmp_path, GOOD, "first.yaml"))
+    second = load_probe_set(write(tmp_path, GOOD.replace("rising", "soaring"), "second.yaml"))
+    check_unique_names([first, tempo])
+    with pytest.raises(ProbeSetError) as info:
+        check_unique_names([first, tempo, second])
+    message = str(info.value)
+    assert "first.yaml" in message and "second.yaml" in message and "both named 'demo'" in message
+    assert "Fix: give each probe set its own 'name:'" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,7 @@ from steerlit.directions.diffmean import load_class_sums
 from steerlit.directions.extraction import ActivationCacheModule, extract_activations
 from steerlit.directions.settings import ExtractSettings
 from steerlit.intervene.record import ActivationRecorder
+from steerlit.models.loading import load_model, weights_fingerprint
 from steerlit.models.settings import ModelSettings
 from steerlit.models.tiny import install_in_hub_cache
 from steerlit.runtime import TrainerSettings
@@ -85,6 +87,16 @@ def test_index_describes_the_cache(cache_run, tiny_adapter):
     assert index["reduction"] == "first" and index["sites"] == tiny_adapter.sites(("resid_post",))
     assert {"probe_set", "split_seed", "gen_seed", "fingerprint", "examples", "shards"} <= set(index)
     assert all(s["status"] == "complete" for s in index["shards"])
+    assert (
+        index["weights_fingerprint"] == weights_fingerprint(tiny_adapter)
+        and index["model_dtype"] == "float32"
+    )
+    by_shard = {}
+    for e in index["examples"]:
+        by_shard.setdefault(e["shard"], []).append(e)
+    for s in index["shards"]:  # each shard's key: the configuration and its examples' ids, texts and labels
+        assert s["key"] == C.shard_key(index["config_fingerprint"], by_shard[s["name"]])
+        assert C.read_shard(C.shard_path(cache_run, s["name"]))[1]["key"] == s["key"]
     assert {e["split"] for e in index["examples"]} == {"train", "val", "test"}
     assert sum(s["n"] for s in index["shards"]) == len(index["examples"])
     for s in index["shards"]:
@@ -242,3 +254,78 @@ def test_a_module_with_model_settings_pickles_for_spawned_ranks(tmp_path, hub_bf
     model, _ = hub_bf16_run
     module = pickle.loads(pickle.dumps(ActivationCacheModule(model, tmp_path, SETTINGS)))
     assert module.model_settings == model and module.adapter is None
+
+
+def copy_cache(source, run):
+    shutil.copytree(C.activations_dir(source), C.activations_dir(run))
+    return {e["name"]: C.shard_path(run, e["name"]).stat().st_mtime_ns for e in C.read_index(run)["shards"]}
+
+
+def rewritten(run, mtimes) -> set[str]:
+    return {name for name, t in mtimes.items() if C.shard_path(run, name).stat().st_mtime_ns != t}
+
+
+def test_an_edited_prompt_recomputes_exactly_its_shard(tmp_path, cache_run, tiny_adapter, small_probe_set):
+    """Issue 23: editing a probe text (same count) reused every stale shard; the direction was wrong."""
+    run = tmp_path / "run"
+    mtimes = copy_cache(cache_run, run)
+    example = next(e for e in C.read_index(run)["examples"] if e["split"] == "train" and e["label"] == 1)
+    i = int(example["id"].rsplit("/", 1)[1])
+    prompts = list(small_probe_set.positive_prompts)
+    prompts[i] = "an edited prompt: a racing breakbeat with a galloping bassline"
+    edited = replace(small_probe_set, positive_prompts=prompts)
+    extract_activations(run, edited, tiny_adapter, SETTINGS, PROBE, CPU)
+    assert rewritten(run, mtimes) == {example["shard"]}
+    index = C.read_index(run)
+    assert next(e for e in index["examples"] if e["id"] == example["id"])["text"] == prompts[i]
+    assert index["fingerprint"] != C.read_index(cache_run)["fingerprint"]
+    fresh = tmp_path / "fresh"
+    extract_activations(fresh, edited, tiny_adapter, SETTINGS, PROBE, CPU)
+    _assert_same_cache(fresh, run)
+    old = load_class_sums(C.activations_dir(cache_run) / C.SUMS_FILE)["train"].directions()
+    new = load_class_sums(C.activations_dir(run) / C.SUMS_FILE)["train"].directions()
+    assert all(not torch.equal(old[site], new[site]) for site in old)  # the direction follows the new text
+
+
+def test_a_retrained_model_in_the_same_folder_recomputes_the_cache(
+    tmp_path, tiny_model_dir, small_probe_set, monkeypatch
+):
+    """Issue 23: a retrained checkpoint saved into the same folder reused the old shards."""
+    monkeypatch.setenv("STEERLIT_CACHE", str(tmp_path / "steerlit-cache"))  # its file digests
+    folder, run = tmp_path / "model", tmp_path / "run"
+    shutil.copytree(tiny_model_dir, folder)
+    adapter = load_model(str(folder))
+    extract_activations(run, small_probe_set, adapter, SETTINGS, PROBE, CPU)
+    before, acts_before = C.read_index(run), C.load_activation_cache(run)[0]
+    mtimes = {e["name"]: C.shard_path(run, e["name"]).stat().st_mtime_ns for e in before["shards"]}
+    with torch.no_grad():  # "training": one weight changes; the model is saved over the old one
+        adapter.decoder_layers[0].fc1.weight[0, 0] += 0.5
+    adapter.model.save_pretrained(folder)
+    retrained = load_model(str(folder))
+    assert retrained.model_id == adapter.model_id
+    extract_activations(run, small_probe_set, retrained, SETTINGS, PROBE, CPU)
+    after = C.read_index(run)
+    assert after["weights_fingerprint"] != before["weights_fingerprint"]
+    assert rewritten(run, mtimes) == set(mtimes)  # every shard was recomputed
+    assert not {s["key"] for s in after["shards"]} & {s["key"] for s in before["shards"]}
+    acts_after = C.load_activation_cache(run)[0]
+    assert all(not torch.equal(acts_before[site], acts_after[site]) for site in acts_after)
+
+
+def test_a_shard_overwritten_in_place_is_detected_and_redone(
+    tmp_path, cache_run, tiny_adapter, small_probe_set
+):
+    """Issue 23 (Low 4): values overwritten in place, with the shard's header and metadata intact, were used."""
+    run = tmp_path / "run"
+    mtimes = copy_cache(cache_run, run)
+    name = C.read_index(run)["shards"][2]["name"]
+    path = C.shard_path(run, name)
+    header = int.from_bytes(path.read_bytes()[:8], "little")
+    with open(path, "r+b") as f:  # four bytes of tensor data, in place
+        f.seek(8 + header + 16)
+        f.write(torch.tensor([123.0]).numpy().tobytes())
+    with pytest.raises(C.CacheError, match="checksum"):
+        C.load_activation_cache(run)
+    extract_activations(run, small_probe_set, tiny_adapter, SETTINGS, PROBE, CPU)
+    assert rewritten(run, mtimes) == {name}
+    _assert_same_cache(cache_run, run)

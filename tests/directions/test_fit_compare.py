@@ -31,6 +31,7 @@ from steerlit.directions.extraction import extract_activations
 from steerlit.directions.fit import METHOD_FITTERS, METHODS, Method, fit_directions
 from steerlit.directions.io import load_directions
 from steerlit.directions.settings import ExtractSettings, FitSettings, ProbeTrainSettings
+from steerlit.models.loading import weights_fingerprint
 from steerlit.runtime import TrainerSettings
 
 CPU = TrainerSettings(enable_progress_bar=False)
@@ -56,6 +57,7 @@ def test_fit_directions_writes_every_method_and_the_comparison(cache_run, tiny_a
     assert ds.methods == sorted(METHODS)
     assert {(m, s) for m in METHODS for s in sites} == set(ds.vectors)
     assert ds.metadata["concept"] == "tempo" and ds.metadata["position"] == "first"
+    assert ds.metadata["weights_fingerprint"] == weights_fingerprint(tiny_adapter)  # the fitted-on model
     # diff-mean equals the plain computation on the train split; other methods share its norm
     acts, meta = C.load_activation_cache(cache_run, split="train")
     y = C.labels_of(meta)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from steerlit.directions.io import DirectionFileError, load_directions, save_directions
+from steerlit.directions.io import DirectionFileError, DirectionSet, load_directions, save_directions
+from steerlit.models.loading import weights_fingerprint
 
 
 def test_round_trip_and_validation(tmp_path, tiny_adapter):
@@ -10,7 +11,7 @@ def test_round_trip_and_validation(tmp_path, tiny_adapter):
     path = save_directions(
         tmp_path / "d.safetensors",
         vecs,
-        model_id="tiny",
+        model_id=tiny_adapter.model_id,
         concept="tempo",
         position="mean",
         n_per_class={"fast": 3, "slow": 4},
@@ -31,7 +32,9 @@ def test_bad_files(tmp_path, tiny_adapter):
     save_directions(tmp_path / "w.safetensors", {("m", "resid_post.0"): torch.ones(48)}, model_id="other")
     with pytest.raises(DirectionFileError, match="hidden size 32"):
         load_directions(tmp_path / "w.safetensors", tiny_adapter)
-    save_directions(tmp_path / "s.safetensors", {("m", "resid_post.9"): torch.ones(32)}, model_id="x")
+    save_directions(
+        tmp_path / "s.safetensors", {("m", "resid_post.9"): torch.ones(32)}, model_id=tiny_adapter.model_id
+    )
     with pytest.raises(ValueError, match="out of range"):
         load_directions(tmp_path / "s.safetensors", tiny_adapter)
     with pytest.raises(DirectionFileError, match="does not exist"):
@@ -42,3 +45,34 @@ def test_bad_files(tmp_path, tiny_adapter):
     ds = load_directions(tmp_path / "s.safetensors")
     with pytest.raises(DirectionFileError, match="No directions for method"):
         ds.for_method("probe")
+
+
+def test_directions_of_another_model_need_the_override(tmp_path, tiny_adapter):
+    """Issue 23: a file whose metadata names another model with the same hidden size went through."""
+    vecs = {("diffmean", "resid_post.1"): torch.randn(32)}
+    other = save_directions(tmp_path / "other.safetensors", vecs, model_id="facebook/musicgen-small")
+    with pytest.raises(DirectionFileError) as err:
+        load_directions(other, tiny_adapter)
+    message = str(err.value)
+    assert (
+        str(other) in message
+        and "'facebook/musicgen-small'" in message
+        and repr(tiny_adapter.model_id) in message
+    )
+    assert "allow_other_model=True" in message and "steerlit fit" in message
+    assert load_directions(other, tiny_adapter, allow_other_model=True).methods == ["diffmean"]
+    assert DirectionSet.load(other, tiny_adapter, allow_other_model=True).methods == ["diffmean"]
+    assert load_directions(other).metadata["model_id"] == "facebook/musicgen-small"  # no model: no check
+    # fingerprints decide when both sides have one: the same weights under another id pass ...
+    ours = weights_fingerprint(tiny_adapter)
+    moved = save_directions(
+        tmp_path / "moved.safetensors", vecs, model_id="old/folder", weights_fingerprint=ours
+    )
+    assert load_directions(moved, tiny_adapter).metadata["weights_fingerprint"] == ours
+    # ... and other weights under the same id (a retrained checkpoint) are refused
+    retrained = save_directions(
+        tmp_path / "retrained.safetensors", vecs, model_id=tiny_adapter.model_id, weights_fingerprint="0" * 16
+    )
+    with pytest.raises(DirectionFileError, match=f"weights fingerprint {'0' * 16}.*has {ours}"):
+        load_directions(retrained, tiny_adapter)
+    assert load_directions(retrained, tiny_adapter, allow_other_model=True)

@@ -33,7 +33,8 @@ def test_two_ranks_bfloat16_hub_model_equal_one_process(tiny_adapter, tiny_model
     records = run_grid_distributed(
         settings, rows, directions, generation, out_dir=tmp_path / "two", devices=2, metrics_fn=rms_metrics
     )
-    assert [r["key"] for r in records] == [r.key for r in rows]
+    assert [r["row_key"] for r in records] == [r.key for r in rows]
+    assert [r["key"] for r in records] == [r["key"] for r in one]  # the same content keys on every rank
     two = ResultStore(tmp_path / "two")
     assert comparable(two.rows()) == comparable(records) == comparable(one)  # codes_sha1 and metric values
     assert two.settings() == ResultStore(tmp_path / "one").settings()

@@ -16,7 +16,11 @@ from steerlit.engines.plan import (
 )
 from steerlit.engines.results import ResultStore
 
-from .grid_helpers import STEPS, grid_generation, small_grid
+from .grid_helpers import STEPS, grid_generation, random_directions, small_grid
+
+
+def identity_keys(rows) -> dict[str, str]:
+    return {r.key: r.key for r in rows}
 
 
 def test_plan_is_deduplicated_sorted_and_chunked():
@@ -32,10 +36,15 @@ def test_grid_plan_pending_batches():
     rows = small_grid()
     batches = plan_batches(rows, 4)
     done = [r.key for r in batches[0]] + [batches[2][0].key]  # batch 0 complete, batch 2 partly
-    plan = GridPlan.build(rows, 4, done)
+    plan = GridPlan.build(rows, 4, identity_keys(rows), done)
     assert plan.batches == tuple(tuple(b) for b in batches)
     assert plan.pending == [1, 2, 3, 4] and plan.total_rows == 18 and plan.pending_rows == 14
-    assert GridPlan.build(rows, 4).pending == [0, 1, 2, 3, 4]
+    assert GridPlan.build(rows, 4, identity_keys(rows)).pending == [0, 1, 2, 3, 4]
+    # done is matched by content key: other content keys for the same rows make every batch pending again
+    other = {r.key: f"x{r.key}" for r in rows}
+    assert GridPlan.build(rows, 4, other, done).pending == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="No content key for 1 grid rows"):
+        GridPlan.build(rows, 4, identity_keys(rows[1:]))
 
 
 def test_auto_batch_size_cpu_default(tiny_adapter):
@@ -44,9 +53,11 @@ def test_auto_batch_size_cpu_default(tiny_adapter):
 
 
 def test_plan_grid_records_settings_and_done_rows(tiny_adapter, tmp_path):
-    rows = small_grid()
+    rows, directions = small_grid(), random_directions(32, 4)
     store = ResultStore(tmp_path)
-    plan = plan_grid(tiny_adapter, rows, grid_generation(batch_size=5), store=store, orthogonalize=True)
+    plan = plan_grid(
+        tiny_adapter, rows, directions, grid_generation(batch_size=5), store=store, orthogonalize=True
+    )
     assert plan.batch_size == 5 and plan.done == frozenset()
     settings = store.settings()
     assert settings == store_settings(tiny_adapter, grid_generation(), orthogonalize=True, batch_size=5)
@@ -54,22 +65,29 @@ def test_plan_grid_records_settings_and_done_rows(tiny_adapter, tmp_path):
     # a store resumed without a batch size keeps its own; another batch size is allowed, other settings not
     assert resolve_batch_size(tiny_adapter, grid_generation(batch_size=None), store) == 5
     assert resolve_batch_size(tiny_adapter, grid_generation(batch_size=None), None) == 16
-    assert plan_grid(tiny_adapter, rows, grid_generation(batch_size=7), store=store, orthogonalize=True)
-    with pytest.raises(ValueError, match="orthogonalize"):
-        plan_grid(tiny_adapter, rows, grid_generation(batch_size=5), store=store)
-    # committed rows are done for the next plan, and a row is committed once
-    first = [r.flat() for r in plan.batches[0]]
+    # committed rows are done for the next plan (by content key), and a row is committed once
+    first = [{**r.flat(), "key": plan.keys[r.key]} for r in plan.batches[0]]
     done: set[str] = set()
     stored = commit_batch(store, first, [None] * len(first), 32000, done)
     assert [r["key"] for r in stored] == [r["key"] for r in first] and done == {r["key"] for r in first}
     assert commit_batch(store, first, [np.zeros(4)] * len(first), 32000, done) == []
-    again = plan_grid(tiny_adapter, rows, grid_generation(batch_size=None), store=store, orthogonalize=True)
+    again = plan_grid(
+        tiny_adapter, rows, directions, grid_generation(batch_size=None), store=store, orthogonalize=True
+    )
     assert again.done == done and again.pending == [1, 2, 3]
+    assert plan_grid(  # another batch size is allowed and does not replace the stored one
+        tiny_adapter, rows, directions, grid_generation(batch_size=7), store=store, orthogonalize=True
+    )
+    assert store.settings()["batch_size"] == 5
+    with pytest.raises(ValueError, match="orthogonalize"):  # a store holding rows refuses other settings
+        plan_grid(tiny_adapter, rows, directions, grid_generation(batch_size=5), store=store)
 
 
 def test_records_in_row_order():
     rows = small_grid()[:4]
-    by_key = {r.key: {"key": r.key} for r in reversed(rows)}
-    assert [r["key"] for r in records_in_row_order(rows + rows[:1], by_key, "x")] == [r.key for r in rows]
+    keys = {r.key: f"c{r.key}" for r in rows}
+    by_key = {keys[r.key]: {"key": keys[r.key]} for r in reversed(rows)}
+    ordered = records_in_row_order(rows + rows[:1], by_key, "x", keys)
+    assert [r["key"] for r in ordered] == [keys[r.key] for r in rows]
     with pytest.raises(RuntimeError, match="1 grid rows are missing from the store"):
-        records_in_row_order(rows, {k: v for k, v in list(by_key.items())[1:]}, "the store")
+        records_in_row_order(rows, {k: v for k, v in list(by_key.items())[1:]}, "the store", keys)

@@ -1,10 +1,22 @@
+import copy
 import json
+import os
 import shutil
 
 import pytest
 import torch
 
-from steerlit.models.loading import ModelLoadError, load_adapter, load_model
+from steerlit.files import sha256_file
+from steerlit.models.loading import (
+    DIGESTS_FILE,
+    ModelLoadError,
+    folder_fingerprint,
+    load_adapter,
+    load_model,
+    model_files,
+    parameters_fingerprint,
+    weights_fingerprint,
+)
 from steerlit.models.settings import ModelSettings
 from steerlit.models.tiny import build_tiny_musicgen, install_in_hub_cache, tiny_musicgen_config
 
@@ -117,3 +129,57 @@ def test_tiny_short_name_is_built_once(tmp_path, monkeypatch):
     assert first.model_id == second.model_id == "tiny"
     w1 = first.model.decoder.lm_heads[0].weight
     assert torch.equal(w1, second.model.decoder.lm_heads[0].weight)
+
+
+def hub_layout_with_blobs(folder, cache, repo_id="facebook/musicgen-small", revision="f" * 40):
+    """A hub cache as `hf download` writes it: snapshot files are links to blobs named by their sha256."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for item in folder.iterdir():
+        if item.is_file():
+            blob = repo / "blobs" / sha256_file(item)
+            shutil.copy2(item, blob)
+            (snapshot / item.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_weights_fingerprint_identifies_the_files(tiny_model_dir, tmp_path, monkeypatch):
+    """Same files: same fingerprint in every dtype, process and place; one changed weight: another one."""
+    monkeypatch.setenv("STEERLIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    a = load_model(str(folder))
+    fp = weights_fingerprint(a)
+    assert len(fp) == 16 and fp == folder_fingerprint(folder) == weights_fingerprint(a.model)
+    assert weights_fingerprint(load_model(str(folder), dtype="bfloat16")) == fp
+    assert folder_fingerprint(tiny_model_dir) == fp  # another folder, the same files
+    memo = json.loads((tmp_path / "cache" / DIGESTS_FILE).read_text())
+    assert memo[str((folder / "model.safetensors").resolve())]["sha256"] == sha256_file(
+        folder / "model.safetensors"
+    )
+    assert {p.name for p in model_files(folder)} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    # a hub snapshot whose files link to blobs: the blob names are the digests (nothing is read)
+    hub_layout_with_blobs(tiny_model_dir, tmp_path / "hub")
+    hub = load_model("facebook/musicgen-small", hf_cache_dir=str(tmp_path / "hub"))
+    assert weights_fingerprint(hub) == fp
+    # retrained: one weight changes and is saved into the same folder
+    with torch.no_grad():
+        a.decoder_layers[1].fc2.weight[0, 0] += 1e-4
+    assert weights_fingerprint(a) != fp and weights_fingerprint(a).startswith("p")  # changed in memory
+    a.model.save_pretrained(folder)
+    assert weights_fingerprint(load_model(str(folder))) not in (fp, weights_fingerprint(a))
+
+
+def test_parameters_fingerprint_of_a_model_built_in_memory(tiny_adapter):
+    model = copy.deepcopy(tiny_adapter.model)
+    fp = weights_fingerprint(model)
+    assert fp.startswith("p") and fp == parameters_fingerprint(model) == weights_fingerprint(
+        copy.deepcopy(model)
+    )
+    with torch.no_grad():
+        model.decoder.lm_heads[0].weight[3, 3] *= 2
+    assert weights_fingerprint(model) != fp
