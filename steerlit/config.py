@@ -16,9 +16,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerlit.data.probe_set import resolve_probe_path
+from steerlit.resources import resource_dir
 from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = resource_dir("configs")
 GROUPS = ("model", "probe", "extract", "fit", "steer", "metrics", "logger", "trainer")
 # Short top-level aliases accepted on the command line.
 ALIASES = {
