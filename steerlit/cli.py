@@ -43,7 +43,8 @@ from steerlit.sweeps.local import run_sweep_cli
 EPILOG = """examples:
   steerlit run                                   # the whole study on the default config
   steerlit run experiment=alpha_sweep_tempo steer.alphas=[-8,0,8]
-  steerlit run model=facebook/musicgen-small trainer=gpu   # needs the weights locally
+  steerlit run model=musicgen_small               # MusicGen study: probe sets, paper grid, trainer=gpu, fp16
+  steerlit run model=musicgen_small trainer=cpu model.hf_cache_dir=DIR   # weights: `hf download facebook/musicgen-small`
   steerlit config experiment=strategy_tempo      # print the resolved config
   steerlit extract run_name=myrun                # activations only; then: steerlit fit --run runs/myrun
   steerlit steer --run runs/myrun steer.alphas=[-4,0,4]
