@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import soundfile as sf
@@ -21,7 +23,7 @@ from steerlit.directions.io import load_directions
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
 from steerlit.engines.select import generate_with
 from steerlit.engines.settings import GenerationSettings
-from steerlit.files import atomic_path
+from steerlit.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from steerlit.intervene.injection import STRATEGIES
 from steerlit.models.loading import ModelLoadError, load_adapter, load_model
 from steerlit.study.evaluation import Evaluation
@@ -41,10 +43,12 @@ from steerlit.sweeps.commands import run_sweep_cli
 EPILOG = """examples:
   steerlit run                                   # the whole study on the default config
   steerlit run experiment=alpha_sweep_tempo steer.alphas=[-8,0,8]
-  steerlit run model=facebook/musicgen-small trainer=gpu   # needs the weights locally
+  steerlit run model=musicgen_small               # MusicGen study: probe sets, paper grid, trainer=gpu, fp16
+  steerlit run model=musicgen_small trainer=cpu model.hf_cache_dir=DIR   # weights: `hf download facebook/musicgen-small`
   steerlit config experiment=strategy_tempo      # print the resolved config
   steerlit extract run_name=myrun                # activations only; then: steerlit fit --run runs/myrun
   steerlit steer --run runs/myrun steer.alphas=[-4,0,4]
+  steerlit steer --run runs/myrun --out runs/myrun-10s steer.seconds=10   # a new folder; myrun stays as it is
   steerlit generate "a lo-fi hip hop beat" --out beat.wav --directions runs/myrun/tempo/directions.safetensors \\
       --method diffmean --layer 2 --alpha 4
   steerlit sweep configs/sweep/alpha_layer_grid.yaml
@@ -83,8 +87,9 @@ def cmd_extract(args) -> int:
     return 0
 
 
-def _run_settings(args):
-    """Settings of an existing run folder, with new overrides on top, and its layout."""
+def _run_settings(args, root: Path | None = None):
+    """Settings of an existing run folder, with new overrides on top, placed in ``root`` (default: the run
+    folder itself), and the source run's layout."""
     run = Path(args.run)
     layout = RunLayout(run)
     if not layout.config.exists():
@@ -92,7 +97,8 @@ def _run_settings(args):
             f"error: {run} has no config.yaml; pass a folder made by `steerlit run` or `steerlit extract`."
         )
     settings = compose(args.overrides, config_path=layout.config)
-    return dataclasses.replace(settings, output_dir=str(run.parent), run_name=run.name), layout
+    root = root or run
+    return dataclasses.replace(settings, output_dir=str(root.parent), run_name=root.name), layout
 
 
 def _concept_names(probe) -> list[str]:
@@ -106,16 +112,70 @@ def cmd_fit(args) -> int:
     return 0
 
 
+SOURCE_FILE = "source.json"  # a re-steered run folder: its source run and directions hashes
+TABLE_FILES = ("summary.csv", "per_alpha.csv", "metrics.csv")  # a finished grid's tables: never overwritten
+
+
+def finished_tables(root: Path) -> list[str]:
+    return [name for name in TABLE_FILES if (root / name).exists()]
+
+
+def steer_target(source: Path, out: str | None) -> Path:
+    """Where ``steer --run source`` writes: ``--out`` (a folder without finished tables); else the run itself
+    while it has no finished tables (extract → fit → steer, or resuming an interrupted grid); else a new sibling
+    ``<run>-steer-<timestamp>``, so that re-steering never overwrites a result."""
+    if out is not None:
+        target = Path(out)
+        if finished_tables(target):
+            raise SystemExit(
+                f"error: --out {target} already holds a finished grid ({', '.join(finished_tables(target))}); "
+                "pass a new folder to --out."
+            )
+        return target
+    if not finished_tables(source):
+        return source
+    target = source.parent / f"{source.name}-steer-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"{source} already has its tables; writing this grid to {target} (choose the folder with --out)")
+    return target
+
+
+def link_source_run(settings, source: RunLayout, concepts: list[str]) -> RunLayout:
+    """Make the new run folder of a re-steer: ``config.yaml`` (the new settings, headed by the source run),
+    each concept's directions copied from the source, and ``source.json`` (the source run and the sha256 of
+    every directions file), so the folder can be steered again on its own."""
+    target = RunLayout.create(settings.output_dir, settings.run_name)
+    origin = str(source.root.resolve())
+    atomic_write_text(
+        target.config, f"# re-steered from source_run: {origin} (see source.json)\n" + to_yaml(settings)
+    )
+    files = {}
+    for concept in concepts:
+        data = source.directions(concept).read_bytes()
+        atomic_write_bytes(target.directions(concept), data)
+        files[concept] = {
+            "path": str(source.directions(concept).resolve()),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    atomic_write_json(target.root / SOURCE_FILE, {"source_run": origin, "directions": files})
+    return target
+
+
 def cmd_steer(args) -> int:
-    settings, layout = _run_settings(args)
+    source = Path(args.run)
+    target = steer_target(source, args.out)
+    settings, layout = _run_settings(args, target)
+    concepts = _concept_names(settings.probe)
+    if target.resolve() != source.resolve():
+        layout = link_source_run(settings, layout, concepts)
     adapter = load_adapter(settings.model)
     check_layers(settings, adapter.num_layers)
-    directions = load_concept_directions(layout, _concept_names(settings.probe), adapter)
+    directions = load_concept_directions(layout, concepts, adapter)
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
     plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
     print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
+    print(layout.root)
     return 0
 
 
@@ -196,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--run", required=True, help="run folder (runs/<name>)")
+        if name == "steer":
+            p.add_argument(
+                "--out",
+                help="new run folder for this grid (it reads --run's directions; --run is never changed). "
+                "Default: --run itself until it has tables, then a new sibling <run>-steer-<timestamp>",
+            )
         _add_overrides(p)
         p.set_defaults(fn=fn)
     p = sub.add_parser("generate", help="steer one prompt into a wav file for quick listening")

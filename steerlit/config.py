@@ -16,9 +16,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerlit.data.probe_set import resolve_probe_path
+from steerlit.resources import resource_dir
 from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = resource_dir("configs")
 GROUPS = ("model", "probe", "extract", "fit", "steer", "metrics", "logger", "trainer")
 # Short top-level aliases accepted on the command line.
 ALIASES = {
@@ -66,43 +67,100 @@ def _expand_aliases(overrides: list[str], configs_dir: Path) -> tuple[list[str],
     return out, choices
 
 
+GENERIC_MUSICGEN = (
+    "musicgen_small"  # a hub id or folder given as model=... takes this model file's `defaults:`
+)
+SHIPPED_MODELS = ("testbed", "tiny")
+GPU_ACCELERATORS = ("gpu", "cuda")
+GPU_DTYPE = (
+    "float16"  # MusicGen's own half precision on CUDA (model.dtype=bfloat16 where the card supports it)
+)
+
+
+def _model_defaults(choices: dict, overrides: list[str], configs_dir: Path) -> dict:
+    """The group choices a model file brings (its ``defaults:``: probe sets, grid, metrics, trainer).
+
+    A model given by hub id or folder (``model=facebook/musicgen-small``) brings those of
+    ``configs/model/musicgen_small.yaml``; the shipped testbed and tiny models bring none."""
+    name = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("model.name=")), None)
+    if name is not None and "model" not in choices:
+        if name in SHIPPED_MODELS:
+            return {}
+        choices = {"model": GENERIC_MUSICGEN}
+    if "model" not in choices:
+        return {}
+    node = _read_yaml(configs_dir / "model" / f"{choices['model']}.yaml", "model")
+    return dict(node.get("defaults", {}))
+
+
+def _group_layers(choices: dict, configs_dir: Path) -> list[DictConfig]:
+    layers = []
+    for group in GROUPS:
+        if group in choices:
+            node = _read_yaml(configs_dir / group / f"{choices[group]}.yaml", group)
+            node = OmegaConf.masked_copy(node, [k for k in node if k != "defaults"])
+            layers.append(OmegaConf.create({group: node}))
+    return layers
+
+
+def _device_layer(merged: DictConfig, layers: list[DictConfig]) -> DictConfig:
+    """One device setting: ``model.device`` follows ``trainer.accelerator`` (cuda, in float16, on a GPU trainer)
+    unless a layer sets it; a set device that contradicts the trainer is an error before anything loads."""
+    accelerator = str(merged.trainer.accelerator)
+    wants_gpu = accelerator in GPU_ACCELERATORS
+    explicit = [OmegaConf.select(layer, "model.device") for layer in layers]
+    explicit = [d for d in explicit if d is not None]
+    if not explicit:
+        model = {"device": "cuda" if wants_gpu else "cpu"}
+        if wants_gpu and not any(OmegaConf.select(layer, "model.dtype") for layer in layers):
+            model["dtype"] = GPU_DTYPE
+        return OmegaConf.create({"model": model})
+    device = str(explicit[-1])
+    if device.startswith("cuda") != wants_gpu:
+        fix = "trainer=gpu (or trainer=ddp_gpus)" if device.startswith("cuda") else "trainer=cpu"
+        raise ConfigError(
+            f"model.device={device} contradicts trainer.accelerator={accelerator}: use {fix}, or drop "
+            "model.device (it follows the trainer: cuda in float16 on a GPU trainer, else cpu)."
+        )
+    return OmegaConf.create({})
+
+
 def compose(
     overrides: list[str] | None = None,
     *,
     config_path: str | Path | None = None,
     configs_dir: Path = CONFIGS_DIR,
 ) -> StudySettings:
-    """Build the run settings: schema ← group files ← experiment ← user file ← dotlist overrides."""
+    """Build the run settings: schema ← group files (default.yaml's choices ← the model file's ``defaults:`` ←
+    the experiment's ← the command line's) ← default.yaml ← experiment ← user file ← dotlist overrides."""
     overrides, group_choices = _expand_aliases(list(overrides or []), configs_dir)
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     overrides = [o for o in overrides if not o.startswith("experiment=")]
-    schema = OmegaConf.structured(StudySettings)
-    layers: list = [schema]
     default = (
         _read_yaml(configs_dir / "default.yaml", "Config")
         if (configs_dir / "default.yaml").exists()
         else None
     )
-    choices = dict(default.get("defaults", {})) if default is not None else {}
-    if experiment:
-        exp = _read_yaml(configs_dir / "experiment" / f"{experiment}.yaml", "Experiment")
-        choices.update(dict(exp.get("defaults", {})))
-    choices.update(group_choices)
-    for group in GROUPS:
-        if group in choices:
-            layers.append(
-                OmegaConf.create({group: _read_yaml(configs_dir / group / f"{choices[group]}.yaml", group)})
-            )
+    base = dict(default.get("defaults", {})) if default is not None else {}
+    exp = _read_yaml(configs_dir / "experiment" / f"{experiment}.yaml", "Experiment") if experiment else None
+    exp_choices = dict(exp.get("defaults", {})) if exp is not None else {}
+    model_choice = {k: v for k, v in {**base, **exp_choices, **group_choices}.items() if k == "model"}
+    if "model" not in {**exp_choices, **group_choices}:
+        model_choice = {} if any(o.startswith("model.name=") for o in overrides) else model_choice
+    model_defaults = _model_defaults(model_choice, overrides, configs_dir)
+    choices = {**base, **model_defaults, **exp_choices, **group_choices}
+    layers: list = [OmegaConf.structured(StudySettings), *_group_layers(choices, configs_dir)]
     if default is not None:
         layers.append(OmegaConf.masked_copy(default, [k for k in default if k != "defaults"]))
-    if experiment:
+    if exp is not None:
         layers.append(OmegaConf.masked_copy(exp, [k for k in exp if k != "defaults"]))
         layers.append(OmegaConf.create({"experiment": experiment}))
     if config_path is not None:
         layers.append(_read_yaml(Path(config_path), "Config file"))
     try:
         layers.append(OmegaConf.from_dotlist(overrides))
-        settings = OmegaConf.to_object(OmegaConf.merge(*layers))
+        device = _device_layer(OmegaConf.merge(*layers), layers[1:])
+        settings = OmegaConf.to_object(OmegaConf.merge(*layers, device))
     except OmegaConfBaseException as err:
         raise ConfigError(_explain(err, layers[1:])) from None
     validate(settings)

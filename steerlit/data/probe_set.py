@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-import steerlit
+from steerlit.resources import resource_dir
 
 ENV_PROBES_DIR = "STEERLIT_PROBES_DIR"
 PROBE_SET_KEYS = ("name", "description", "poles", "prompts", "pairs")
@@ -261,9 +261,10 @@ def validate_against_eval(
 
 
 def default_probes_dir() -> Path:
-    """``$STEERLIT_PROBES_DIR`` if set, else the repository's ``probes/`` directory."""
+    """``$STEERLIT_PROBES_DIR`` if set, else ``probes/`` on the resource search path
+    (:func:`steerlit.resources.resource_dir`: ``$STEERLIT_HOME``, the checkout, the installed package data)."""
     env = os.environ.get(ENV_PROBES_DIR)
-    return Path(env).expanduser() if env else Path(steerlit.__file__).resolve().parents[1] / "probes"
+    return Path(env).expanduser() if env else resource_dir("probes")
 
 
 def available_probe_sets(probes_dir: PathLike | None = None) -> list[str]:

@@ -36,9 +36,9 @@ from steerlit.files import atomic_directory, atomic_write_json, sha256_file, ten
 from steerlit.models.adapter import MusicGenAdapter
 from steerlit.models.settings import ModelSettings
 from steerlit.models.tiny import build_tiny_musicgen
+from steerlit.resources import resource_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINTS_DIR = Path(os.environ.get("STEERLIT_CHECKPOINTS", REPO_ROOT / "checkpoints"))
+CHECKPOINTS_DIR = Path(os.environ.get("STEERLIT_CHECKPOINTS") or resource_dir("checkpoints"))
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
