@@ -221,11 +221,14 @@ def load_model(
     if path is not None:
         check_local_folder(path)
     with quiet_hf_load():
-        return load_checked(source, model_id, local_only, hub_cache, device, torch_dtype, attn_implementation)
+        return load_checked(
+            source, path, model_id, local_only, hub_cache, device, torch_dtype, attn_implementation
+        )
 
 
-def load_checked(source, model_id, local_only, hub_cache, device, torch_dtype, attn_implementation):
-    """:func:`load_model` once the source is resolved: config check, weights, processor."""
+def load_checked(source, path, model_id, local_only, hub_cache, device, torch_dtype, attn_implementation):
+    """:func:`load_model` once the source is resolved (``path``: the local folder, None for a hub id): config
+    check, weights, processor, and the files the weights fingerprint is computed from."""
     from transformers import (  # deferred: transformers
         AutoConfig,
         AutoProcessor,
