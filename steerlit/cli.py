@@ -21,7 +21,7 @@ from steerlit.config import ConfigError, check_layers, compose, to_yaml
 from steerlit.directions.fit import METHODS
 from steerlit.directions.io import load_directions
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
-from steerlit.engines.select import generate_with
+from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from steerlit.intervene.injection import STRATEGIES
@@ -180,19 +180,8 @@ def cmd_steer(args) -> int:
 
 
 def generate_clip(adapter, prompt: str, generation: GenerationSettings, seed: int, steering=None):
-    """One clip through the engines' generate entry point (``generate_with``; a settings-based
-    ``engines.generate(adapter, prompts, generation, *, seeds, steering, decode_audio)`` would replace it)."""
-    return generate_with(
-        generation.engine,
-        adapter,
-        [prompt],
-        max_new_tokens=adapter.seconds_to_steps(generation.seconds),
-        guidance_scale=generation.guidance_scale,
-        seeds=[seed],
-        temperature=generation.temperature,
-        top_k=generation.top_k,
-        steering=[steering] if steering else None,
-    )
+    """One clip through the engines' one generate entry point (the engine is ``generation.engine``)."""
+    return generate(adapter, [prompt], generation, seeds=[seed], steering=[steering] if steering else None)
 
 
 def cmd_generate(args) -> int:

@@ -3,7 +3,7 @@
 Loads a transformers ``ClapModel`` + ``ClapProcessor`` from a local folder only (no downloads).
 Get a checkpoint once on a machine with network access::
 
-    huggingface-cli download laion/clap-htsat-unfused --local-dir checkpoints/clap-htsat-unfused
+    hf download laion/clap-htsat-unfused --local-dir checkpoints/clap-htsat-unfused
 
 and point the config key ``metrics.clap_path`` at that folder.
 
@@ -30,7 +30,7 @@ from steerlit.metrics.quality import feature_stats, frechet_distance
 
 CLAP_HINT = (
     "Download a CLAP checkpoint once with network access, e.g. "
-    "`huggingface-cli download laion/clap-htsat-unfused --local-dir checkpoints/clap-htsat-unfused`, "
+    "`hf download laion/clap-htsat-unfused --local-dir checkpoints/clap-htsat-unfused`, "
     "and set the config key `metrics.clap_path` to that folder."
 )
 
