@@ -1,5 +1,8 @@
 """Validation first (issue 23): bad settings fail with one message before any folder or model; dry runs."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from steerlit.cli import main
@@ -41,9 +44,8 @@ def test_steer_layers_must_be_extracted(tmp_path, capsys):
 
 def test_concept_without_attribute_fails_first(tmp_path, capsys):
     probe = tmp_path / "loud.yaml"
-    probe.write_text(
-        "name: loudness\npositive: [a loud track, a very loud song]\nnegative: [a quiet track, a soft song]\n"
-    )
+    text = (Path(__file__).parents[2] / "probes" / "testbed_tempo.yaml").read_text()
+    probe.write_text(re.sub(r"(?m)^name: .*$", "name: loudness", text))
     rc = main(["run", *BASE, f"output_dir={tmp_path / 'runs'}", f"probe.concepts=[{probe}]"])
     err = capsys.readouterr().err
     assert rc == 2 and "metrics.attributes" in err
