@@ -57,6 +57,8 @@ def test_ranks_started_together_share_one_folder_named_by_the_job(tmp_path, monk
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
         assert Layout.create(tmp_path, None, "exp").name == "exp-jobabc"
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("STEERLIT_RUN_DIR")
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     import pytest
 
