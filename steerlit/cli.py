@@ -26,7 +26,9 @@ from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from steerlit.intervene.injection import STRATEGIES
 from steerlit.models.loading import ModelLoadError, load_adapter, load_model
+from steerlit.study.estimate import estimate_for_study, format_estimate
 from steerlit.study.evaluation import Evaluation
+from steerlit.study.launch import RUN_DIR_ENV, global_rank, handle_stop_signals, resume_hint, stop_exit_code
 from steerlit.study.layout import RunLayout
 from steerlit.study.run import run_study, start_run
 from steerlit.study.stages import (
@@ -66,7 +68,11 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    run_study(_compose(args), probe_callbacks=SteeredGenerationCallback.for_probes)
+    settings = _compose(args)
+    if args.dry_run:  # before any model loads
+        print(format_estimate(estimate_for_study(settings)))
+        return 0
+    run_study(settings, probe_callbacks=SteeredGenerationCallback.for_probes)
     return 0
 
 
@@ -232,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="the main job: extract, fit directions, steer the grid, measure, log")
     _add_overrides(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the grid rows, decode steps and estimated time, then exit",
+    )
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("config", help="print the resolved config (after experiment and overrides)")
     _add_overrides(p)
@@ -293,11 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    handle_stop_signals()
     try:
         return args.fn(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, SystemExit):
+        code = (
+            stop_exit_code()
+        )  # Lightning turns the interrupt into SystemExit(1) after shutting its ranks down
+        if code is None:
+            raise
+        if global_rank() == 0:
+            print(f"steerlit: {resume_hint(os.environ.get(RUN_DIR_ENV))}", file=sys.stderr, flush=True)
+        return code
 
 
 if __name__ == "__main__":

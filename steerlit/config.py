@@ -10,14 +10,18 @@ the allowed choices), so no field is declared twice.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from steerlit.data.probe_set import resolve_probe_path
+from steerlit.data.probe_set import load_eval_prompts, load_probe_set
+from steerlit.directions.extraction import check_extract_settings
+from steerlit.intervene.schedules import make_schedule
 from steerlit.resources import resource_dir
 from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
+from steerlit.study.tables import attribute_for
 
 CONFIGS_DIR = resource_dir("configs")
 GROUPS = ("model", "probe", "extract", "fit", "steer", "metrics", "logger", "trainer")
@@ -180,6 +184,8 @@ def _explain(err: OmegaConfBaseException, layers: list[DictConfig]) -> str:
         if found is not None:
             key, index, value, msg = found
             return f"Bad value for config key {key!r} (item {index}, {value!r}): {msg}"
+    if "is not a TupleConfig" in msg or "is not a ListConfig" in msg:
+        return f"Bad value for config key {key!r}: it takes a list, not one value; write e.g. {key}=[-2,0,2]."
     return f"Bad value for config key {key!r}: {msg}"
 
 
@@ -215,8 +221,9 @@ def _nested(key: str, value) -> DictConfig:
 
 
 def validate(settings: StudySettings) -> None:
-    """Checks that need no model: non-empty grids, fitted methods, probe-set files present (choices and types
-    are checked by the schema while composing)."""
+    """Every check that needs no model weights (choices and types are checked by the schema while composing):
+    the grid, generation settings, layers, schedule, and the contents of every probe file. Runs before any
+    work or folder (``compose`` calls it; so do ``run``, ``extract``, ``fit``, ``steer`` and ``generate``)."""
     steer = settings.steer
     if not steer.alphas:
         raise ConfigError("steer.alphas is empty: give at least one α, e.g. steer.alphas=[-2,0,2].")
@@ -229,18 +236,73 @@ def validate(settings: StudySettings) -> None:
         raise ConfigError(f"steer.methods {missing} are not fitted; add them to fit.methods.")
     if not steer.strategies:
         raise ConfigError("steer.strategies is empty; use one_to_one and/or one_to_all.")
-    if steer.seconds <= 0:
-        raise ConfigError(f"steer.seconds must be > 0, got {steer.seconds}.")
-    for key, layers in (("steer.layers", steer.layers), ("extract.layers", settings.extract.layers)):
+    try:
+        check_extract_settings(settings.extract)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    validate_generation(steer)
+    validate_layers(settings)
+    validate_probe_files(settings)
+
+
+def validate_generation(steer) -> None:
+    """α values, clip length, batch size, temperature, prompt count and the schedule of ``steer``."""
+    bad = [a for a in steer.alphas if not math.isfinite(float(a))]
+    if bad:
+        raise ConfigError(f"steer.alphas must be finite numbers, got {bad} in {list(steer.alphas)}.")
+    for key, value in (("seconds", steer.seconds), ("batch_size", steer.batch_size)):
+        if value <= 0:
+            raise ConfigError(f"steer.{key} must be > 0, got {value}.")
+    if steer.temperature <= 0:
+        raise ConfigError(
+            f"steer.temperature must be > 0, got {steer.temperature} (for greedy decoding use steer.top_k=1)."
+        )
+    if steer.n_prompts is not None and steer.n_prompts <= 0:
+        raise ConfigError(
+            f"steer.n_prompts must be >= 1, got {steer.n_prompts} (use steer.n_prompts=null for all prompts)."
+        )
+    schedule = (
+        OmegaConf.to_container(steer.schedule) if OmegaConf.is_config(steer.schedule) else steer.schedule
+    )
+    glued = [k for k in (schedule if isinstance(schedule, dict) else {}) if ":" in str(k)]
+    if glued or (isinstance(schedule, str) and ":" in schedule):  # `{kind:foo}`: YAML reads one key
+        raise ConfigError(
+            f"steer.schedule has {(glued or [schedule])[0]!r}: put a space after each colon, e.g. "
+            "'steer.schedule={kind: exp_decay, rate: 0.1}'."
+        )
+    try:
+        make_schedule(schedule)
+    except ValueError as err:
+        raise ConfigError(f"steer.schedule: {err}") from None
+
+
+def validate_layers(settings: StudySettings) -> None:
+    """No negative layer; the grid's source layers among the extracted ones (when extract.layers is set)."""
+    steer_layers, extract_layers = settings.steer.layers, settings.extract.layers
+    for key, layers in (("steer.layers", steer_layers), ("extract.layers", extract_layers)):
         if layers is not None and any(int(x) < 0 for x in layers):
             raise ConfigError(f"{key} has a negative layer: {list(layers)}.")
-    for name in [*settings.probe.concepts, settings.probe.eval_set]:
+    if steer_layers and extract_layers is not None:
+        outside = sorted(set(map(int, steer_layers)) - set(map(int, extract_layers)))
+        if outside:
+            raise ConfigError(
+                f"steer.layers {outside} are not extracted (extract.layers={list(extract_layers)}); add them "
+                "to extract.layers, or leave extract.layers=null for every layer."
+            )
+
+
+def validate_probe_files(settings: StudySettings) -> None:
+    """Every probe set and the evaluation set load; each concept has an attribute that measures it."""
+    for name in settings.probe.concepts:
         try:
-            path = resolve_probe_path(name)
+            probe_set = load_probe_set(name)
+            attribute_for(probe_set.name, settings.metrics.attributes)
         except ValueError as err:
-            raise ConfigError(str(err)) from None
-        if not Path(path).exists():
-            raise ConfigError(f"Probe set {name!r} not found at {path}.")
+            raise ConfigError(f"probe.concepts {name!r}: {err}") from None
+    try:
+        load_eval_prompts(settings.probe.eval_set)
+    except ValueError as err:
+        raise ConfigError(f"probe.eval_set {settings.probe.eval_set!r}: {err}") from None
 
 
 __all__ = ["CONFIGS_DIR", "ConfigError", "as_dict", "check_layers", "compose", "to_yaml", "validate"]

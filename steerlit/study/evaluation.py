@@ -143,6 +143,7 @@ def steer(
             out_dir=paths.folder,
             devices=devices,
             accelerator=trainer.accelerator,
+            strategy=trainer.strategy,  # ddp: joins the ranks the command line was re-run as
             metrics_fn=metrics_fn,
             progress=trainer.enable_progress_bar,
         )

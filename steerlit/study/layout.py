@@ -1,6 +1,9 @@
 """The run folder: every path a run writes, readable without W&B. This docstring is its one description.
 
-``<output_dir>/<run_name>/`` (default name ``<experiment or 'run'>-<YYYYmmdd-HHMMSS>``)::
+``<output_dir>/<run_name>/`` (default name ``<experiment or 'run'>-<YYYYmmdd-HHMMSS>``, or ``-job<id>`` under
+torchrun / SLURM)::
+
+    .lock                                held by the run using the folder (steerlit.study.launch.RunLock)
 
     config.yaml                          the resolved settings (`steerlit fit|steer --run` read them back)
     <concept>/activations/               activation cache: <split>/shard-NNNNN.safetensors, index.json,
@@ -23,9 +26,10 @@ in the run folder itself, or one probe-training stage under ``<concept>/epochs/<
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from steerlit.study.launch import resolve_run_root
 
 FINAL_STAGE = "final"
 SAMPLES_DIR = "samples"  # what steerlit.engines.results.ResultStore writes under a grid folder
@@ -75,9 +79,9 @@ class RunLayout:
 
     @classmethod
     def create(cls, output_dir: str | Path, run_name: str | None, experiment: str | None = None) -> RunLayout:
-        """A new (or resumed, when ``run_name`` exists) run folder under ``output_dir``."""
-        name = run_name or f"{experiment or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        root = Path(output_dir) / name
+        """A new (or resumed, when ``run_name`` exists) run folder under ``output_dir``; every rank of a
+        multi-process run gets the same one (:func:`steerlit.study.launch.resolve_run_root`)."""
+        root = resolve_run_root(output_dir, run_name, experiment)
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
 

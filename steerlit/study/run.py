@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import torch.distributed as dist
 
+from steerlit.directions.ddp import num_processes
 from steerlit.directions.io import DirectionSet, load_directions
 from steerlit.files import atomic_write_text
+from steerlit.metrics import warm_metrics
 from steerlit.models.loading import load_adapter
-from steerlit.study.evaluation import Directions, Evaluation, GridPlan
+from steerlit.study.evaluation import Directions, Evaluation, GridPlan, steer
+from steerlit.study.launch import RunLock, global_rank
 from steerlit.study.layout import RunLayout
 from steerlit.study.objective import best_summary
 from steerlit.study.records import SummaryRow
@@ -57,17 +61,40 @@ class ProbeSteering:
 ProbeCallbacks = Callable[[ProbeSteering], Sequence[Any]]  # -> Lightning callbacks for the probe Trainer
 
 
+ACTIVE_LOCKS: dict[str, RunLock] = {}  # run folder -> the lock this process holds on it
+
+
 def start_run(settings: StudySettings) -> RunLayout:
-    """Create the run folder (``output_dir/run_name``) and write the resolved ``config.yaml``."""
+    """Create (or reopen) the run folder ``output_dir/run_name``; on rank 0 lock it and write ``config.yaml``.
+
+    Other ranks of the same run get the same folder and write nothing. Call :func:`end_run` when done."""
     layout = RunLayout.create(settings.output_dir, settings.run_name, settings.experiment)
-    atomic_write_text(layout.config, to_yaml(settings))
+    if global_rank() == 0:
+        key = str(layout.root)
+        if key not in ACTIVE_LOCKS:
+            ACTIVE_LOCKS[key] = RunLock(layout.root)
+        atomic_write_text(layout.config, to_yaml(settings))
     return layout
+
+
+def end_run(layout: RunLayout) -> None:
+    """Release the run folder's lock (a no-op on ranks that hold none)."""
+    lock = ACTIVE_LOCKS.pop(str(layout.root), None)
+    if lock is not None:
+        lock.release()
+
+
+def wait_for_rank_zero() -> None:
+    """A barrier across the ranks of a multi-process run (nothing in one process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None = None) -> list[SummaryRow]:
     """Run the whole study; returns the summary rows (also printed, and written to ``summary.csv``).
 
-    ``probe_callbacks``: needed with ``steer.every_n_epochs > 0`` (see the module docstring)."""
+    ``probe_callbacks``: needed with ``steer.every_n_epochs > 0`` (see the module docstring). In a
+    multi-process run every rank calls it; rank 0 writes and logs, and returns the summary (others: ``[]``)."""
     every = settings.steer.every_n_epochs
     if every and probe_callbacks is None:
         raise ConfigError(
@@ -76,50 +103,75 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
             "(steerlit.callbacks.steered_generation; `steerlit run` does), or set steer.every_n_epochs=0."
         )
     check_layers(settings, model_num_layers(settings.model))  # fail before loading weights
+    if num_processes(settings.trainer.devices) > 1 and settings.trainer.strategy.startswith("ddp"):
+        warm_metrics()  # compile numba once, before any rank or worker starts
     L.seed_everything(settings.seed, verbose=False)
     layout = start_run(settings)
-    progress(f"run folder {layout.root}")
-    logger = make_wandb_logger(settings.logger, layout, as_dict(settings))
+    lead = global_rank() == 0
+    if lead:
+        progress(f"run folder {layout.root}")
+    logger = make_wandb_logger(settings.logger, layout, as_dict(settings)) if lead else None
     wandb_run = logger.experiment if logger is not None else None
     try:
-        adapter = load_adapter(settings.model)
-        progress(f"model {adapter.model_id}: {adapter.num_layers} layers x {adapter.hidden_size}")
-        evaluation = Evaluation(
-            adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
-        )
-        directions: dict[str, DirectionSet] = {}
-        for concept in settings.probe.concepts:
-            probe_set = load_concept(concept, settings.probe)
-            name = probe_set.name
-            callbacks = []
-            if every:
-                plan = grid_plan(
-                    settings.steer, settings.probe, [name], adapter.num_layers, methods=PROBE_METHODS
-                )
-                steering = ProbeSteering(
-                    evaluation, plan, layout, name, probe_directions(name), every, wandb_run
-                )
-                callbacks = list(probe_callbacks(steering))
-            extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
-            path = fit(
-                layout,
-                name,
-                settings.fit,
-                settings.trainer,
-                seed=settings.seed,
-                callbacks=callbacks,
-                wandb_run=wandb_run,
-                logger=logger,
-            )
-            directions[name] = load_directions(path, adapter)
-        progress("steering grid")
-        plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
-        summary = evaluation.run(plan, directions, layout.evaluation(), wandb_run=wandb_run)
-        if wandb_run is not None:
-            wandb_run.summary.update(best_summary(summary))  # the objective W&B sweeps optimise
-        print(format_summary(summary), flush=True)
-        progress(f"done: {layout.root}")
-        return summary
+        return run_stages(settings, layout, probe_callbacks, logger)
     finally:
         if wandb_run is not None:
             wandb_run.finish()
+        end_run(layout)
+
+
+def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logger) -> list[SummaryRow]:
+    """Load the model, extract and fit every concept, steer the grid; rank 0 measures and reports."""
+    wandb_run = logger.experiment if logger is not None else None
+    adapter = load_adapter(settings.model)
+    progress(f"model {adapter.model_id}: {adapter.num_layers} layers x {adapter.hidden_size}")
+    evaluation = Evaluation(
+        adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
+    )
+    directions: dict[str, DirectionSet] = {}
+    for concept in settings.probe.concepts:
+        probe_set = load_concept(concept, settings.probe)
+        name = probe_set.name
+        callbacks = []
+        if settings.steer.every_n_epochs:
+            plan = grid_plan(
+                settings.steer, settings.probe, [name], adapter.num_layers, methods=PROBE_METHODS
+            )
+            every = settings.steer.every_n_epochs
+            steering = ProbeSteering(evaluation, plan, layout, name, probe_directions(name), every, wandb_run)
+            callbacks = list(probe_callbacks(steering))
+        extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+        # Every rank fits the same probes on the same cache (their metrics sync over the process group, so all
+        # ranks must take part); the files are identical, written atomically; only rank 0 logs.
+        fit(
+            layout,
+            name,
+            settings.fit,
+            settings.trainer,
+            seed=settings.seed,
+            callbacks=callbacks,
+            wandb_run=wandb_run,
+            logger=logger,
+        )
+        wait_for_rank_zero()
+        directions[name] = load_directions(layout.directions(name), adapter)
+    plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
+    if global_rank() > 0:  # this rank's share of the grid; rank 0 gathers, measures and writes
+        steer(
+            adapter,
+            plan.rows(directions),
+            directions,
+            plan.steer.generation(),
+            layout.evaluation(),
+            tempo=settings.metrics.tempo,
+            model=settings.model,
+            trainer=settings.trainer,
+        )
+        return []
+    progress("steering grid")
+    summary = evaluation.run(plan, directions, layout.evaluation(), wandb_run=wandb_run)
+    if wandb_run is not None:
+        wandb_run.summary.update(best_summary(summary))  # the objective W&B sweeps optimise
+    print(format_summary(summary), flush=True)
+    progress(f"done: {layout.root}")
+    return summary

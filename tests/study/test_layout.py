@@ -45,3 +45,34 @@ def test_default_name_is_experiment_and_time(tmp_path):
     layout = RunLayout.create(tmp_path, None, "alpha_sweep")
     assert layout.name.startswith("alpha_sweep-") and Path(layout.root).parent == tmp_path
     assert RunLayout.create(tmp_path, None).name.startswith("run-")
+
+
+def test_ranks_started_together_share_one_folder_named_by_the_job(tmp_path, monkeypatch):
+    from steerlit.study.layout import RunLayout as Layout
+
+    monkeypatch.delenv("STEERLIT_RUN_DIR", raising=False)
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+        assert Layout.create(tmp_path, None, "exp").name == "exp-jobabc"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("STEERLIT_RUN_DIR")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    import pytest
+
+    from steerlit.study.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="pass run_name=NAME"):
+        Layout.create(tmp_path, None, "exp")
+
+
+def test_rerun_ranks_inherit_the_launchers_folder(tmp_path, monkeypatch):
+    from steerlit.study.layout import RunLayout as Layout
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    first = Layout.create(tmp_path, None, None)  # the launching process: a timestamped name, exported
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's ddp launcher sets for the re-run command line
+    assert Layout.create(tmp_path, None, None).root == first.root

@@ -1,0 +1,93 @@
+"""Multi-GPU from the CLI (issue 19), on CPU: `steerlit run trainer.strategy=ddp trainer.devices=2` re-runs the
+command line per rank (Lightning's ddp launcher, as on GPUs); one run folder, results equal to one process."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHEAP = [
+    "logger=none",
+    "model.dtype=bfloat16",
+    "probe=tempo_timbre",
+    "probe.max_per_pole=4",
+    "fit.methods=[diffmean,regression]",
+    "fit.probe.max_epochs=1",
+    "steer.methods=[diffmean]",
+    "steer.alphas=[-1,0,1]",
+    "steer.n_prompts=2",
+    "steer.seconds=0.3",
+    "trainer.enable_progress_bar=false",
+]
+DDP = ["trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def steerlit_run(args, env_extra=None, timeout=500):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env.update(env_extra or {})
+    cmd = [sys.executable, "-m", "steerlit.cli", "run", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def metrics(folder):
+    with open(folder / "metrics.csv") as f:
+        return sorted(csv.DictReader(f), key=lambda r: r["key"])
+
+
+@pytest.mark.slow
+def test_ddp_cli_makes_one_folder_equal_to_one_process(tmp_path, tiny_model_dir):
+    base = [*CHEAP, f"model={tiny_model_dir}"]
+    two = steerlit_run([*base, *DDP, f"output_dir={tmp_path / 'ddp'}"])  # default (timestamped) name
+    assert two.returncode == 0, two.stderr[-3000:]
+    folders = list((tmp_path / "ddp").iterdir())
+    assert len(folders) == 1, folders
+    one = steerlit_run([*base, f"output_dir={tmp_path / 'one'}", "run_name=one"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    got, want = metrics(folders[0]), metrics(tmp_path / "one" / "one")
+    assert [r["codes_sha1"] for r in got] == [r["codes_sha1"] for r in want]
+    drop = {"wav"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in got] == [
+        {k: v for k, v in r.items() if k not in drop} for r in want
+    ]
+
+
+@pytest.mark.slow
+def test_ddp_cpu_twice_on_a_fresh_numba_cache(tmp_path, tiny_model_dir):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    for attempt in ("a", "b"):
+        args = [
+            *CHEAP,
+            f"model={tiny_model_dir}",
+            "trainer=ddp_cpu",
+            f"output_dir={tmp_path}",
+            f"run_name={attempt}",
+        ]
+        done = steerlit_run(args, env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / attempt / "summary.csv").exists()
+
+
+def test_sigterm_stops_the_run_with_143_and_a_resume_line(tmp_path, tiny_model_dir):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    cmd = [
+        sys.executable,
+        "-m",
+        "steerlit.cli",
+        "run",
+        *CHEAP,
+        f"model={tiny_model_dir}",
+        f"output_dir={tmp_path}",
+        "run_name=stopme",
+        "probe.max_per_pole=null",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "caching" in line:
+            proc.terminate()
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "resume with: steerlit run run_name=stopme" in err
+    assert not (tmp_path / "stopme" / "summary.csv").exists()

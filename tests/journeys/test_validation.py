@@ -1,0 +1,70 @@
+"""Validation first (issue 23): bad settings fail with one message before any folder or model; dry runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from steerlit.cli import main
+from steerlit.study.launch import RunLock
+
+BASE = ["logger=none", "steer.n_prompts=2", "steer.seconds=1"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("steer.alphas=[0,nan]", "steer.alphas must be finite"),
+        ("steer.alphas=[0,inf]", "steer.alphas must be finite"),
+        ("steer.batch_size=0", "steer.batch_size must be > 0"),
+        ("steer.temperature=0", "steer.temperature must be > 0"),
+        ("steer.n_prompts=0", "steer.n_prompts must be >= 1"),
+        ("steer.n_prompts=-1", "steer.n_prompts must be >= 1"),
+        ("steer.schedule={kind:foo}", "space after each colon"),
+        ("steer.schedule={kind: foo}", "Unknown schedule 'foo'"),
+        ("steer.schedule={kind: exp_decay, nosuch: 1}", "Bad parameters"),
+        ("run_name=../../escape", "points outside output_dir"),
+        ("steer.alphas=5", "it takes a list, not one value"),
+        ("extract.position=mean", "use extract.position=first"),
+    ],
+)
+def test_bad_setting_fails_before_any_folder(tmp_path, capsys, override, message):
+    rc = main(["run", *BASE, f"output_dir={tmp_path / 'runs'}", override])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "escape").exists()
+
+
+def test_steer_layers_must_be_extracted(tmp_path, capsys):
+    rc = main(["run", *BASE, f"output_dir={tmp_path}", "extract.layers=[0]", "steer.layers=[1]"])
+    assert rc == 2 and "steer.layers [1] are not extracted" in capsys.readouterr().err
+
+
+def test_concept_without_attribute_fails_first(tmp_path, capsys):
+    probe = tmp_path / "loud.yaml"
+    text = (Path(__file__).parents[2] / "probes" / "testbed_tempo.yaml").read_text()
+    probe.write_text(re.sub(r"(?m)^name: .*$", "name: loudness", text))
+    rc = main(["run", *BASE, f"output_dir={tmp_path / 'runs'}", f"probe.concepts=[{probe}]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "metrics.attributes" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_prints_the_grid_without_weights(tmp_path, capsys):
+    rc = main(["run", "--dry-run", "model=musicgen_small", f"output_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "rows" in out
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_locked_run_folder_refuses_a_second_run(tmp_path, capsys):
+    folder = tmp_path / "busy"
+    lock = RunLock(folder)
+    try:
+        rc = main(["run", *BASE, f"output_dir={tmp_path}", "run_name=busy"])
+    finally:
+        lock.release()
+    assert rc == 2 and "is in use by another run" in capsys.readouterr().err
+    assert not (folder / "config.yaml").exists()
