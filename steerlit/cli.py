@@ -30,6 +30,7 @@ from steerlit.study.estimate import estimate_for_study, format_estimate
 from steerlit.study.evaluation import Evaluation
 from steerlit.study.launch import RUN_DIR_ENV, global_rank, handle_stop_signals, resume_hint, stop_exit_code
 from steerlit.study.layout import RunLayout
+from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
 from steerlit.study.stages import (
     extract,
@@ -217,6 +218,11 @@ def cmd_sweep(args) -> int:
     return run_sweep_cli(args.sweep_file, args.overrides, workers=args.workers)
 
 
+def cmd_report(args) -> int:
+    print(f"wrote {write_report(Path(args.run), thumbnails=not args.no_thumbnails)}")
+    return 0
+
+
 def cmd_sites(args) -> int:
     adapter = load_model(args.model)
     for key, value in adapter.describe().items():
@@ -291,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sites", help="describe a model and list its sites")
     p.add_argument("model", nargs="?", default="testbed")
     p.set_defaults(fn=cmd_sites)
+    p = sub.add_parser(
+        "report", help="(re)write a run folder's report.html: tables, plots, prompt x alpha audio grids"
+    )
+    p.add_argument("run", help="run folder (runs/<name>)")
+    p.add_argument("--no-thumbnails", action="store_true", help="leave out the spectrogram thumbnails")
+    p.set_defaults(fn=cmd_report)
     return parser
 
 
@@ -304,21 +316,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    handle_stop_signals()
+    previous_handlers = handle_stop_signals()
     try:
         return args.fn(args)
     except (ConfigError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SystemExit):
-        code = (
-            stop_exit_code()
-        )  # Lightning turns the interrupt into SystemExit(1) after shutting its ranks down
+        # Lightning turns the interrupt into SystemExit(1) after shutting its ranks down.
+        code = stop_exit_code()
         if code is None:
             raise
         if global_rank() == 0:
             print(f"steerlit: {resume_hint(os.environ.get(RUN_DIR_ENV))}", file=sys.stderr, flush=True)
         return code
+    finally:
+        restore_signal_handlers(previous_handlers)
 
 
 if __name__ == "__main__":

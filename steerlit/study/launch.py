@@ -129,10 +129,16 @@ def stop_on_signal(signum: int, _frame) -> None:
         raise StopRequested(signum)
 
 
-def handle_stop_signals() -> None:
-    """Install :func:`stop_on_signal` for SIGTERM and SIGINT (Lightning's signal connector calls it too)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, stop_on_signal)
+def handle_stop_signals() -> dict[int, object]:
+    """Install :func:`stop_on_signal` for SIGTERM and SIGINT (Lightning's signal connector calls it too); returns
+    the handlers it replaced, for :func:`restore_signal_handlers`."""
+    return {signum: signal.signal(signum, stop_on_signal) for signum in STOP_SIGNALS}
+
+
+def restore_signal_handlers(previous: dict[int, object]) -> None:
+    """Put back the handlers :func:`handle_stop_signals` replaced (an in-process caller keeps its own)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def stop_exit_code() -> int | None:

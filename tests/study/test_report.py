@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 from support.browser import APT_INSTALL, check_report, chromium_binaries, file_url_path
 
+from steerlit.cli import main as cli_main
 from steerlit.files import atomic_write_csv, atomic_write_text
 from steerlit.study.report import ReportError, clip_name, concept_attribute, spectrogram_image, write_report
 
@@ -382,3 +383,14 @@ def test_the_browser_check_sees_errors_missing_media_and_undecodable_audio(tmp_p
     assert [image["ok"] for image in seen.images] == [False]
     messages = " ".join(entry["message"] for entry in seen.severe_logs)
     assert "boom" in messages and "missing.png" in messages and "missing.wav" in messages
+
+
+def test_steerlit_report_command_rewrites_the_report_and_refuses_a_bad_folder(run_folder, tmp_path, capsys):
+    run_dir, _ = run_folder
+    assert cli_main(["report", str(run_dir), "--no-thumbnails"]) == 0
+    assert (run_dir / "report.html").is_file()
+    assert "wrote" in capsys.readouterr().out
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    assert cli_main(["report", str(empty)]) == 2
+    assert "steerlit run" in capsys.readouterr().err
