@@ -28,7 +28,14 @@ from steerlit.intervene.injection import STRATEGIES
 from steerlit.models.loading import ModelLoadError, load_adapter, load_model
 from steerlit.study.estimate import estimate_for_study, format_estimate
 from steerlit.study.evaluation import Evaluation
-from steerlit.study.launch import RUN_DIR_ENV, global_rank, handle_stop_signals, resume_hint, stop_exit_code
+from steerlit.study.launch import (
+    RUN_DIR_ENV,
+    global_rank,
+    handle_stop_signals,
+    restore_signal_handlers,
+    resume_hint,
+    stop_exit_code,
+)
 from steerlit.study.layout import RunLayout
 from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
