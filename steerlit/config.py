@@ -84,11 +84,12 @@ GPU_DTYPE = (
 def _model_defaults(choices: dict, overrides: list[str], configs_dir: Path) -> dict:
     """The group choices a model file brings (its ``defaults:``: probe sets, grid, metrics, trainer).
 
-    A model given by hub id or folder (``model=facebook/musicgen-small``) brings those of
-    ``configs/model/musicgen_small.yaml``; the shipped testbed and tiny models bring none."""
+    A model given by hub id (``model=facebook/musicgen-small``) brings those of ``configs/model/musicgen_small.yaml``;
+    the shipped testbed and tiny models and local folders (whose size is unknown here) bring none: for a folder
+    holding a MusicGen checkpoint, use ``model=musicgen_small model.name=DIR`` (or medium/large)."""
     name = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("model.name=")), None)
     if name is not None and "model" not in choices:
-        if name in SHIPPED_MODELS:
+        if name in SHIPPED_MODELS or Path(name).expanduser().exists():
             return {}
         choices = {"model": GENERIC_MUSICGEN}
     if "model" not in choices:

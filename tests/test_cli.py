@@ -45,12 +45,12 @@ def test_run_end_to_end_on_tiny_model(wandb_env, capsys, tiny_model_dir):
         assert (run / concept / "activations" / "index.json").exists()
         assert list((run / concept / "probes").glob("*.safetensors"))
     wavs = sorted((run / "samples").glob("*.wav"))
-    # 2 prompts x 1 seed: 2 references + 2 concepts x 2 methods x 2 non-zero alphas x 2 prompts
-    assert len(wavs) == 2 + 16
+    # 2 prompts x 1 seed: 2 references + 2 concepts x (2 methods + the random control) x 2 non-zero alphas x 2 prompts
+    assert len(wavs) == 2 + 24
     audio, sr = sf.read(wavs[0])
     assert sr == 32000 and np.isfinite(audio).all() and audio.shape[0] >= sr
     metrics = (run / "metrics.csv").read_text().splitlines()
-    assert len(metrics) == 1 + 18 and "centroid_hz" in metrics[0] and "bpm" in metrics[0]
+    assert len(metrics) == 1 + 26 and "centroid_hz" in metrics[0] and "bpm" in metrics[0]
     with open(run / "metrics.csv") as f:
         codes = {row["codes_sha1"] for row in csv.DictReader(f)}
     assert len(codes) > 2, "steering changed the generated codes"
@@ -63,7 +63,7 @@ def test_run_end_to_end_on_tiny_model(wandb_env, capsys, tiny_model_dir):
     samples = [t for t in tables if "samples" in t.name]
     assert samples, [t.name for t in tables]
     table = json.loads(samples[0].read_text())
-    assert "audio" in table["columns"] and len(table["data"]) == 18
+    assert "audio" in table["columns"] and len(table["data"]) == 26
     assert list(runs[0].glob("*.wandb"))
 
 
@@ -99,7 +99,7 @@ def test_generate_subcommand_writes_a_wav(wandb_env, tiny_model_dir, tmp_path):
 def test_generate_with_directions_steers_the_clip(wandb_env, tiny_model_dir, tmp_path):
     g = torch.Generator().manual_seed(0)
     vectors = {("diffmean", f"resid_post.{i}"): 4 * torch.randn(32, generator=g) for i in range(4)}
-    directions = save_directions(tmp_path / "d.safetensors", vectors, model_id="tiny")
+    directions = save_directions(tmp_path / "d.safetensors", vectors, model_id=str(tiny_model_dir))
     clips = {}
     for alpha in ("0", "3"):
         wav = tmp_path / f"clip{alpha}.wav"

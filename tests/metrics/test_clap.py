@@ -32,7 +32,7 @@ def test_missing_folder_raises(tmp_path):
     missing = tmp_path / "no_clap_here"
     with pytest.raises(ValueError, match="no_clap_here") as info:
         ClapScorer(str(missing))
-    assert "huggingface-cli download laion/clap-htsat-unfused" in str(info.value)
+    assert "hf download laion/clap-htsat-unfused" in str(info.value)
     assert "metrics.clap_path" in str(info.value)
 
 

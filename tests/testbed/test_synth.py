@@ -6,6 +6,7 @@ import numpy as np
 from scipy.signal import find_peaks
 from scipy.stats import spearmanr
 
+from steerlit.config import compose
 from steerlit.metrics.brightness import spectral_centroid
 from steerlit.metrics.tempo import estimate_tempo
 from steerlit.testbed.synth import (
@@ -97,10 +98,10 @@ def test_steerlit_metrics_read_the_known_attributes_of_clips():
 
 def test_testbed_metric_config_uses_the_synth_tempo_settings():
     """The default job measures BPM with the same estimator settings as the testbed evaluation."""
-    from steerlit.config import compose
-
     for overrides in ([], ["experiment=testbed_study"]):
-        assert dict(compose(overrides).metrics.tempo) == TEMPO_ESTIMATOR
+        tempo = compose(overrides).metrics.tempo
+        assert tempo.estimator == "librosa"
+        assert {k: getattr(tempo, k) for k in TEMPO_ESTIMATOR} == TEMPO_ESTIMATOR
 
 
 def test_pitched_note_value_follows_the_tempo():
