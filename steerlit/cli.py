@@ -239,6 +239,29 @@ def cmd_sites(args) -> int:
     return 0
 
 
+def add_generate_parser(sub) -> None:
+    """The ``generate`` subcommand's arguments (choices from the Literal types that own them)."""
+    p = sub.add_parser("generate", help="steer one prompt into a wav file for quick listening")
+    p.add_argument("prompt")
+    p.add_argument("--out", required=True, help="output .wav path")
+    p.add_argument("--directions", help="a directions.safetensors file (omit for an unsteered clip)")
+    p.add_argument(
+        "--method", default="diffmean", choices=METHODS, help=f"direction method: {', '.join(METHODS)}"
+    )
+    p.add_argument("--layer", type=int, help="source layer (default: the middle layer)")
+    p.add_argument("--alpha", type=float, default=0.0)
+    p.add_argument(
+        "--strategy",
+        default="one_to_all",
+        choices=STRATEGIES,
+        help=f"injection strategy: {', '.join(STRATEGIES)} (default: one_to_all)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seconds", type=float, help="clip length (default: steer.seconds)")
+    _add_overrides(p)
+    p.set_defaults(fn=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="steerlit",
@@ -277,25 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         _add_overrides(p)
         p.set_defaults(fn=fn)
-    p = sub.add_parser("generate", help="steer one prompt into a wav file for quick listening")
-    p.add_argument("prompt")
-    p.add_argument("--out", required=True, help="output .wav path")
-    p.add_argument("--directions", help="a directions.safetensors file (omit for an unsteered clip)")
-    p.add_argument(
-        "--method", default="diffmean", choices=METHODS, help=f"direction method: {', '.join(METHODS)}"
-    )
-    p.add_argument("--layer", type=int, help="source layer (default: the middle layer)")
-    p.add_argument("--alpha", type=float, default=0.0)
-    p.add_argument(
-        "--strategy",
-        default="one_to_all",
-        choices=STRATEGIES,
-        help=f"injection strategy: {', '.join(STRATEGIES)} (default: one_to_all)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seconds", type=float, help="clip length (default: steer.seconds)")
-    _add_overrides(p)
-    p.set_defaults(fn=cmd_generate)
+    add_generate_parser(sub)
     p = sub.add_parser("sweep", help="run a W&B sweep definition (online: agents per GPU; offline: locally)")
     p.add_argument("sweep_file")
     p.add_argument("--workers", type=int, help="parallel workers (default: one per visible device)")

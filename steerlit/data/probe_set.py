@@ -1,8 +1,8 @@
 """Contrastive probe sets: YAML loading, validation and deterministic splits.
 
-A probe set holds prompts for the two poles of one concept (tempo: fast vs slow;
-timbre: bright vs dark), optionally as matched pairs. The per-pole activation means
-of these prompts give a steering direction. File schema: see ``probes/README.md``.
+A probe set holds prompts for the two poles of one concept (tempo: fast vs slow; timbre: bright vs dark),
+optionally as matched pairs. The per-pole activation means of these prompts give a steering direction.
+File schema: see ``probes/README.md``.
 
 Every validation failure raises :class:`ProbeSetError` with one message that names
 the file, the problem and the fix.

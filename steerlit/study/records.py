@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steerlit.engines.grid import STEER_COLUMNS
+
 GroupKey = tuple[str, str, int, str]  # (concept, method, layer, strategy)
 GROUP_COLUMNS = ("concept", "method", "layer", "strategy")
 ROW_COLUMNS = (  # GridRow.flat() + what the runner adds before the measurements
@@ -22,15 +24,7 @@ ROW_COLUMNS = (  # GridRow.flat() + what the runner adds before the measurements
     "prompt_index",
     "seed",
     "n_terms",
-    "concept",
-    "method",
-    "layer",
-    "alpha",
-    "strategy",
-    "operator",
-    "schedule",
-    "half",
-    "site_kind",
+    *STEER_COLUMNS,
     "codes_sha1",
     "frames",
 )

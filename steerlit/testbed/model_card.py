@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from steerlit.files import atomic_write_text
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
+from steerlit.testbed.card_evaluation import evaluation_section
 from steerlit.testbed.steering_report import cross_change, format_report
 from steerlit.testbed.synth import BPM_RANGE
 
@@ -273,59 +274,6 @@ def _training(cfg: DictConfig, codec: dict, dec: dict, lm: dict) -> list[str]:
     ]
 
 
-def _evaluation(ev: dict) -> list[str]:
-    """The evaluation's headline numbers as a table; every number is in ``eval.json`` beside the card."""
-    lines = ["## Evaluation"]
-    if not ev:
-        return [*lines, "Not run yet: `python -m steerlit.testbed.evaluate --model checkpoints/testbed`."]
-    lines += [
-        "`python -m steerlit.testbed.evaluate --model checkpoints/testbed` (every number in `eval.json`):",
-        "",
-        "| measurement | value |",
-        "|---|---|",
-    ]
-    return [*lines, *(f"| {name} | {value} |" for name, value in _evaluation_rows(ev))]
-
-
-def _evaluation_rows(ev: dict) -> list[tuple[str, str]]:
-    rows = []
-    codec = ev.get("codec_round_trip") or {}
-    if codec:
-        rows += [
-            (
-                f"codec round trip: tempo within 4 % ({codec['clips']} held-out clips)",
-                f"{codec['tempo_within_4pct']:.1%}",
-            ),
-            ("codec round trip: centroid within 10 %", f"{codec['centroid_within_10pct']:.1%}"),
-        ]
-    for source, label in (
-        ("prompt_following", "generated from probe prompts"),
-        ("reference_real_clips", "real clips"),
-    ):
-        part = ev.get(source) or {}
-        tempo, centroid = part.get("tempo") or {}, part.get("centroid") or {}
-        if tempo:
-            rows += [
-                (f"{label}: fast/slow octave-aware accuracy", f"{tempo['accuracy_octave_aware']:.1%}"),
-                (f"{label}: fast/slow AUROC", f"{tempo['auroc_fast_gt_slow']:.2f}"),
-                (
-                    f"{label}: median BPM fast / slow",
-                    f"{tempo['median_bpm_fast']:.0f} / {tempo['median_bpm_slow']:.0f}",
-                ),
-            ]
-        if centroid:
-            rows.append((f"{label}: bright/dark centroid AUROC", f"{centroid['auroc_bright_gt_dark']:.2f}"))
-    timing = ev.get("generation_time") or {}
-    if timing:
-        rows.append(
-            (
-                f"{timing['seconds_audio']:g} s of audio, {timing['threads']} CPU thread(s)",
-                f"{timing['wall_s']:.2f} s",
-            )
-        )
-    return rows
-
-
 def _steering_section(ev: dict) -> list[str]:
     """The steering study's table (rows of ``ev["steering"]``), if the evaluation holds one."""
     lines = []
@@ -378,7 +326,7 @@ def write_model_card(out_dir: str | Path, cfg: DictConfig, model) -> Path:
     ev = _load(out_dir / "eval.json")
     size_mb = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()) / 2**20
     lines = _header() + _architecture(cfg, model, size_mb) + _data(cfg) + _training(cfg, codec, dec, lm)
-    lines += _evaluation(ev) + _steering_section(ev) + _figures(out_dir)
+    lines += evaluation_section(ev) + _steering_section(ev) + _figures(out_dir)
     if ev:
         lines += ["", "## Limitations (measured)", *limitations(ev)]
     lines += ["", "## Configuration", "```yaml", OmegaConf.to_yaml(cfg).strip(), "```", ""]
