@@ -35,8 +35,7 @@ class ProbeSetError(ValueError):
     """A probe-set or eval-prompt file (or in-memory probe set) is unusable."""
 
 
-def normalize_prompt(text: str) -> str:
-    """Key used for duplicate detection: case- and whitespace-insensitive."""
+def normalize_prompt(text: str) -> str:  # the key of duplicate detection: case- and whitespace-insensitive
     return " ".join(text.split()).casefold()
 
 
