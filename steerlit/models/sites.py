@@ -99,6 +99,16 @@ def _split_name(name: str, num_layers: int) -> Site:
     return Site(match.group(1), int(match.group(2)), head)
 
 
+def split_site(name: str | Site) -> Site:
+    """The :class:`Site` a name spells (kind known, head given iff a head kind), without a range check."""
+    if isinstance(name, Site):
+        return name
+    site = _split_name(name, 10**9)
+    if site.kind not in ALL_SITE_KINDS or site.is_head != (site.head is not None):
+        raise UnknownSiteError(f"{name!r} is not a site name such as 'resid_post.3' or 'attn_head.2.1'.")
+    return site
+
+
 def parse_site(name: str | Site, num_layers: int, num_heads: int | None = None) -> Site:
     """Parse and validate one site name against a decoder with ``num_layers`` blocks (and ``num_heads``
     attention heads, when given: head sites are then range-checked too)."""
