@@ -101,7 +101,7 @@ class GateBank:
 
     def set_row(self, row: int, gate: ProbeGate) -> None:
         if gate.site != self.site:
-            raise GateError(f"All gates of one steering read one site; got {gate.site!r} and {self.site!r}.")
+            raise GateError(f"This bank's gates read {self.site!r}, not {gate.site!r}.")
         if gate.weight.shape != self.weight.shape[1:]:
             raise GateError(
                 f"Gate probe at {gate.site} has width {gate.weight.shape[0]}, the site has {self.weight.shape[1]}."

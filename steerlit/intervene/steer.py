@@ -161,9 +161,8 @@ class Steering(SiteHookContext):
 
     ``rows``: one :class:`RowSteering` per batch row (in prompt order), or a single RowSteering
     applied to every row (``broadcast``). ``tables``: per target site, its :class:`SiteTable` slots (a row
-    with two interventions of the same operator at one site uses two slots). ``gates``: the
-    :class:`~steerlit.intervene.gate.GateBank` of the gated rows (None without gates; one gate site per
-    steering, one gate per row). Hooks are removed on exit, also when generation raises. Other decode loops
+    with two interventions of the same operator at one site uses two slots). ``gates``: per gate site, the
+    :class:`~steerlit.intervene.gate.GateBank` of the rows it gates (a row takes at most one gate). Hooks are removed on exit, also when generation raises. Other decode loops
     (the fast engine) read ``tables`` without hooks.
     """
 
@@ -177,24 +176,24 @@ class Steering(SiteHookContext):
         if not self.rows:
             raise SteeringError("Steering needs at least one row.")
         self.tables: dict[Site, list[SiteTable]] = {}
-        self.gates: GateBank | None = None
-        self._gate_site: Site | None = None
+        self.gates: dict[Site, GateBank] = {}
         for r, row in enumerate(self.rows):
             self._add_row(r, row)
         for tables in self.tables.values():
             for table in tables:
                 table.finalize(adapter.device, adapter.dtype)
-        if self.gates is not None:
-            self.gates.finalize(adapter.device, adapter.dtype)
+        for bank in self.gates.values():
+            bank.finalize(adapter.device, adapter.dtype)
 
     def _add_gate(self, r: int, gate: ProbeGate) -> None:
         site = parse_model_site(self.adapter, gate.site)
-        if self.gates is None:
+        if site not in self.gates:
             width = site_width(self.adapter.decoder_layers, site)
-            self.gates = GateBank(site.name, len(self.rows), width, self.adapter.max_positions)
-            self._gate_site = site
+            self.gates[site] = GateBank(site.name, len(self.rows), width, self.adapter.max_positions)
+        if any(bool(b.gated[r]) for s, b in self.gates.items() if s != site):
+            raise SteeringError(f"Row {r} has gates at two sites; a row takes one gate.")
         try:
-            self.gates.set_row(r, gate)
+            self.gates[site].set_row(r, gate)
         except ValueError as err:
             raise SteeringError(str(err)) from None
 
@@ -240,7 +239,7 @@ class Steering(SiteHookContext):
 
     def _make_fn(self, site: Site):
         tables = self.tables.get(site, [])
-        gates = self.gates if site == self._gate_site else None
+        gates = self.gates.get(site)
 
         def fn(h: torch.Tensor, state: DecodeState):
             repeats = self.repeats_for(state.text_batch if state.cfg else h.shape[0])
@@ -250,26 +249,28 @@ class Steering(SiteHookContext):
                 gates.update(h, state, repeats)
             for table in tables:
                 vec, coef = table.batch(state.cfg, repeats, slice(state.start, stop))
-                if table.any_gated:
-                    coef = coef * self.gates.factor(table.gated, state, repeats, coef.dtype)
+                for bank in self.gates.values() if table.any_gated else ():
+                    coef = coef * bank.factor(table.gated & bank.gated, state, repeats, coef.dtype)
                 h = apply_operator(table.operator, h, vec, coef)
             return h
 
         return fn
 
     def hooked_sites(self):
-        sites = list(self.tables)
-        if self._gate_site is not None and self._gate_site not in self.tables:
-            sites.append(self._gate_site)
-        return sites
+        return list(self.tables) + [s for s in self.gates if s not in self.tables]
 
     @property
     def sites(self) -> list[str]:
         return sorted(s.name for s in self.tables)
 
-    def gate_openness(self) -> np.ndarray:
-        """Mean gate multiplier over gated rows per decoding position (P,) after a generation (NaN: not read);
-        one host read. Raises :class:`SteeringError` without gates."""
-        if self.gates is None:
-            raise SteeringError("This steering has no probe gate; give an Intervention a gate first.")
-        return self.gates.openness().numpy()
+    def gate_openness(self, site: str | None = None) -> np.ndarray:
+        """Mean gate multiplier over the rows gated at ``site`` (None: the only gate site) per decoding position
+        (P,) after a generation (NaN: not read); one host read. :class:`SteeringError` without such a gate."""
+        banks = {s.name: b for s, b in self.gates.items()}
+        if site is None and len(banks) == 1:
+            site = next(iter(banks))
+        if site not in banks:
+            raise SteeringError(
+                f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
+            )
+        return banks[site].openness().numpy()

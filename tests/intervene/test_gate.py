@@ -73,6 +73,21 @@ def test_probe_gate_schedule_reads_a_saved_probe(tiny_adapter, tmp_path):
         load_probe_gate(path, "resid_post.3")
 
 
+def test_rows_gated_at_different_sites_in_one_batch_equal_separate_runs(tiny_adapter):
+    present = ProbeGate("resid_post.0", torch.zeros(32), 60.0)
+    absent = ProbeGate("resid_post.2", torch.zeros(32), -60.0, "proportional")
+    v = {f"resid_post.{i}": vector(3) for i in (2, 3)}
+    rows = [[Intervention(v, 2.0, gate=present)], [Intervention(v, 2.0, gate=absent)]]
+    with Steering(tiny_adapter, rows) as st:
+        batched = generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS, seeds=[5, 6])
+    base = generate(tiny_adapter, PROMPTS[:1], max_new_tokens=STEPS, seeds=[5])
+    constant = generate(
+        tiny_adapter, PROMPTS[1:], max_new_tokens=STEPS, seeds=[6], steering=[Intervention(v, 2.0)]
+    )
+    assert torch.equal(batched.codes[0], base.codes[0]) and torch.equal(batched.codes[1], constant.codes[0])
+    assert st.gate_openness("resid_post.0")[0] == 0.0 and st.gate_openness("resid_post.2")[0] == 1.0
+
+
 def test_bad_gates(tiny_adapter):
     with pytest.raises(GateError, match="Unknown gate mode"):
         ProbeGate(GATE_SITE, torch.zeros(32), mode="sometimes")
@@ -83,11 +98,11 @@ def test_bad_gates(tiny_adapter):
             tiny_adapter,
             [Intervention({"resid_post.2": vector(0)}, gate=ProbeGate(GATE_SITE, torch.zeros(8)))],
         )
-    rows = [
-        [Intervention({"resid_post.2": vector(0)}, gate=ProbeGate(GATE_SITE, torch.zeros(32)))],
-        [Intervention({"resid_post.2": vector(0)}, gate=ProbeGate("resid_post.0", torch.zeros(32)))],
+    two = [
+        Intervention({"resid_post.2": vector(0)}, gate=ProbeGate(GATE_SITE, torch.zeros(32))),
+        Intervention({"resid_post.3": vector(0)}, gate=ProbeGate("resid_post.0", torch.zeros(32))),
     ]
-    with pytest.raises(SteeringError, match="read one site"):
-        Steering(tiny_adapter, rows)
+    with pytest.raises(SteeringError, match="gates at two sites"):
+        Steering(tiny_adapter, [two])
     with pytest.raises(SteeringError, match="no probe gate"):
         Steering(tiny_adapter, [Intervention({"resid_post.2": vector(0)})]).gate_openness()
