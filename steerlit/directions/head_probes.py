@@ -6,8 +6,9 @@ probe prompts (:func:`record_head_activations`: mean over decoding steps, condit
 exactly as the layer probes are across layers (weights (L·heads, head_dim)), trained with ``Trainer.fit``
 (:func:`train_head_probes`). :func:`head_accuracy` scores each head on a split; :func:`accuracy_map` lays the
 scores out as (layers, heads) and :func:`save_heatmap` writes any such map as CSV and PNG (atomic writes).
-:func:`top_k_heads` picks the k most accurate heads, whose probe directions (:meth:`LinearProbeModule.directions`,
-(head_dim,) each) a top-k head steering uses.
+:func:`top_k_heads` picks the k most accurate heads; :func:`save_head_directions` writes every head's probe
+direction ((head_dim,) each) with the accuracies, the file a grid's ``top_heads`` strategy steers from
+(:func:`steerlit.engines.grid.top_head_targets`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from steerlit.directions.io import save_directions
 from steerlit.directions.probes import QUIET_CPU, LinearProbeModule, ProbeDataModule, train_probe
 from steerlit.directions.settings import ProbeTrainSettings
+from steerlit.engines.grid import HEAD_ACCURACY_KEY
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_path, atomic_write_csv
@@ -104,6 +107,23 @@ def top_k_heads(accuracy: Mapping[str, float], k: int) -> list[str]:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
     return sorted(accuracy, key=lambda s: (-accuracy[s], split_site(s)))[:k]
+
+
+def save_head_directions(
+    path: str | Path,
+    module: LinearProbeModule,
+    accuracy: Mapping[str, float],
+    *,
+    model_id: str,
+    concept: str = "",
+    method: str = "head_probe",
+    scale: str = "diffmean",
+) -> Path:
+    """A direction file of every head's probe direction (``<method>/attn_head.L.h``, (head_dim,), ``scale`` as in
+    :meth:`LinearProbeModule.directions`) with ``head_accuracy`` metadata (JSON {site: accuracy})."""
+    vectors = {(method, site): vec for site, vec in module.directions(scale).items()}
+    extra = {HEAD_ACCURACY_KEY: {s: float(a) for s, a in accuracy.items()}}
+    return save_directions(path, vectors, model_id=model_id, concept=concept, position="mean", extra=extra)
 
 
 def save_heatmap(

@@ -11,13 +11,14 @@ steering at that site) and sets each gated row's multiplier of α:
 
 The multiplier applies to that step's steering at the gate site and after it in the forward pass (sites before
 the gate site use the previous step's multiplier; all gates are open at the prefill). It stays on the device:
-no host synchronisation during generation. The bank keeps each step's mean multiplier over gated rows (the
-gate's openness, 1 = open) on the device; :meth:`GateBank.openness` reads it once, at the end.
+no host synchronisation during generation. The bank logs every row's multiplier at every step (the gate's
+openness, 1 = open) on the device; :meth:`GateBank.openness` reads the log once, at the end.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -96,7 +97,7 @@ class GateBank:
         self.stop = torch.zeros(rows, dtype=torch.bool)
         self.gated = torch.zeros(rows, dtype=torch.bool)
         self.multiplier: torch.Tensor | None = None
-        self._sums: torch.Tensor | None = None
+        self._log: torch.Tensor | None = None  # (P, B) multipliers, NaN where not gated or not read
         self._read_in_call = -1  # DecodeState.calls of the last update
 
     def set_row(self, row: int, gate: ProbeGate) -> None:
@@ -132,13 +133,12 @@ class GateBank:
         p = torch.sigmoid((rows[:, -1].float() * weight.float()).sum(-1) + bias)  # (B,)
         if state.is_prefill or self.multiplier is None or self.multiplier.shape != p.shape:
             self.multiplier = torch.ones_like(p)
-            self._sums = torch.zeros(self.positions, 2, device=p.device)
+            self._log = torch.full((self.positions, p.shape[0]), float("nan"), device=p.device)
         latched = torch.where(p > threshold, torch.zeros_like(p), self.multiplier)
         self.multiplier = torch.where(gated, torch.where(stop, latched, 1.0 - p), torch.ones_like(p))
         self._read_in_call = state.calls
         position = min(state.start + state.seq_len - 1, self.positions - 1)
-        self._sums[position, 0] = (self.multiplier * gated).sum()
-        self._sums[position, 1] = gated.sum()
+        self._log[position] = torch.where(gated, self.multiplier, float("nan"))
 
     def factor(self, rows: torch.Tensor, state: DecodeState, repeats: int, dtype) -> torch.Tensor:
         """Multipliers (B', 1) for a table's gated ``rows`` (R,) bool (others 1); B' = B, or 2B under guidance.
@@ -149,9 +149,18 @@ class GateBank:
         out = torch.where(gated, mult, torch.ones_like(mult)).to(dtype)
         return (torch.cat([out, out]) if state.cfg else out)[:, None]
 
-    def openness(self) -> torch.Tensor:
-        """Mean multiplier over gated rows at each decoding position (P,) on the CPU (NaN where not read)."""
-        if self._sums is None:
+    def multipliers(self) -> torch.Tensor:
+        """Every prompt's multiplier at every decoding position (P, B) on the CPU (NaN: not gated or not read);
+        one host read."""
+        if self._log is None:
+            raise GateError("The gate was never read: run a generation inside the steering first.")
+        return self._log.cpu()
+
+    def openness(self, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Mean multiplier over the gated prompts ``rows`` (None: all) at each decoding position (P,) on the CPU
+        (NaN where none was read); prompts are indexed as in the batch (B = R, or R x repeats)."""
+        if self._log is None:
             return torch.full((self.positions,), float("nan"))
-        sums = self._sums.cpu()
-        return torch.where(sums[:, 1] > 0, sums[:, 0] / sums[:, 1].clamp_min(1), float("nan"))
+        log = self._log.cpu()
+        log = log if rows is None else log[:, list(rows)]
+        return log.nanmean(dim=1)

@@ -43,8 +43,21 @@ class StepWindow:
 
     @property
     def name(self) -> str:
-        """``0-25``, ``25-end``: the window's label in tables and plots."""
+        """``0-25``, ``25-end``: the window's label in tables and plots (:meth:`parse` reads it back)."""
         return f"{self.start}-{'end' if self.stop is None else self.stop}"
+
+    @classmethod
+    def parse(cls, text: str) -> StepWindow:
+        """``"0-25"`` -> [0, 25); ``"25-end"`` -> [25, end of the generation)."""
+        start, sep, stop = str(text).strip().partition("-")
+        try:
+            return cls(int(start), None if stop == "end" else int(stop))
+        except ValueError:
+            if not sep or not start.isdigit():
+                raise PatchingError(
+                    f"Step window {text!r} is not 'start-stop' or 'start-end' (e.g. '0-25')."
+                ) from None
+            raise
 
     def mask(self, positions: int) -> torch.Tensor:
         """(positions,) bool: True inside the window."""

@@ -263,9 +263,20 @@ class Steering(SiteHookContext):
     def sites(self) -> list[str]:
         return sorted(s.name for s in self.tables)
 
-    def gate_openness(self, site: str | None = None) -> np.ndarray:
-        """Mean gate multiplier over the rows gated at ``site`` (None: the only gate site) per decoding position
-        (P,) after a generation (NaN: not read); one host read. :class:`SteeringError` without such a gate."""
+    def gate_multipliers(self, site: str) -> np.ndarray:
+        """The gate log at ``site`` after a generation: each prompt's multiplier per decoding position (P, B)
+        (NaN where the prompt is not gated there); one host read."""
+        banks = {s.name: b for s, b in self.gates.items()}
+        if site not in banks:
+            raise SteeringError(
+                f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
+            )
+        return banks[site].multipliers().numpy()
+
+    def gate_openness(self, site: str | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+        """Mean gate multiplier over the prompts ``rows`` (None: all) gated at ``site`` (None: the only gate site)
+        per decoding position (P,) after a generation (NaN: not read); one host read. :class:`SteeringError`
+        without such a gate."""
         banks = {s.name: b for s, b in self.gates.items()}
         if site is None and len(banks) == 1:
             site = next(iter(banks))
@@ -273,4 +284,4 @@ class Steering(SiteHookContext):
             raise SteeringError(
                 f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
             )
-        return banks[site].openness().numpy()
+        return banks[site].openness(rows).numpy()

@@ -1,15 +1,22 @@
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 
 from steerlit.directions.head_probes import (
     accuracy_map,
     head_accuracy,
     record_head_activations,
+    save_head_directions,
     save_heatmap,
     top_k_heads,
     train_head_probes,
 )
+from steerlit.directions.io import DirectionSet, load_directions
 from steerlit.directions.settings import ProbeTrainSettings
+from steerlit.engines.grid import GridRow, SteerTerm, row_steering
+from steerlit.engines.hf import generate
 from steerlit.engines.settings import GenerationSettings
 from steerlit.models.sites import list_head_sites
 
@@ -60,3 +67,31 @@ def test_recorded_head_activations_and_the_saved_map(tiny_adapter, tmp_path):
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "row,column,value" and len(lines) == 17
     assert png_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_top_heads_grid_strategy_steers_the_most_accurate_heads(tiny_adapter, tmp_path):
+    acts, labels, splits = planted()
+    module, dm = train_head_probes(acts, labels, splits, SETTINGS)
+    acc = head_accuracy(module, dm, "test")
+    path = save_head_directions(tmp_path / "heads.safetensors", module, acc, model_id="tiny", concept="tempo")
+    directions = {"tempo": load_directions(path)}
+    term = SteerTerm("tempo", "head_probe", 2, 0.0, "top_heads", site_kind="attn_head")
+    (iv,) = row_steering(GridRow("a fast techno track", 0, (term,)), directions, 4)
+    assert (
+        len(iv.vectors) == 2 and "attn_head.2.1" in iv.vectors and iv.vectors["attn_head.2.1"].shape == (8,)
+    )
+    base = generate(tiny_adapter, ["a fast techno track"], max_new_tokens=16)
+    assert torch.equal(
+        generate(tiny_adapter, ["a fast techno track"], max_new_tokens=16, steering=[iv]).codes, base.codes
+    )
+    strong = dataclasses.replace(term, alpha=40.0)
+    (iv,) = row_steering(GridRow("a fast techno track", 0, (strong,)), directions, 4)
+    assert not torch.equal(
+        generate(tiny_adapter, ["a fast techno track"], max_new_tokens=16, steering=[iv]).codes, base.codes
+    )
+    with pytest.raises(KeyError, match="head-probe direction file"):
+        row_steering(
+            GridRow("x", 0, (term,)),
+            {"tempo": DirectionSet({("head_probe", "attn_head.0.0"): torch.ones(8)})},
+            4,
+        )
