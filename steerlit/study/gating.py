@@ -185,6 +185,12 @@ def generate_tradeoff_rows(
     return clips, gates
 
 
+def _finite_median(values) -> float:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
 def summarise_tradeoff(
     rows, clips, gates, sr: int, metrics: MetricsSettings
 ) -> tuple[list[dict], list[dict]]:
@@ -212,7 +218,7 @@ def summarise_tradeoff(
                 "concept": concept,
                 "mode": mode,
                 "alpha": alpha,
-                "effect": float(np.nanmedian(ratio)),
+                "effect": _finite_median(ratio),
                 "frechet": frechet,
                 "openness": openness,
             }

@@ -347,12 +347,12 @@ def log_patching(summary: Mapping, wandb_run, key: str = "patching") -> None:
     import wandb  # deferred: wandb
 
     payload = {f"{key}/{Path(f).stem}": wandb.Image(f) for f in summary["files"] if str(f).endswith(".png")}
-    payload[f"{key}/map"] = wandb.Table(
+    payload[f"{key}/map_table"] = wandb.Table(
         columns=list(MAP_COLUMNS), data=[[r[c] for c in MAP_COLUMNS] for r in summary["maps"]]
     )
     if summary["tradeoff"]:
         columns = list(summary["tradeoff"][0])
-        payload[f"{key}/gate_tradeoff"] = wandb.Table(
+        payload[f"{key}/gate_tradeoff_table"] = wandb.Table(
             columns=columns, data=[[r[c] for c in columns] for r in summary["tradeoff"]]
         )
     wandb_run.log(payload)
