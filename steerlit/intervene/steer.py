@@ -28,7 +28,7 @@ from steerlit.intervene.gate import GateBank, ProbeGate, load_probe_gate
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.operators import OPERATORS, Operator, apply_operator
 from steerlit.intervene.schedules import Constant, ProbeGated, Schedule, make_schedule
-from steerlit.models.sites import Site, UnknownSiteError, check_site, site_width
+from steerlit.models.sites import Site, UnknownSiteError, check_site, site_width, split_site
 
 CfgHalf = Literal["both", "cond", "uncond"]
 CFG_HALVES: tuple[CfgHalf, ...] = get_args(CfgHalf)
@@ -99,6 +99,20 @@ def validate_intervention(iv: Intervention, adapter) -> dict[Site, torch.Tensor]
             )
         out[site] = vec
     return out
+
+
+def hook_only_reason(steering: Sequence[RowSteering] | RowSteering | None) -> str | None:
+    """Why a steering can only run through :class:`Steering`'s hooks (None: its tables say everything): head
+    sites (``attn_head.L.h``) and probe gates have no table form that another decode loop could read."""
+    rows = steering or []
+    rows = [rows] if rows and all(isinstance(r, Intervention) for r in rows) else rows
+    for row in rows:
+        for iv in row:
+            if any(split_site(name).is_head for name in iv.vectors):
+                return "steering at attention-head sites (attn_head.L.h) is applied by hooks only"
+            if iv.gate is not None or isinstance(make_schedule(iv.schedule), ProbeGated):
+                return "probe-gated steering reads a probe at every step through hooks only"
+    return None
 
 
 class SiteTable:

@@ -5,7 +5,7 @@ import torch
 from steerlit.directions.probes import LinearProbeModule
 from steerlit.engines.hf import generate
 from steerlit.intervene.gate import GateError, ProbeGate, load_probe_gate
-from steerlit.intervene.steer import Intervention, Steering, SteeringError
+from steerlit.intervene.steer import Intervention, Steering, SteeringError, hook_only_reason
 
 PROMPTS = ["a fast techno track", "slow jazz piano"]
 GATE_SITE = "resid_post.1"
@@ -106,3 +106,19 @@ def test_bad_gates(tiny_adapter):
         Steering(tiny_adapter, [two])
     with pytest.raises(SteeringError, match="no probe gate"):
         Steering(tiny_adapter, [Intervention({"resid_post.2": vector(0)})]).gate_openness()
+
+
+def test_hook_only_reason_names_heads_and_gates():
+    plain = Intervention({"resid_post.2": vector(0)})
+    assert (
+        hook_only_reason(None) is None
+        and hook_only_reason([plain]) is None
+        and hook_only_reason([[plain], []]) is None
+    )
+    assert "attention-head" in hook_only_reason([Intervention({"attn_head.1.0": vector(0, 8)})])
+    gated = Intervention({"resid_post.2": vector(0)}, gate=ProbeGate(GATE_SITE, torch.zeros(32)))
+    assert "probe-gated" in hook_only_reason([[plain], [gated]])
+    scheduled = Intervention(
+        {"resid_post.2": vector(0)}, schedule={"kind": "probe_gate", "probe": "p", "site": GATE_SITE}
+    )
+    assert "probe-gated" in hook_only_reason([scheduled])
