@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +40,32 @@ def record_head_activations(
     *,
     steps: int,
     extra_sites: Sequence[str] = (),
+    step_sites: Sequence[str] = (),
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """``{site: (N, W)}`` float32: every head site (and ``extra_sites``, e.g. a gate probe's ``resid_post.L``)
-    averaged over ``steps`` decoding steps of each prompt's generation (conditional half), in batches of
-    ``generation.batch_size`` with per-prompt seed ``seed``; HF engine (the recorder's hooks need it)."""
+    """Float32 activations of each prompt's ``steps``-step generation (conditional half): every head site and
+    ``extra_sites`` averaged over the steps, ``{site: (N, W)}``; ``step_sites`` (e.g. a gate probe's
+    ``resid_post.L``) at every step, ``{site: (N, steps, W)}``. Batches of ``generation.batch_size``, seed
+    ``seed`` for every prompt; HF engine (the recorders' hooks need it)."""
     heads, _ = attention_shape(adapter.decoder_layers)
-    sites = [*list_head_sites(adapter.num_layers, heads), *extra_sites]
+    pooled = [*list_head_sites(adapter.num_layers, heads), *extra_sites]
     settings = dataclasses.replace(generation.generation(), engine="hf")
     size = generation.batch_size or 16
-    chunks: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
+    chunks: dict[str, list[torch.Tensor]] = {s: [] for s in [*pooled, *step_sites]}
     for i in range(0, len(prompts), size):
         batch = list(prompts[i : i + size])
-        with ActivationRecorder(adapter, sites, reduction="mean") as rec:
+        with ExitStack() as stack:
+            recorders = [stack.enter_context(ActivationRecorder(adapter, pooled, reduction="mean"))]
+            if step_sites:
+                recorders.append(
+                    stack.enter_context(ActivationRecorder(adapter, step_sites, reduction="all"))
+                )
             generate(
                 adapter, batch, settings, seeds=[seed] * len(batch), max_new_tokens=steps, decode_audio=False
             )
-        for site, acts in rec.results.items():
-            chunks[site].append(acts)
+        for rec in recorders:
+            for site, acts in rec.results.items():
+                chunks[site].append(acts.float())
     return {s: torch.cat(c) for s, c in chunks.items()}
 
 

@@ -17,6 +17,7 @@ the same effect (linear interpolation: the comparison "at matched effect").
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from steerlit.directions.probes import ProbeDataModule, train_probe
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_path, atomic_write_csv
-from steerlit.intervene.gate import load_probe_gate
+from steerlit.intervene.gate import ProbeGate, load_probe_gate
 from steerlit.intervene.injection import inject
 from steerlit.intervene.steer import Intervention, Steering
 from steerlit.metrics.attributes import compute_attribute
@@ -62,26 +63,30 @@ class ConceptProbes:
 
 
 def _concept_probes(adapter, ps: ProbeSet, generation, settings: GateSettings, out_dir: Path, seed: int):
+    """Head probes (mean over steps), gate probes of every resid_post trained on single steps (each step of each
+    prompt one example: a gate reads one step) and the diff-mean directions of the step means."""
     examples = split_examples(ps.examples("pairs"), settings.split, seed)
     ordered = [ex for split in ("train", "val", "test") for ex in examples[split]]
     splits = ["train" if ex in examples["train"] else "test" for ex in ordered]  # val joins test
     labels = torch.tensor([ex.label for ex in ordered])
     layer_sites = [layer_site("resid_post", L) for L in range(adapter.num_layers)]
+    texts = [ex.text for ex in ordered]
     acts = record_head_activations(
-        adapter,
-        [ex.text for ex in ordered],
-        generation,
-        steps=settings.head_steps,
-        extra_sites=layer_sites,
-        seed=seed,
+        adapter, texts, generation, steps=settings.head_steps, step_sites=layer_sites, seed=seed
     )
-    module, dm = train_head_probes(acts, labels, splits, settings.probe, seed=seed)
-    layer_dm = ProbeDataModule.from_tensors({s: acts[s] for s in layer_sites}, labels, splits)
+    module, dm = train_head_probes(
+        {s: acts[s] for s in acts if s not in layer_sites}, labels, splits, settings.probe, seed=seed
+    )
+    steps = settings.head_steps
+    per_step = {s: acts[s].flatten(0, 1) for s in layer_sites}  # (N * steps, H)
+    step_splits = [split for split in splits for _ in range(steps)]
+    layer_dm = ProbeDataModule.from_tensors(per_step, labels.repeat_interleave(steps), step_splits)
     path = out_dir / f"gate_probe_{ps.name}.safetensors"
     layer_probe = train_probe(layer_dm, settings.probe, kind="logistic", seed=seed, test=False, save_to=path)
     train = torch.tensor([s == "train" for s in splits])
+    means = {s: acts[s].mean(1) for s in layer_sites}
     directions = {
-        s: acts[s][train & (labels == 1)].mean(0) - acts[s][train & (labels == 0)].mean(0)
+        s: means[s][train & (labels == 1)].mean(0) - means[s][train & (labels == 0)].mean(0)
         for s in layer_sites
     }
     return ConceptProbes(head_accuracy(module, dm), head_accuracy(layer_probe, layer_dm), path, directions)
@@ -131,22 +136,34 @@ class TradeoffRow:
     alpha: float = 0.0
 
 
+def pole_sign(settings: GateSettings, k: int) -> float:
+    """+1 when concept ``k`` is steered towards its positive pole, -1 towards its negative one."""
+    pole = settings.poles[k]
+    if pole not in ("positive", "negative"):
+        raise ValueError(f"gate.poles entries are 'positive' or 'negative', got {pole!r}.")
+    return 1.0 if pole == "positive" else -1.0
+
+
+def _gate(probes: ConceptProbes, site: str, mode: str, settings: GateSettings, sign: float) -> ProbeGate:
+    gate = load_probe_gate(probes.probe_file, site, mode=mode, threshold=settings.threshold)
+    return ProbeGate(site, sign * gate.weight, sign * gate.bias, gate.mode, gate.threshold)  # p(target pole)
+
+
 def _steering_of(adapter, row: TradeoffRow, probes: Mapping[str, ConceptProbes], concepts, settings, cache):
+    """The row's steering (towards its concept's target pole) and its gate site (None: not gated)."""
     if row.concept is None:
         return [], None
     k = list(concepts).index(row.concept)
-    layer, strategy = settings.layers[k], settings.strategies[k]
+    layer, strategy, sign = settings.layers[k], settings.strategies[k], pole_sign(settings, k)
     source = layer_site("resid_post", layer)
     targets = inject(strategy, {source: probes[row.concept].directions[source]}, [layer], adapter.num_layers)
     if row.mode == "constant":
-        return [Intervention(targets, row.alpha)], None
+        return [Intervention(targets, sign * row.alpha)], None
     gate_site = min(targets, key=lambda s: int(s.split(".")[1]))  # the first steered site in the forward pass
     key = (row.concept, gate_site, row.mode)
     if key not in cache:
-        cache[key] = load_probe_gate(
-            probes[row.concept].probe_file, gate_site, mode=row.mode, threshold=settings.threshold
-        )
-    return [Intervention(targets, row.alpha, gate=cache[key])], gate_site
+        cache[key] = _gate(probes[row.concept], gate_site, row.mode, settings, sign)
+    return [Intervention(targets, sign * row.alpha, gate=cache[key])], gate_site
 
 
 def generate_tradeoff_rows(
@@ -191,13 +208,31 @@ def _finite_median(values) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
+def _at_matched_effect(out: list[dict]) -> None:
+    """Add each row's ``frechet_constant_at_effect``: the constant curve (with α = 0: effect 0, distance 0)
+    interpolated at the row's effect."""
+    for r in out:
+        const = sorted(
+            [(0.0, 0.0)]
+            + [
+                (c["effect"], c["frechet"])
+                for c in out
+                if c["concept"] == r["concept"] and c["mode"] == "constant"
+            ]
+        )
+        effects, distances = zip(*const)
+        r["frechet_constant_at_effect"] = float(np.interp(r["effect"], effects, distances))
+
+
 def summarise_tradeoff(
-    rows, clips, gates, sr: int, metrics: MetricsSettings
+    rows, clips, gates, sr: int, metrics: MetricsSettings, signs: Mapping[str, float]
 ) -> tuple[list[dict], list[dict]]:
-    """Per (concept, mode, α): effect, Fréchet distance, openness and the constant curve's Fréchet at that
-    effect; and the per-step openness of each gated configuration."""
+    """Per (concept, mode, α): effect (median over prompts of ``sign x log(steered / unsteered attribute)``,
+    ``signs[concept]`` = +1 towards the positive pole, -1 towards the negative one), Fréchet distance, openness
+    and the constant curve's Fréchet at that effect; and the per-step openness of each gated configuration."""
     tempo = dataclasses.asdict(metrics.tempo)
-    base = {r.prompt: clips[i] for i, r in enumerate(rows) if r.concept is None}
+    value = functools.cache(lambda i, attr: compute_attribute(clips[i], sr, attr, tempo_kwargs=tempo))
+    base = {r.prompt: i for i, r in enumerate(rows) if r.concept is None}
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         if r.concept is not None:
@@ -206,11 +241,9 @@ def summarise_tradeoff(
     for (concept, mode, alpha), idx in groups.items():
         attr = attribute_for(concept)
         ratio = [
-            np.log(compute_attribute(clips[i], sr, attr, tempo_kwargs=tempo))
-            - np.log(compute_attribute(base[rows[i].prompt], sr, attr, tempo_kwargs=tempo))
-            for i in idx
+            signs[concept] * (np.log(value(i, attr)) - np.log(value(base[rows[i].prompt], attr))) for i in idx
         ]
-        frechet = dsp_frechet([clips[i] for i in idx], [base[rows[i].prompt] for i in idx], sr)
+        frechet = dsp_frechet([clips[i] for i in idx], [clips[base[rows[i].prompt]] for i in idx], sr)
         multipliers = np.stack([gates[i] for i in idx]) if gates[idx[0]] is not None else None
         openness = 1.0 if multipliers is None else float(np.nanmean(multipliers))
         out.append(
@@ -228,15 +261,7 @@ def summarise_tradeoff(
                 {"concept": concept, "mode": mode, "alpha": alpha, "step": t, "openness": float(v)}
                 for t, v in enumerate(np.nanmean(multipliers, axis=0))
             ]
-    for r in out:
-        const = sorted(
-            (c["effect"], c["frechet"])
-            for c in out
-            if c["concept"] == r["concept"] and c["mode"] == "constant"
-        )
-        r["frechet_constant_at_effect"] = (
-            float(np.interp(r["effect"], *zip(*const))) if const else float("nan")
-        )
+    _at_matched_effect(out)
     return out, steps
 
 
@@ -285,8 +310,10 @@ def run_gate_tradeoff(
     """Constant vs gated steering of the neutral prompts for every concept; writes ``gate_tradeoff.csv/.png`` and
     ``gate_openness.csv`` (per step); returns the summary rows and the paths."""
     concepts = list(probes)
-    if not (len(settings.layers) == len(settings.strategies) == len(concepts)):
-        raise ValueError(f"gate.layers and gate.strategies need one entry per concept ({concepts}).")
+    if not (len(settings.layers) == len(settings.strategies) == len(settings.poles) == len(concepts)):
+        raise ValueError(
+            f"gate.layers, gate.strategies and gate.poles need one entry per concept ({concepts})."
+        )
     prompts = load_eval_prompts(settings.eval_set)[: settings.n_prompts]
     rows = [TradeoffRow(j) for j in range(len(prompts))]
     rows += [
@@ -299,7 +326,8 @@ def run_gate_tradeoff(
     clips, gates = generate_tradeoff_rows(
         adapter, rows, prompts, probes, concepts, settings, generation, seed=seed, progress=progress
     )
-    summary, steps = summarise_tradeoff(rows, clips, gates, adapter.sample_rate, metrics)
+    signs = {c: pole_sign(settings, k) for k, c in enumerate(concepts)}
+    summary, steps = summarise_tradeoff(rows, clips, gates, adapter.sample_rate, metrics, signs)
     paths = [
         atomic_write_csv(out_dir / "gate_tradeoff.csv", summary, TRADEOFF_COLUMNS),
         atomic_write_csv(out_dir / "gate_openness.csv", steps),

@@ -17,12 +17,14 @@ def _gate_probe_training() -> ProbeTrainSettings:
 @dataclass(frozen=True)
 class GateSettings:
     """Head probes and the gated trade-off: per concept (aligned with the study's concepts) a source ``layers``
-    entry and a ``strategies`` entry; ``alphas`` steered towards the positive pole, gate ``modes`` (plus the
-    constant baseline) with ``threshold``; ``n_prompts`` prompts of ``eval_set``; probe recordings over
-    ``head_steps`` decoding steps, split by ``split``, probes trained with ``probe``."""
+    entry, a ``strategies`` entry and the target pole (``poles``: ``positive`` | ``negative``); ``alphas``
+    steered towards it, gate ``modes`` (plus the constant baseline) with ``threshold`` on p(target pole);
+    ``n_prompts`` prompts of ``eval_set``; probe recordings over ``head_steps`` decoding steps, split by
+    ``split``, probes trained with ``probe``."""
 
     layers: tuple[int, ...] = (1, 3)
     strategies: tuple[Strategy, ...] = ("one_to_all", "one_to_one")
+    poles: tuple[str, ...] = ("negative", "positive")  # testbed: tempo towards slow, timbre towards bright
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
     modes: tuple[GateMode, ...] = ("stop", "proportional")
     threshold: float = 0.5
@@ -35,15 +37,15 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class PatchSettings:
-    """The patching study: ``concepts`` (probe sets with ``pairs``), ``n_pairs`` twins each, patch sites
-    ``site_kind`` at ``layers`` (None: all), decoding-step ``windows`` (``"start-stop"``, ``"start-end"``: to
-    the end), CFG ``half`` patched; maps summarise pairs by ``statistic`` (median | mean) with a ``ci`` bootstrap
+    """The patching study: ``concepts`` (probe sets with ``pairs``), ``n_pairs`` twins each, the sites of each
+    of ``site_kinds`` at ``layers`` (None: all; one map per kind), decoding-step ``windows`` (``"start-stop"``,
+    ``"start-end"``: to the end), CFG ``half`` patched; maps summarise pairs by ``statistic`` (median | mean) with a ``ci`` bootstrap
     interval (``n_boot`` resamples); pairs whose |log source / target| attribute gap is below ``min_gap`` are
     dropped; ``gate``: the head-probe maps and the gated trade-off."""
 
     concepts: tuple[str, ...] = ("testbed_tempo", "testbed_timbre")
     n_pairs: int = 8
-    site_kind: str = "resid_post"
+    site_kinds: tuple[str, ...] = ("xattn_out",)  # cross-attention: where each layer reads the text
     layers: tuple[int, ...] | None = None
     windows: tuple[str, ...] = ("0-10", "0-50", "50-end", "0-end")
     half: CfgHalf = "both"

@@ -2,8 +2,10 @@
 
 For the first ``n_pairs`` twins of each probe set (positive twin = source, negative twin = target, one seed per
 pair), :func:`run_pair_runs` generates sources and targets in one batch while recording the patch sites
-(``site_kind`` at every layer, all steps, both CFG halves). :func:`run_patch_rows` then generates every
-(pair, layer, step window) row with the target prompt and the source's activations patched in
+(each of ``site_kinds`` at every layer, all steps, both CFG halves). ``xattn_out`` (the default) is where each
+layer reads the text: patching it at every layer over every step reproduces the source exactly, so its map
+splits the prompt's effect over layers and steps; ``resid_post.L`` carries everything upstream of layer L.
+:func:`run_patch_rows` then generates every (pair, site, step window) row with the target prompt and the source's activations patched in
 (:class:`~steerlit.intervene.patching.Patching`), in batches of ``generation.batch_size`` rows, and measures
 
 * the audio attribute of the concept (``bpm`` for tempo, ``centroid_hz`` for timbre), in log space;
@@ -38,12 +40,23 @@ from steerlit.intervene.patching import Patching, PatchRow, StepWindow, normalis
 from steerlit.intervene.record import ActivationRecorder
 from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.settings import MetricsSettings
-from steerlit.models.sites import layer_site
+from steerlit.models.sites import layer_site, split_site
 from steerlit.study.gating import run_gate_tradeoff, run_head_probe_maps
 from steerlit.study.patch_settings import PatchSettings
 from steerlit.study.tables import attribute_for
 
-MAP_COLUMNS = ("concept", "measure", "layer", "site", "window", "effect", "ci_low", "ci_high", "n_pairs")
+MAP_COLUMNS = (
+    "concept",
+    "measure",
+    "site_kind",
+    "layer",
+    "site",
+    "window",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "n_pairs",
+)
 
 
 @dataclass
@@ -95,8 +108,7 @@ def run_pair_runs(
             concepts.append(concept), pair.append(i), sources.append(src), targets.append(tgt)
             seeds.append(settings.seed + i)
     prompts, all_seeds = sources + targets, seeds + seeds
-    layers = range(adapter.num_layers) if settings.layers is None else settings.layers
-    sites = sorted({layer_site(settings.site_kind, L) for L in layers} | {readout_site(adapter)})
+    sites = sorted({*patch_sites(adapter, settings), readout_site(adapter)})
     steps = adapter.seconds_to_steps(generation.seconds)
     out = {}
     recorded = record_sources(
@@ -121,15 +133,21 @@ def run_pair_runs(
 
 @dataclass(frozen=True)
 class PatchCell:
-    """One patched row: source row ``source`` of :class:`PairRuns` patched at ``layer`` inside ``window``."""
+    """One patched row: source row ``source`` of :class:`PairRuns` patched at ``site`` inside ``window``."""
 
     source: int
-    layer: int
+    site: str
     window: StepWindow
 
 
-def patch_cells(runs: PairRuns, layers: Sequence[int], windows: Sequence[StepWindow]) -> list[PatchCell]:
-    return [PatchCell(s, L, w) for s in range(runs.n_sources) for L in layers for w in windows]
+def patch_sites(adapter, settings: PatchSettings) -> list[str]:
+    """``site_kinds`` x ``layers`` (None: every layer), kind-major."""
+    layers = range(adapter.num_layers) if settings.layers is None else settings.layers
+    return [layer_site(kind, L) for kind in settings.site_kinds for L in layers]
+
+
+def patch_cells(runs: PairRuns, sites: Sequence[str], windows: Sequence[StepWindow]) -> list[PatchCell]:
+    return [PatchCell(s, site, w) for s in range(runs.n_sources) for site in sites for w in windows]
 
 
 def run_patch_rows(
@@ -148,7 +166,7 @@ def run_patch_rows(
     attrs, readouts = [], []
     for start in range(0, len(cells), size):
         chunk = cells[start : start + size]
-        rows = [PatchRow(c.source, (layer_site(settings.site_kind, c.layer),), c.window) for c in chunk]
+        rows = [PatchRow(c.source, (c.site,), c.window) for c in chunk]
         prompts = [runs.prompts[n + c.source] for c in chunk]
         seeds = [runs.seeds[n + c.source] for c in chunk]
         with ExitStack() as stack:
@@ -206,13 +224,13 @@ def cell_effects(
 def summarise(
     runs: PairRuns, cells: Sequence[PatchCell], effects: Mapping[str, np.ndarray], settings: PatchSettings
 ) -> list[dict]:
-    """One row per (concept, measure, layer, window): the statistic over pairs and its bootstrap CI."""
+    """One row per (concept, measure, site, window): the statistic over pairs and its bootstrap CI."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cells):
-        groups.setdefault((runs.concepts[c.source], c.layer, c.window), []).append(i)
+        groups.setdefault((runs.concepts[c.source], c.site, c.window), []).append(i)
     rows = []
     for measure, values in effects.items():
-        for (concept, layer, window), idx in groups.items():
+        for (concept, site, window), idx in groups.items():
             effect, low, high = bootstrap_ci(
                 values[idx], settings.statistic, settings.ci, settings.n_boot, settings.seed
             )
@@ -220,8 +238,9 @@ def summarise(
                 {
                     "concept": concept,
                     "measure": measure,
-                    "layer": layer,
-                    "site": layer_site(settings.site_kind, layer),
+                    "site_kind": split_site(site).kind,
+                    "layer": split_site(site).layer,
+                    "site": site,
                     "window": window.name,
                     "effect": effect,
                     "ci_low": low,
@@ -233,40 +252,40 @@ def summarise(
 
 
 def save_patch_maps(rows: Sequence[Mapping], out_dir: Path, settings: PatchSettings) -> list[Path]:
-    """``patching_<concept>_<measure>.csv/.png`` heat maps (layers x windows, cells "effect [low, high]") and the
-    long table ``patching_map.csv``."""
+    """``patching_<concept>_<site kind>_<measure>.csv/.png`` heat maps (layers x windows, cells "effect [low,
+    high]") and the long table ``patching_map.csv``."""
     paths = [atomic_write_csv(out_dir / "patching_map.csv", rows, MAP_COLUMNS)]
-    for concept in dict.fromkeys(r["concept"] for r in rows):
-        for measure in dict.fromkeys(r["measure"] for r in rows):
-            sel = [r for r in rows if r["concept"] == concept and r["measure"] == measure]
-            layers = sorted({r["layer"] for r in sel})
-            windows = list(dict.fromkeys(r["window"] for r in sel))
-            by = {(r["layer"], r["window"]): r for r in sel}
-            values = np.array([[by[(L, w)]["effect"] for w in windows] for L in layers])
-            cells = np.array(
+    groups = dict.fromkeys((r["concept"], r["site_kind"], r["measure"]) for r in rows)
+    for concept, kind, measure in groups:
+        sel = [r for r in rows if (r["concept"], r["site_kind"], r["measure"]) == (concept, kind, measure)]
+        layers = sorted({r["layer"] for r in sel})
+        windows = list(dict.fromkeys(r["window"] for r in sel))
+        by = {(r["layer"], r["window"]): r for r in sel}
+        values = np.array([[by[(L, w)]["effect"] for w in windows] for L in layers])
+        cells = np.array(
+            [
                 [
-                    [
-                        f"{by[(L, w)]['effect']:.2f}\n[{by[(L, w)]['ci_low']:.2f}, {by[(L, w)]['ci_high']:.2f}]"
-                        for w in windows
-                    ]
-                    for L in layers
+                    f"{by[(L, w)]['effect']:.2f}\n[{by[(L, w)]['ci_low']:.2f}, {by[(L, w)]['ci_high']:.2f}]"
+                    for w in windows
                 ]
-            )
-            title = (
-                f"{concept}: patching source -> target, normalised {measure} effect "
-                f"({settings.statistic}, {settings.ci:.0%} CI, {sel[0]['n_pairs']} pairs)"
-            )
-            paths += save_heatmap(
-                values,
-                [f"{settings.site_kind}.{L}" for L in layers],
-                [f"steps {w}" for w in windows],
-                out_dir / f"patching_{concept}_{measure}",
-                title=title,
-                cells=cells,
-                value_name="normalised effect",
-                vmin=-0.25,
-                vmax=1.25,
-            )
+                for L in layers
+            ]
+        )
+        title = (
+            f"{concept}: patching {kind} source -> target, normalised {measure} effect "
+            f"({settings.statistic}, {settings.ci:.0%} CI, {sel[0]['n_pairs']} pairs)"
+        )
+        paths += save_heatmap(
+            values,
+            [f"{kind}.{L}" for L in layers],
+            [f"steps {w}" for w in windows],
+            out_dir / f"patching_{concept}_{kind}_{measure}",
+            title=title,
+            cells=cells,
+            value_name="normalised effect",
+            vmin=-0.25,
+            vmax=1.25,
+        )
     return paths
 
 
@@ -277,19 +296,26 @@ def run_patching(
     generation: GenerationSettings,
     metrics: MetricsSettings,
     *,
+    probe_sets: Mapping[str, ProbeSet] | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict:
-    """The whole study: patching maps of every concept (attribute and readout), head-probe maps and the gated
+    """The whole study (``probe_sets``: the loaded ``settings.concepts`` by name, default loaded here): patching maps of every concept (attribute and readout), head-probe maps and the gated
     trade-off, written under ``out_dir``; returns ``{"maps": rows, "heads": {...}, "tradeoff": rows, "files":
     [...], "seconds": {...}}`` (also in ``summary.json``)."""
+    windows = [StepWindow.parse(w) for w in settings.windows]
+    gate = settings.gate
+    if probe_sets is None:
+        probe_sets = {ps.name: ps for ps in (load_probe_set(c) for c in settings.concepts)}
+    if not len(gate.layers) == len(gate.strategies) == len(gate.poles) == len(probe_sets):
+        raise ValueError(
+            f"patch.gate.layers, strategies and poles need one entry per concept ({list(probe_sets)}): "
+            f"got {len(gate.layers)}, {len(gate.strategies)} and {len(gate.poles)}."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    probe_sets = {ps.name: ps for ps in (load_probe_set(c) for c in settings.concepts)}
-    layers = list(range(adapter.num_layers)) if settings.layers is None else list(settings.layers)
-    windows = [StepWindow.parse(w) for w in settings.windows]
     clock, seconds = time.perf_counter(), {}
     runs = run_pair_runs(adapter, probe_sets, settings, generation, metrics)
-    cells = patch_cells(runs, layers, windows)
+    cells = patch_cells(runs, patch_sites(adapter, settings), windows)
     attrs, readouts = run_patch_rows(adapter, runs, cells, settings, generation, metrics, progress=progress)
     maps = summarise(runs, cells, cell_effects(runs, cells, attrs, readouts, settings.min_gap), settings)
     files = save_patch_maps(maps, out_dir, settings)

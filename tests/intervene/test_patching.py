@@ -54,6 +54,15 @@ def test_head_and_cross_attention_patching_at_every_layer_is_exact(tiny_adapter)
     assert not torch.equal(patched.codes[1], src["out"].codes[1])  # heads alone: the text still differs
 
 
+def test_cross_attention_at_every_layer_carries_the_whole_prompt(tiny_adapter):
+    sites = [f"xattn_out.{i}" for i in range(4)]
+    src = {}
+    sources = record_sources(tiny_adapter, sites, lambda: src.setdefault("out", run(tiny_adapter, SOURCES)))
+    with Patching(tiny_adapter, sources, [PatchRow(0, tuple(sites)), PatchRow(1, tuple(sites))]):
+        patched = run(tiny_adapter, TARGETS)
+    assert torch.equal(patched.codes, src["out"].codes)
+
+
 def test_a_step_window_patches_only_its_steps(tiny_adapter):
     last = "resid_post.3"
     src = {}

@@ -34,6 +34,22 @@ def write_probe_sets(folder):
     return paths, folder / "toy_neutral.yaml"
 
 
+def test_settings_are_checked_before_any_generation(tiny_adapter, tmp_path):
+    with pytest.raises(ValueError, match="one entry per concept"):
+        run_patching(
+            tiny_adapter,
+            tmp_path,
+            PatchSettings(),
+            GenerationSettings(),
+            MetricsSettings(),
+            probe_sets={"a": None},
+        )
+    with pytest.raises(ValueError, match="not 'start-stop'"):
+        run_patching(
+            tiny_adapter, tmp_path, PatchSettings(windows=("late",)), GenerationSettings(), MetricsSettings()
+        )
+
+
 def test_bootstrap_ci():
     stat, low, high = bootstrap_ci(np.array([0.0, 1.0, 2.0, np.nan, 3.0]), "median", 0.9, 500, 0)
     assert stat == 1.5 and low <= stat <= high
@@ -48,6 +64,7 @@ def test_run_patching_writes_every_map(tiny_adapter, tmp_path):
     gate = GateSettings(
         layers=(1,),
         strategies=("one_to_all",),
+        poles=("negative",),
         alphas=(2.0,),
         eval_set=str(neutral),
         n_prompts=2,
@@ -57,6 +74,7 @@ def test_run_patching_writes_every_map(tiny_adapter, tmp_path):
     settings = PatchSettings(
         concepts=(str(paths["tempo"]),),
         n_pairs=2,
+        site_kinds=("resid_post",),
         windows=("0-10", "0-end"),
         n_boot=50,
         min_gap=0.0,
@@ -68,8 +86,8 @@ def test_run_patching_writes_every_map(tiny_adapter, tmp_path):
     )
     out = tmp_path / "out"
     for stem in (
-        "patching_toy_tempo_attribute",
-        "patching_toy_tempo_readout",
+        "patching_toy_tempo_resid_post_attribute",
+        "patching_toy_tempo_resid_post_readout",
         "head_probes_toy_tempo",
         "gate_tradeoff",
     ):
