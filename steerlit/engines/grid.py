@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from steerlit.intervene.injection import STRATEGIES, gram_schmidt, inject
+from steerlit.intervene.injection import STRATEGIES, gram_schmidt, inject, top_heads
 from steerlit.intervene.schedules import make_schedule
 from steerlit.intervene.steer import CFG_HALVES, Intervention
 from steerlit.models.sites import layer_site
@@ -54,8 +54,10 @@ def _schedule_text(schedule) -> str:
 class SteerTerm:
     """One concept's steering in a row: the ``method`` direction of ``concept`` at source ``layer``.
 
-    ``strategy``: ``one_to_all`` (the layer's vector at every layer) or ``one_to_one`` (only at
-    ``layer``). ``schedule``: a schedule name or a JSON-able dict (``{"kind": "exp_decay", ...}``).
+    ``strategy``: ``one_to_all`` (the layer's vector at every layer), ``one_to_one`` (only at
+    ``layer``) or ``top_heads``: the ``layer`` (read as k) attention heads with the most accurate probes, each
+    steered along its own head direction (:func:`top_head_targets`; ``site_kind`` ``attn_head``).
+    ``schedule``: a schedule name or a JSON-able dict (``{"kind": "exp_decay", ...}``).
     """
 
     concept: str
@@ -229,22 +231,49 @@ def _direction_set(directions, concept: str):
     return directions[concept]
 
 
+HEAD_ACCURACY_KEY = "head_accuracy"  # direction-file metadata: JSON {attn_head.L.h: probe accuracy}
+
+
+def top_head_targets(direction_set, method: str, k: int) -> dict[str, torch.Tensor]:
+    """The ``top_heads`` targets of a head-probe direction file: its ``method`` head directions at the ``k``
+    heads with the highest accuracy in its ``head_accuracy`` metadata."""
+    accuracy = getattr(direction_set, "metadata", {}).get(HEAD_ACCURACY_KEY)
+    if accuracy is None:
+        raise KeyError(
+            "A top_heads term needs a head-probe direction file (directions.head_probes.save_head_directions) "
+            f"with '{HEAD_ACCURACY_KEY}' metadata; this one has none."
+        )
+    return top_heads(direction_set.for_method(method), json.loads(accuracy), k)
+
+
+def _term_targets(t: SteerTerm, directions, vec, num_layers: int) -> dict[str, torch.Tensor]:
+    if t.strategy == "top_heads":
+        return top_head_targets(_direction_set(directions, t.concept), t.method, t.layer)
+    return inject(t.strategy, {t.source_site: vec}, [t.layer], num_layers, kind=t.site_kind)
+
+
 def row_steering(
     row: GridRow, directions, num_layers: int, orthogonalize: bool = False
 ) -> list[Intervention]:
     """Interventions for a row. ``directions``: ``{concept: DirectionSet}`` (or one DirectionSet).
 
     With ``orthogonalize`` the terms' source vectors are Gram-Schmidt orthogonalised in term order
-    (the first is unchanged) before the injection map spreads them over target layers."""
+    (the first is unchanged) before the injection map spreads them over target layers; ``top_heads`` terms
+    (several head directions each) are not orthogonalised."""
     sources = []
     for t in row.terms:
+        if t.strategy == "top_heads":
+            sources.append(None)
+            continue
         vec = _direction_set(directions, t.concept).get(t.method, t.source_site)
         sources.append(torch.as_tensor(vec))
-    if orthogonalize and len(sources) > 1:
-        sources = gram_schmidt(sources)
+    layer_terms = [i for i, v in enumerate(sources) if v is not None]
+    if orthogonalize and len(layer_terms) > 1:
+        for i, v in zip(layer_terms, gram_schmidt([sources[i] for i in layer_terms])):
+            sources[i] = v
     out = []
     for t, vec in zip(row.terms, sources):
-        targets = inject(t.strategy, {t.source_site: vec}, [t.layer], num_layers, kind=t.site_kind)
+        targets = _term_targets(t, directions, vec, num_layers)
         sched = t.schedule if isinstance(t.schedule, str) else dict(t.schedule)
         out.append(
             Intervention(

@@ -6,8 +6,11 @@
 * a forward pre-hook on the decoder stack that notes which absolute decoding positions the
   current call covers (from the KV-cache length, so the discarded first prefill of ``generate``
   and the real prefill both start at position 0),
-* one forward hook per requested site that hands the site tensor (B', T, H) to a callback and,
-  if the callback returns a tensor, puts it in place of the module's output.
+* one forward hook per requested layer site that hands the site tensor (B', T, H) to a callback and,
+  if the callback returns a tensor, puts it in place of the module's output;
+* one forward pre-hook per attention output projection with requested head sites: its input (B', T, H) is the
+  concatenation of the heads, and each head site's callback gets its columns (B', T, head_dim) and may return
+  new ones (the projection then sees the input with those columns replaced).
 
 All hooks are removed when the block exits, also when it raises.
 """
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from steerlit.models.sites import Site, site_module
+from steerlit.models.sites import Site, check_site, head_columns, site_hook_point
 
 
 @dataclass
@@ -79,6 +82,52 @@ def _decoder_batch_and_len(args, kwargs, num_codebooks: int) -> tuple[int, int]:
     return embeds.shape[0], embeds.shape[1]
 
 
+def _make_site_hook(fn: SiteFn, state: DecodeState):
+    def on_site(_module, _args, output):
+        new = fn(output_tensor(output), state)
+        return None if new is None else replace_output(output, new)
+
+    return on_site
+
+
+def _make_heads_hook(fns: list[tuple[slice, SiteFn]], state: DecodeState):
+    """A pre-hook on ``out_proj``: each head's columns of the input (B', T, H) go to its callback."""
+
+    def on_heads(_module, args):
+        x = args[0]
+        patched = None
+        for columns, fn in fns:
+            new = fn(x[..., columns], state)
+            if new is not None:
+                if patched is None:
+                    patched = x.clone()
+                patched[..., columns] = new
+        return None if patched is None else (patched, *args[1:])
+
+    return on_heads
+
+
+def _site_hooks(layers: nn.ModuleList, site_fns: Mapping[Site, SiteFn], state: DecodeState) -> list:
+    """Register the site hooks (head sites grouped by projection, in head order); return the handles."""
+    handles, heads = [], {}
+    try:
+        for site, fn in site_fns.items():
+            site = check_site(layers, site)
+            module, point = site_hook_point(layers, site)
+            if point == "input":
+                heads.setdefault(module, []).append((site.head, head_columns(layers, site), fn))
+            else:
+                handles.append(module.register_forward_hook(_make_site_hook(fn, state)))
+        for module, entries in heads.items():
+            fns = [(cols, fn) for _, cols, fn in sorted(entries, key=lambda e: e[0])]
+            handles.append(module.register_forward_pre_hook(_make_heads_hook(fns, state)))
+    except BaseException:
+        for handle in handles:
+            handle.remove()
+        raise
+    return handles
+
+
 @contextmanager
 def hooked(model: nn.Module, site_fns: Mapping[Site, SiteFn]) -> Iterator[DecodeState]:
     """Install site callbacks on a ``MusicgenForConditionalGeneration`` (or its ``MusicgenForCausalLM``).
@@ -101,19 +150,11 @@ def hooked(model: nn.Module, site_fns: Mapping[Site, SiteFn]) -> Iterator[Decode
         state.start = _cache_length(kwargs)
         state.calls += 1
 
-    def make_site_hook(fn: SiteFn):
-        def on_site(_module, _args, output):
-            new = fn(output_tensor(output), state)
-            return None if new is None else replace_output(output, new)
-
-        return on_site
-
     try:
         if hasattr(model, "text_encoder"):
             handles.append(model.text_encoder.register_forward_hook(on_text))
         handles.append(stack.register_forward_pre_hook(on_decoder, with_kwargs=True))
-        for site, fn in site_fns.items():
-            handles.append(site_module(stack.layers, site).register_forward_hook(make_site_hook(fn)))
+        handles.extend(_site_hooks(stack.layers, site_fns, state))
         yield state
     finally:
         for handle in handles:

@@ -5,6 +5,8 @@ Directions are keyed by their *source* site (``resid_post.12``). A map turns the
 
 * ``one_to_one``: each chosen layer receives its own layer's direction;
 * ``one_to_all``: one source direction is added at every layer (or at chosen target layers);
+* ``top_heads``: the ``k`` attention heads whose probes are most accurate, each with its own head direction
+  (SMITIN); :func:`top_heads` resolves it from head directions and accuracies (``inject`` has neither);
 * explicit: ``{source_site: [target_site, ...]}``.
 Also Gram-Schmidt orthogonalisation for steering several concepts at once.
 """
@@ -16,10 +18,13 @@ from typing import Literal, get_args
 
 import torch
 
-from steerlit.models.sites import layer_site
+from steerlit.models.sites import layer_site, split_site
 
-Strategy = Literal["one_to_one", "one_to_all"]
+Strategy = Literal["one_to_one", "one_to_all", "top_heads"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+LAYER_STRATEGIES: tuple[Strategy, ...] = tuple(
+    s for s in STRATEGIES if s != "top_heads"
+)  # one vector suffices
 
 
 def _get(directions: Mapping[str, torch.Tensor], site: str) -> torch.Tensor:
@@ -39,6 +44,20 @@ def one_to_all(
     """The same vector at every layer (or at ``targets``)."""
     layers = range(num_layers) if targets is None else targets
     return {layer_site(kind, L): vector for L in layers}
+
+
+def top_heads(
+    directions: Mapping[str, torch.Tensor], accuracy: Mapping[str, float], k: int
+) -> dict[str, torch.Tensor]:
+    """``{attn_head.L.h: directions[site]}`` for the ``k`` head sites of ``accuracy`` with the highest accuracy
+    (ties: lower layer, then lower head); every chosen head needs a direction ((head_dim,) each)."""
+    if k < 1:
+        raise ValueError(f"top_heads needs k >= 1 heads, got {k}.")
+    heads = [s for s in accuracy if split_site(s).is_head]
+    if len(heads) < k:
+        raise ValueError(f"top_heads asks for {k} heads but only {len(heads)} head accuracies are known.")
+    chosen = sorted(heads, key=lambda s: (-float(accuracy[s]), split_site(s)))[:k]
+    return {site: _get(directions, site) for site in chosen}
 
 
 def explicit_map(directions: Mapping[str, torch.Tensor], mapping: Mapping[str, Sequence[str]]):
@@ -70,6 +89,11 @@ def inject(
         return explicit_map(directions, strategy)
     if strategy == "one_to_one":
         return one_to_one(directions, layers, kind)
+    if strategy == "top_heads":
+        raise ValueError(
+            "top_heads needs per-head directions and probe accuracies: resolve it with injection.top_heads "
+            "(grid rows do so from a head-probe direction file)."
+        )
     if strategy == "one_to_all":
         if len(layers) != 1:
             raise ValueError(f"one_to_all takes one source layer, got {list(layers)}.")

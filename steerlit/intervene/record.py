@@ -15,7 +15,7 @@ import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.steer import CFG_HALVES, CfgHalf
-from steerlit.models.sites import Site
+from steerlit.models.sites import Site, attention_shape, parse_sites
 
 Reduction = Literal["first", "mean", "last", "all"]
 REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
@@ -81,7 +81,8 @@ class ActivationRecorder(SiteHookContext):
     >>> rec.results["resid_post.2"].shape  # (B, H)
 
     ``reduction``: ``first`` (B, H) hidden state before any audio is produced; ``mean`` (B, H) over
-    decoding steps; ``last`` (B, H); ``all`` (B, T, H) every position. ``half``: which CFG half to
+    decoding steps; ``last`` (B, H); ``all`` (B, T, H) every position. Head sites (``attn_head.L.h``) record
+    (B, head_dim) or (B, T, head_dim). ``half``: which CFG half to
     keep (``cond`` by default; ignored when there is no guidance batch unless ``uncond``).
     ``dtype``: storage dtype on the CPU (``torch.float16`` halves memory).
     """
@@ -100,7 +101,7 @@ class ActivationRecorder(SiteHookContext):
         if half not in CFG_HALVES:
             raise ValueError(f"Unknown CFG half {half!r}; use one of {CFG_HALVES}.")
         self.adapter = adapter
-        self.sites = adapter.parse_sites(list(sites))
+        self.sites = parse_sites(list(sites), adapter.num_layers, attention_shape(adapter.decoder_layers)[0])
         self.reduction, self.half = reduction, half
         self.buffers = {s: _SiteBuffer(reduction, dtype) for s in self.sites}
 

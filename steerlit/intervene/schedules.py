@@ -69,15 +69,31 @@ class EveryK:
         return ((t >= self.offset) & ((t - self.offset) % self.k == 0)).astype(float)
 
 
+@dataclass(frozen=True)
+class ProbeGated:
+    """Constant α, gated by the logistic probe saved at ``probe`` (a :class:`LinearProbeModule` file) for
+    ``site``: ``mode`` ``stop`` (α → 0 once p > ``threshold``) or ``proportional`` (α·(1 − p)); see
+    :mod:`steerlit.intervene.gate`. ``values`` is the ungated base (1 everywhere)."""
+
+    probe: str = ""
+    site: str = ""
+    mode: str = "stop"
+    threshold: float = 0.5
+
+    def values(self, n: int) -> np.ndarray:
+        return np.ones(n)
+
+
 SCHEDULES: dict[str, type] = {  # keys: the ScheduleKind choices
     "constant": Constant,
     "exp_decay": ExpDecay,
     "ramp": LinearRamp,
     "window": Window,
     "every_k": EveryK,
+    "probe_gate": ProbeGated,
 }
-Schedule = Constant | ExpDecay | LinearRamp | Window | EveryK
-ScheduleKind = Literal["constant", "exp_decay", "ramp", "window", "every_k"]
+Schedule = Constant | ExpDecay | LinearRamp | Window | EveryK | ProbeGated
+ScheduleKind = Literal["constant", "exp_decay", "ramp", "window", "every_k", "probe_gate"]
 
 
 def make_schedule(spec: dict | str | Schedule | None) -> Schedule:
@@ -98,6 +114,10 @@ def make_schedule(spec: dict | str | Schedule | None) -> Schedule:
         raise ValueError(f"Bad parameters {spec} for schedule {kind!r}: it takes {fields}.") from err
     if isinstance(sched, EveryK) and sched.k < 1:
         raise ValueError(f"every_k schedule needs k >= 1, got {sched.k}.")
+    if isinstance(sched, ProbeGated) and not (sched.probe and sched.site):
+        raise ValueError(
+            "probe_gate schedule needs 'probe' (a saved probe file) and 'site' (where it reads)."
+        )
     return sched
 
 

@@ -7,7 +7,11 @@ coefficient tables go to the model's device and dtype once, when the :class:`Ste
 * per target site and slot, a :class:`SiteTable`: a vector table ``V`` (R, H) and coefficient tables
   ``C`` (R, P) for the conditional and the unconditional CFG half, P = the decoder's maximum positions;
 * at each decoder call covering positions ``start .. start+T-1``, the hook applies
-  ``operator(h, V, C[:, start:start+T])`` to the site tensor (B', T, H), B' = R or 2R (guidance).
+  ``operator(h, V, C[:, start:start+T])`` to the site tensor (B', T, H), B' = R or 2R (guidance);
+* head sites (``attn_head.L.h``, :mod:`steerlit.models.sites`) work the same on (B', T, head_dim) tensors with
+  (head_dim,) vectors;
+* an intervention with a probe gate (``gate``, or the ``probe_gate`` schedule) has its coefficients multiplied,
+  row by row and step by step, by the gate of :mod:`steerlit.intervene.gate` (on the device, no host sync).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from steerlit.intervene.gate import GateBank, ProbeGate, load_probe_gate
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.operators import OPERATORS, Operator, apply_operator
-from steerlit.intervene.schedules import Constant, Schedule, make_schedule
-from steerlit.models.sites import Site
+from steerlit.intervene.schedules import Constant, ProbeGated, Schedule, make_schedule
+from steerlit.models.sites import Site, UnknownSiteError, check_site, site_width, split_site
 
 CfgHalf = Literal["both", "cond", "uncond"]
 CFG_HALVES: tuple[CfgHalf, ...] = get_args(CfgHalf)
@@ -35,16 +40,36 @@ class SteeringError(ValueError):
 
 @dataclass(frozen=True)
 class Intervention:
-    """One direction applied to one row: ``vectors`` maps target site names to (H,) tensors."""
+    """One direction applied to one row: ``vectors`` maps target site names to (H,) tensors ((head_dim,) at
+    head sites). ``gate``: a :class:`~steerlit.intervene.gate.ProbeGate` that scales α down as the target pole
+    appears (a ``probe_gate`` schedule builds one from a probe file)."""
 
     vectors: Mapping[str, torch.Tensor]
     alpha: float = 1.0
     operator: Operator = "add"
     schedule: Schedule | Mapping = field(default_factory=Constant)
     half: CfgHalf = "both"
+    gate: ProbeGate | None = None
+
+    def probe_gate(self) -> ProbeGate | None:
+        """The gate: ``gate``, else the one a ``probe_gate`` schedule names (loaded from its file), else None."""
+        if self.gate is not None:
+            return self.gate
+        sched = make_schedule(self.schedule)
+        if isinstance(sched, ProbeGated):
+            return load_probe_gate(sched.probe, sched.site, mode=sched.mode, threshold=sched.threshold)
+        return None
 
 
 RowSteering = Sequence[Intervention]  # empty: the row is not steered
+
+
+def parse_model_site(adapter, name: str | Site) -> Site:
+    """A site of this adapter's model (layers and heads range-checked), or :class:`SteeringError`."""
+    try:
+        return check_site(adapter.decoder_layers, name)
+    except UnknownSiteError as err:
+        raise SteeringError(str(err)) from None
 
 
 def validate_intervention(iv: Intervention, adapter) -> dict[Site, torch.Tensor]:
@@ -59,12 +84,14 @@ def validate_intervention(iv: Intervention, adapter) -> dict[Site, torch.Tensor]
         raise SteeringError("An intervention has no target sites; give at least one {site: vector}.")
     out = {}
     for name, vec in iv.vectors.items():
-        site = adapter.parse_site(name)
+        site = parse_model_site(adapter, name)
         vec = torch.as_tensor(vec)
-        if vec.shape != (adapter.hidden_size,):
+        width = site_width(adapter.decoder_layers, site)
+        if vec.shape != (width,):
+            what = "head size" if site.is_head else "hidden size"
             raise SteeringError(
-                f"Vector for {site.name} has shape {tuple(vec.shape)}, but the model's hidden size is "
-                f"{adapter.hidden_size}: use directions computed on this model ({adapter.model_id})."
+                f"Vector for {site.name} has shape {tuple(vec.shape)}, but the model's {what} is "
+                f"{width}: use directions computed on this model ({adapter.model_id})."
             )
         if not torch.isfinite(vec).all():
             raise SteeringError(
@@ -74,6 +101,20 @@ def validate_intervention(iv: Intervention, adapter) -> dict[Site, torch.Tensor]
     return out
 
 
+def hook_only_reason(steering: Sequence[RowSteering] | RowSteering | None) -> str | None:
+    """Why a steering can only run through :class:`Steering`'s hooks (None: its tables say everything): head
+    sites (``attn_head.L.h``) and probe gates have no table form that another decode loop could read."""
+    rows = steering or []
+    rows = [rows] if rows and all(isinstance(r, Intervention) for r in rows) else rows
+    for row in rows:
+        for iv in row:
+            if any(split_site(name).is_head for name in iv.vectors):
+                return "steering at attention-head sites (attn_head.L.h) is applied by hooks only"
+            if iv.gate is not None or isinstance(make_schedule(iv.schedule), ProbeGated):
+                return "probe-gated steering reads a probe at every step through hooks only"
+    return None
+
+
 class SiteTable:
     """The steering of one (site, operator) slot for a batch of R rows, P = the decoder's maximum positions.
 
@@ -81,16 +122,23 @@ class SiteTable:
     coefficient tables (R, P) for the conditional and the unconditional CFG half (row ``r``, position ``p``:
     α·schedule(p) of that row's intervention, 0 for rows or halves it does not steer). :meth:`finalize` moves
     them to the model's device and dtype once; :meth:`batch` then gives the tables of one decoder batch.
+    ``gated`` (R,) bool: the rows whose coefficients a probe gate scales (``any_gated``: whether any row is).
     """
 
     def __init__(self, operator: str, rows: int, hidden: int, positions: int):
         self.operator = operator
         self.vectors = torch.zeros(rows, hidden, dtype=torch.float64)
         self.coefficients = {"cond": np.zeros((rows, positions)), "uncond": np.zeros((rows, positions))}
+        self.gated = torch.zeros(rows, dtype=torch.bool)
+        self.any_gated = False
         self._device_tables: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def set_row(self, row: int, vec: torch.Tensor, iv: Intervention, positions: int) -> None:
-        """Row ``row`` is steered by ``iv`` with vector ``vec`` (H,) at this site."""
+    def set_row(
+        self, row: int, vec: torch.Tensor, iv: Intervention, positions: int, gated: bool = False
+    ) -> None:
+        """Row ``row`` is steered by ``iv`` with vector ``vec`` (W,) at this site (``gated``: by a probe gate)."""
+        self.gated[row] = bool(gated)
+        self.any_gated = self.any_gated or bool(gated)
         self.vectors[row] = vec.double()
         values = float(iv.alpha) * make_schedule(iv.schedule).values(positions)
         for half, table in self.coefficients.items():
@@ -103,6 +151,7 @@ class SiteTable:
         cond = torch.as_tensor(self.coefficients["cond"]).to(device, dtype)
         uncond = torch.as_tensor(self.coefficients["uncond"]).to(device, dtype)
         self._device_tables = {False: (vec, cond), True: (torch.cat([vec, vec]), torch.cat([cond, uncond]))}
+        self.gated = self.gated.to(device)
 
     def batch(
         self, cfg: bool, repeats: int = 1, positions: slice = slice(None)
@@ -126,8 +175,9 @@ class Steering(SiteHookContext):
 
     ``rows``: one :class:`RowSteering` per batch row (in prompt order), or a single RowSteering
     applied to every row (``broadcast``). ``tables``: per target site, its :class:`SiteTable` slots (a row
-    with two interventions of the same operator at one site uses two slots). Hooks are removed on exit,
-    also when generation raises. Other decode loops (the fast engine) read ``tables`` without hooks.
+    with two interventions of the same operator at one site uses two slots). ``gates``: per gate site, the
+    :class:`~steerlit.intervene.gate.GateBank` of the rows it gates (a row takes at most one gate). Hooks are removed on exit, also when generation raises. Other decode loops
+    (the fast engine) read ``tables`` without hooks.
     """
 
     def __init__(self, adapter, rows: Sequence[RowSteering] | RowSteering):
@@ -140,26 +190,46 @@ class Steering(SiteHookContext):
         if not self.rows:
             raise SteeringError("Steering needs at least one row.")
         self.tables: dict[Site, list[SiteTable]] = {}
+        self.gates: dict[Site, GateBank] = {}
         for r, row in enumerate(self.rows):
             self._add_row(r, row)
         for tables in self.tables.values():
             for table in tables:
                 table.finalize(adapter.device, adapter.dtype)
+        for bank in self.gates.values():
+            bank.finalize(adapter.device, adapter.dtype)
+
+    def _add_gate(self, r: int, gate: ProbeGate) -> None:
+        site = parse_model_site(self.adapter, gate.site)
+        if site not in self.gates:
+            width = site_width(self.adapter.decoder_layers, site)
+            self.gates[site] = GateBank(site.name, len(self.rows), width, self.adapter.max_positions)
+        if any(bool(b.gated[r]) for s, b in self.gates.items() if s != site):
+            raise SteeringError(f"Row {r} has gates at two sites; a row takes one gate.")
+        try:
+            self.gates[site].set_row(r, gate)
+        except ValueError as err:
+            raise SteeringError(str(err)) from None
 
     def _add_row(self, r: int, row: RowSteering) -> None:
         positions = self.adapter.max_positions
         used: dict[tuple[Site, str], int] = {}
         for iv in row:
-            for site, vec in validate_intervention(iv, self.adapter).items():
+            vectors = validate_intervention(iv, self.adapter)
+            gate = iv.probe_gate()
+            if gate is not None:
+                self._add_gate(r, gate)
+            for site, vec in vectors.items():
                 k = used.get((site, iv.operator), 0)
                 used[(site, iv.operator)] = k + 1
                 same_op = [t for t in self.tables.setdefault(site, []) if t.operator == iv.operator]
                 if k >= len(same_op):
-                    table = SiteTable(iv.operator, len(self.rows), self.adapter.hidden_size, positions)
+                    width = site_width(self.adapter.decoder_layers, site)
+                    table = SiteTable(iv.operator, len(self.rows), width, positions)
                     self.tables[site].append(table)
                 else:
                     table = same_op[k]
-                table.set_row(r, vec, iv, positions)
+                table.set_row(r, vec, iv, positions, gated=gate is not None)
 
     def repeats_for(self, batch: int) -> int:
         """How often each table row is repeated for a batch of ``batch`` prompts: ``batch`` for a broadcast
@@ -182,22 +252,50 @@ class Steering(SiteHookContext):
             )
 
     def _make_fn(self, site: Site):
-        tables = self.tables[site]
+        tables = self.tables.get(site, [])
+        gates = self.gates.get(site)
 
         def fn(h: torch.Tensor, state: DecodeState):
             repeats = self.repeats_for(state.text_batch if state.cfg else h.shape[0])
             stop = state.start + state.seq_len
             self.check_positions(stop)
+            if gates is not None:  # read the probe before this site's own steering
+                gates.update(h, state, repeats)
             for table in tables:
                 vec, coef = table.batch(state.cfg, repeats, slice(state.start, stop))
+                for bank in self.gates.values() if table.any_gated else ():
+                    coef = coef * bank.factor(table.gated & bank.gated, state, repeats, coef.dtype)
                 h = apply_operator(table.operator, h, vec, coef)
             return h
 
         return fn
 
     def hooked_sites(self):
-        return list(self.tables)
+        return list(self.tables) + [s for s in self.gates if s not in self.tables]
 
     @property
     def sites(self) -> list[str]:
         return sorted(s.name for s in self.tables)
+
+    def gate_multipliers(self, site: str) -> np.ndarray:
+        """The gate log at ``site`` after a generation: each prompt's multiplier per decoding position (P, B)
+        (NaN where the prompt is not gated there); one host read."""
+        banks = {s.name: b for s, b in self.gates.items()}
+        if site not in banks:
+            raise SteeringError(
+                f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
+            )
+        return banks[site].multipliers().numpy()
+
+    def gate_openness(self, site: str | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+        """Mean gate multiplier over the prompts ``rows`` (None: all) gated at ``site`` (None: the only gate site)
+        per decoding position (P,) after a generation (NaN: not read); one host read. :class:`SteeringError`
+        without such a gate."""
+        banks = {s.name: b for s, b in self.gates.items()}
+        if site is None and len(banks) == 1:
+            site = next(iter(banks))
+        if site not in banks:
+            raise SteeringError(
+                f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
+            )
+        return banks[site].openness(rows).numpy()

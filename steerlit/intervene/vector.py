@@ -20,7 +20,7 @@ from numbers import Real
 
 import torch
 
-from steerlit.intervene.injection import STRATEGIES, Strategy, inject
+from steerlit.intervene.injection import LAYER_STRATEGIES, Strategy, inject
 from steerlit.intervene.operators import Operator
 from steerlit.intervene.schedules import Schedule, ScheduleKind, make_schedule
 from steerlit.intervene.steer import CfgHalf, Intervention, Steering, SteeringError
@@ -130,8 +130,11 @@ class SteeringVector:
         """
         if isinstance(alpha, bool) or not isinstance(alpha, Real) or not math.isfinite(alpha):
             raise SteeringError(f"Steering coefficient alpha={alpha!r} is not a finite number; use one.")
-        if strategy not in STRATEGIES:
-            raise SteeringError(f"Unknown injection strategy {strategy!r}; use one of {STRATEGIES}.")
+        if strategy not in LAYER_STRATEGIES:
+            raise SteeringError(
+                f"Unknown injection strategy {strategy!r}; use one of {LAYER_STRATEGIES} "
+                "(top_heads needs per-head directions: injection.top_heads)."
+            )
         if self.layer >= num_layers:
             raise SteeringError(
                 f"This vector comes from {self.site}, but the model has {num_layers} layers "

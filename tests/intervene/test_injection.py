@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from steerlit.intervene.injection import explicit_map, gram_schmidt, inject, one_to_all, one_to_one
+from steerlit.intervene.injection import explicit_map, gram_schmidt, inject, one_to_all, one_to_one, top_heads
 
 DIRS = {f"resid_post.{i}": torch.full((4,), float(i)) for i in range(3)}
 
@@ -37,3 +37,19 @@ def test_gram_schmidt():
     assert torch.equal(oa, a)
     assert abs(float(oa @ ob)) < 1e-6
     torch.testing.assert_close(ob, torch.tensor([0.5, -0.5, 1.0]))
+
+
+def test_top_heads_picks_the_most_accurate_heads():
+    directions = {
+        f"attn_head.{L}.{h}": torch.full((8,), float(L * 4 + h)) for L in range(2) for h in range(4)
+    }
+    accuracy = {s: 0.5 for s in directions} | {
+        "attn_head.1.3": 0.9,
+        "attn_head.0.2": 0.8,
+        "attn_head.1.0": 0.8,
+    }
+    assert list(top_heads(directions, accuracy, 3)) == ["attn_head.1.3", "attn_head.0.2", "attn_head.1.0"]
+    with pytest.raises(ValueError, match="only 8 head accuracies"):
+        top_heads(directions, accuracy, 9)
+    with pytest.raises(ValueError, match="per-head directions"):
+        inject("top_heads", directions, [2], 2)

@@ -72,3 +72,27 @@ def test_bad_recorder_arguments(tiny_adapter):
         with ActivationRecorder(tiny_adapter, ["resid_post.0"]) as rec:
             pass
         rec.results  # noqa: B018
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_head_tensors_projected_by_out_proj_equal_the_attention_output(tiny_adapter, guidance):
+    layer = 2
+    heads = [f"attn_head.{layer}.{h}" for h in range(4)]
+    sites = [*heads, f"attn_out.{layer}"]
+    with ActivationRecorder(tiny_adapter, sites, reduction="all", half="both") as rec:
+        generate(tiny_adapter, PROMPTS, max_new_tokens=16, seeds=[1, 2], guidance_scale=guidance)
+    got = rec.results
+    rows = 4 if guidance > 1 else 2
+    assert got[heads[0]].shape == (rows, 16, 8)  # (B', T, head_dim)
+    out_proj = tiny_adapter.decoder_layers[layer].self_attn.out_proj
+    with torch.no_grad():
+        projected = out_proj(torch.cat([got[h] for h in heads], dim=-1))
+    torch.testing.assert_close(projected, got[f"attn_out.{layer}"], atol=1e-5, rtol=0)
+    with ActivationRecorder(tiny_adapter, [heads[1]], reduction="mean") as pooled:
+        generate(tiny_adapter, PROMPTS, max_new_tokens=16, seeds=[1, 2], guidance_scale=guidance)
+    torch.testing.assert_close(pooled.results[heads[1]], got[heads[1]][:2].mean(1), atol=1e-6, rtol=0)
+
+
+def test_recorder_refuses_heads_out_of_range(tiny_adapter):
+    with pytest.raises(ValueError, match="4 attention heads"):
+        ActivationRecorder(tiny_adapter, ["attn_head.0.4"])

@@ -221,3 +221,41 @@ def test_broadcast_tables_repeat_per_prompt(tiny_adapter):
     vec, coef = table.batch(cfg=True, repeats=4, positions=slice(0, 2))
     assert vec.shape == (8, 32) and coef.shape == (8, 2)
     assert (coef[:4] == 0).all() and (coef[4:] == 1.5).all()  # the unconditional half only
+
+
+def test_head_steering_at_alpha_zero_is_bit_identical(tiny_adapter):
+    v = unit(8, 7)
+    base = generate(tiny_adapter, PROMPTS, max_new_tokens=30, seeds=[5, 6])
+    for op in ("add", "norm_add", "ablate"):
+        iv = Intervention(
+            {f"attn_head.{i}.{h}": v for i in range(4) for h in range(4)}, alpha=0.0, operator=op
+        )
+        steered = generate(tiny_adapter, PROMPTS, max_new_tokens=30, seeds=[5, 6], steering=[iv])
+        assert torch.equal(steered.codes, base.codes), op
+        assert torch.equal(steered.audio, base.audio), op
+
+
+def test_head_steering_moves_only_its_head_columns(tiny_adapter):
+    a, alpha = tiny_adapter, 3.0
+    v = unit(8, 8)
+    inputs = a.tokenize(PROMPTS)
+    dec_in = torch.randint(0, 64, (2 * a.num_codebooks, 7))
+    heads = [f"attn_head.1.{h}" for h in range(4)]
+    with torch.no_grad(), ActivationRecorder(a, heads, reduction="all") as base:
+        a.model(**inputs, decoder_input_ids=dec_in, use_cache=False)
+    ivs = [
+        Intervention({"attn_head.1.2": v}, alpha),
+        Intervention({"attn_head.1.0": v}, 1.0, operator="ablate"),
+    ]
+    with torch.no_grad(), Steering(a, ivs), ActivationRecorder(a, heads, reduction="all") as steered:
+        a.model(**inputs, decoder_input_ids=dec_in, use_cache=False)
+    b, s = base.results, steered.results
+    assert torch.equal(b["attn_head.1.1"], s["attn_head.1.1"]) and torch.equal(
+        b["attn_head.1.3"], s["attn_head.1.3"]
+    )
+    torch.testing.assert_close(s["attn_head.1.2"], b["attn_head.1.2"] + alpha * v, atol=1e-6, rtol=0)
+    torch.testing.assert_close(s["attn_head.1.0"] @ v, torch.zeros(2, 7), atol=1e-5, rtol=0)
+    with pytest.raises(SteeringError, match="head size is 8"):
+        Steering(a, [Intervention({"attn_head.1.2": torch.ones(32)})])
+    with pytest.raises(SteeringError, match="4 attention heads"):
+        Steering(a, [Intervention({"attn_head.1.9": v})])

@@ -10,7 +10,7 @@ from transformers import StoppingCriteriaList
 from steerlit.directions.io import DirectionFileError, DirectionSet, save_directions
 from steerlit.engines.hf import codes_from_sequences
 from steerlit.engines.sampling import SequenceCapture
-from steerlit.intervene.injection import STRATEGIES, inject
+from steerlit.intervene.injection import LAYER_STRATEGIES, inject
 from steerlit.intervene.schedules import make_schedule
 from steerlit.intervene.steer import Intervention, Steering, SteeringError
 from steerlit.intervene.vector import SteeringVector, adapter_for
@@ -82,7 +82,7 @@ def test_alpha_zero_is_identical_to_no_steering(tiny_adapter):
     model, inputs = tiny_adapter.model, tiny_adapter.tokenize(PROMPTS)
     base = greedy_codes(model, inputs)
     vec = SteeringVector(random_vector(tiny_adapter.hidden_size, 1), layer=2)
-    for strategy in STRATEGIES:
+    for strategy in LAYER_STRATEGIES:
         with vec.apply(model, alpha=0.0, strategy=strategy):
             assert torch.equal(greedy_codes(model, inputs), base), strategy
 
