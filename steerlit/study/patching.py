@@ -299,9 +299,9 @@ def run_patching(
     probe_sets: Mapping[str, ProbeSet] | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict:
-    """The whole study (``probe_sets``: the loaded ``settings.concepts`` by name, default loaded here): patching maps of every concept (attribute and readout), head-probe maps and the gated
-    trade-off, written under ``out_dir``; returns ``{"maps": rows, "heads": {...}, "tradeoff": rows, "files":
-    [...], "seconds": {...}}`` (also in ``summary.json``)."""
+    """Patching maps of every concept (attribute and readout), head-probe maps and the gated trade-off, written
+    under ``out_dir`` (``probe_sets``: ``settings.concepts`` loaded by name, default loaded here); returns
+    ``{"maps", "heads", "tradeoff", "pairs", "seconds", "files"}`` (also in ``summary.json``)."""
     windows = [StepWindow.parse(w) for w in settings.windows]
     gate = settings.gate
     if probe_sets is None:
@@ -341,14 +341,8 @@ def run_patching(
     ]
     files += [atomic_write_csv(out_dir / "patching_pairs.csv", pairs), *head_files, *gate_files]
     heads = {c: {"heads": p.head_accuracy, "layers": p.layer_accuracy} for c, p in probes.items()}
-    summary = {
-        "maps": maps,
-        "heads": heads,
-        "tradeoff": tradeoff,
-        "pairs": pairs,
-        "seconds": seconds,
-        "files": [str(f) for f in files],
-    }
+    summary = dict(maps=maps, heads=heads, tradeoff=tradeoff, pairs=pairs, seconds=seconds)
+    summary["files"] = [str(f) for f in files]
     atomic_write_json(out_dir / "summary.json", _json_safe(summary))
     return summary
 
