@@ -170,8 +170,9 @@ def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logg
         return []
     progress("steering grid")
     summary = evaluation.run(plan, directions, layout.evaluation(), wandb_run=wandb_run)
-    if wandb_run is not None:
-        wandb_run.summary.update(best_summary(summary))  # the objective W&B sweeps optimise
+    if wandb_run is not None:  # the objective W&B sweeps optimise: the best steered group, never a control's
+        controls = set(settings.steer.controls) - set(settings.steer.methods)
+        wandb_run.summary.update(best_summary([r for r in summary if r.method not in controls]))
     print(format_summary(summary), flush=True)
     progress(f"done: {layout.root}")
     return summary
