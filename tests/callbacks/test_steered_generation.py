@@ -120,7 +120,7 @@ def test_every_n_epochs_and_fit_end_switches(tiny_adapter, tmp_path, loaders):
     layout = RunLayout(tmp_path / "run")
     steer = SteerSettings(layers=(1,), alphas=(0.0, 3.0), methods=("diffmean",), seconds=0.3, batch_size=4)
     evaluation = Evaluation(
-        tiny_adapter, MetricsSettings(quality=False), trainer=TrainerSettings(enable_progress_bar=False)
+        tiny_adapter, MetricsSettings(quality="none"), trainer=TrainerSettings(enable_progress_bar=False)
     )
     seen = []
 

@@ -21,7 +21,7 @@ TINY_TESTBED = [
     "steer.n_prompts=1",
     "steer.seconds=0.5",
     "steer.alphas=[0,1]",
-    "metrics.quality=false",
+    "metrics.quality=none",
 ]
 
 
