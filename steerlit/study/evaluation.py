@@ -107,9 +107,9 @@ def measure_clip(audio: np.ndarray, sr: int, tempo: TempoSettings) -> dict[str, 
 
 
 def grid_devices(trainer: TrainerSettings) -> int:
-    """Processes for the steering grid: ``trainer.devices`` under a DDP strategy, else 1."""
+    """Processes for the steering grid: ``trainer.devices`` under a DDP strategy (ddp, ddp_fork, ddp_spawn), else 1."""
     devices = trainer.devices
-    if trainer.strategy != "ddp" or not isinstance(devices, int):
+    if not str(trainer.strategy).startswith("ddp") or not isinstance(devices, int):
         return 1
     if devices == -1:
         return max(1, torch.cuda.device_count())

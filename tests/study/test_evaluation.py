@@ -82,7 +82,7 @@ def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, t
     generation, tempo = STEER.generation(), MetricsSettings().tempo
     layout = RunLayout(tmp_path)
     one = steer(adapter, rows, directions, generation, layout.evaluation("one"), tempo=tempo)
-    ddp = TrainerSettings(devices=2, strategy="ddp", enable_progress_bar=False)
+    ddp = TrainerSettings(devices=2, strategy="ddp_fork", enable_progress_bar=False)
     with pytest.raises(ValueError, match="needs the model settings"):
         steer(adapter, rows, directions, generation, layout.evaluation("two"), tempo=tempo, trainer=ddp)
     two = steer(
