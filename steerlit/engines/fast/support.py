@@ -12,6 +12,7 @@ from transformers import MusicgenForConditionalGeneration
 
 from steerlit.engines.base import AUDIO_PROMPT_KEYS, DecodeRequest
 from steerlit.engines.fast.layers import SUPPORTED_ATTN
+from steerlit.intervene.steer import hook_only_reason
 
 FAST_OPTIONS = ("use_cuda_graphs", "compile", "deterministic", "bucket", "bucketed")  # fast-only options
 
@@ -83,4 +84,7 @@ def request_unsupported_reason(adapter, request: DecodeRequest) -> str | None:
         return (
             f"max_new_tokens={request.max_new_tokens} is shorter than the {adapter.num_codebooks} codebooks"
         )
+    reason = hook_only_reason(request.steering)  # head sites and probe gates run only in the hooks
+    if reason is not None:
+        return reason
     return fast_unsupported_reason(adapter)
