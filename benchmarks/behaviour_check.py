@@ -22,20 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from steerlit.engines.grid import STEER_COLUMNS
+
 REFERENCE = Path(__file__).resolve().parent / "reference"
-SETTINGS = (
-    "prompt",
-    "seed",
-    "concept",
-    "method",
-    "layer",
-    "alpha",
-    "strategy",
-    "operator",
-    "schedule",
-    "half",
-)
-SETTINGS += ("site_kind",)
+SETTINGS = ("prompt", "seed", *STEER_COLUMNS)  # what identifies a grid row
 IGNORED = ("key", "wav")  # names, not results
 TABLES = {  # table -> (reference file, columns that identify a row)
     "metrics.csv": ("default_metrics.csv", SETTINGS),
