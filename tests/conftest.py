@@ -30,4 +30,15 @@ def tiny_adapter(tiny_model_dir):
     return load_model(str(tiny_model_dir))
 
 
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """Undo environment changes made behind monkeypatch's back (W&B's agent sets ``WANDB_RUN_ID`` and
+    ``WANDB_SWEEP_PARAM_PATH`` in ``os.environ``; a later ``wandb.init`` would merge that sweep's parameters)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 PROMPTS = ["a fast techno track", "slow jazz piano", "bright acoustic guitar", "dark ambient drone"]
