@@ -30,12 +30,14 @@ class ExtractSettings:
 
 @dataclass(frozen=True)
 class ProbeTrainSettings:
+    """How the linear probes are trained: the saved direction's scale, input standardisation, then the optimiser."""
+
+    scale: ProbeScale = "diffmean"  # unit | diffmean
+    standardize: bool = True
     max_epochs: int = 30
     lr: float = 0.01
     weight_decay: float = 0.0
     batch_size: int = 64
-    standardize: bool = True
-    scale: ProbeScale = "diffmean"  # unit | diffmean
     val_every_n_epochs: int = 1  # validation (and a steering callback's epoch ends) every N epochs
 
 

@@ -147,33 +147,16 @@ class SteeringVector:
         vectors = inject(strategy, {self.site: self.vector}, [self.layer], num_layers, self.kind)
         return Intervention(vectors, alpha=alpha, operator=operator, schedule=schedule, half=half)
 
-    def apply(
-        self,
-        model,
-        alpha: float = 1.0,
-        *,
-        strategy: Strategy = "one_to_all",
-        operator: Operator = "add",
-        schedule: ScheduleKind | Mapping | Schedule = "constant",
-        half: CfgHalf = "both",
-    ) -> Steering:
+    def apply(self, model, alpha: float = 1.0, **options) -> Steering:
         """Steer ``model`` (a ``MusicgenForConditionalGeneration`` or a :class:`MusicGenAdapter`) inside a
         ``with`` block: every decoder call adds ``alpha * vector`` (for ``operator="add"``) to the site
         tensor (B', T, H) of each target layer, B' = B prompts or 2B under guidance.
 
-        ``strategy``: ``one_to_all`` (every layer) or ``one_to_one`` (the source layer only); ``operator``:
-        ``add | norm_add | ablate``; ``schedule``: over decoding positions (``constant``, ``{"kind":
+        ``options`` are :meth:`intervention`'s: ``strategy``: ``one_to_all`` (every layer) or ``one_to_one``
+        (the source layer only); ``operator``: ``add | norm_add | ablate``; ``schedule``: over decoding positions (``constant``, ``{"kind":
         "exp_decay", ...}``); ``half``: the CFG halves steered (``both | cond | uncond``). Bad options, a
         wrong hidden size or a non-finite ``alpha`` raise :class:`SteeringError` here, before any hook.
         Returns the :class:`Steering` context; hooks are removed on exit, also on exceptions.
         """
         adapter = adapter_for(model)
-        iv = self.intervention(
-            adapter.num_layers,
-            alpha=alpha,
-            strategy=strategy,
-            operator=operator,
-            schedule=schedule,
-            half=half,
-        )
-        return Steering(adapter, [iv])
+        return Steering(adapter, [self.intervention(adapter.num_layers, alpha=alpha, **options)])

@@ -100,14 +100,8 @@ def estimate_tempo(
             bpm=float("nan"), beat_times=np.zeros(0, dtype=np.float64), onset_rate=onset_rate
         )
     librosa = import_librosa()
-    tempo = librosa.feature.tempo(
-        onset_envelope=oenv,
-        sr=sr,
-        hop_length=hop_length,
-        start_bpm=start_bpm,
-        std_bpm=std_bpm,
-        max_tempo=max_bpm,
-    )
+    prior = dict(start_bpm=start_bpm, std_bpm=std_bpm, max_tempo=max_bpm)
+    tempo = librosa.feature.tempo(onset_envelope=oenv, sr=sr, hop_length=hop_length, **prior)
     bpm = fold_into_range(float(np.atleast_1d(tempo)[0]), min_bpm, max_bpm)
     if not np.isfinite(bpm):
         return TempoEstimate(

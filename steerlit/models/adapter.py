@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import attrgetter
 
 import torch
 from torch import nn
 
 from steerlit.models.sites import SITE_KINDS, Site, list_sites, parse_site, parse_sites, site_module
+
+
+def config_fact(path: str, kind: type) -> property:
+    """A read-only attribute read from the model's config at ``path`` (e.g. ``decoder.hidden_size``) as ``kind``."""
+    read = attrgetter(path)
+    return property(
+        lambda adapter: kind(read(adapter.model.config)), doc=f"``model.config.{path}`` as {kind.__name__}"
+    )
 
 
 @dataclass
@@ -22,21 +31,13 @@ class MusicGenAdapter:
     model: nn.Module
     processor: object
     model_id: str
-    hidden_size: int = field(init=False)
-    num_layers: int = field(init=False)
-    num_codebooks: int = field(init=False)
-    sample_rate: int = field(init=False)
-    frame_rate: float = field(init=False)
-    max_positions: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        dec = self.model.config.decoder
-        self.hidden_size = int(dec.hidden_size)
-        self.num_layers = int(dec.num_hidden_layers)
-        self.num_codebooks = int(dec.num_codebooks)
-        self.sample_rate = int(self.model.config.audio_encoder.sampling_rate)
-        self.frame_rate = float(self.model.config.audio_encoder.frame_rate)
-        self.max_positions = int(dec.max_position_embeddings)
+    hidden_size = config_fact("decoder.hidden_size", int)
+    num_layers = config_fact("decoder.num_hidden_layers", int)
+    num_codebooks = config_fact("decoder.num_codebooks", int)
+    max_positions = config_fact("decoder.max_position_embeddings", int)
+    sample_rate = config_fact("audio_encoder.sampling_rate", int)
+    frame_rate = config_fact("audio_encoder.frame_rate", float)
 
     @property
     def tokenizer(self):

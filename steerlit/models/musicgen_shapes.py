@@ -43,6 +43,7 @@ CODEBOOK_SIZE = 2048
 SAMPLING_RATE = 32000
 FRAME_RATE = 50  # 32000 / (8 * 5 * 4 * 4)
 PUBLISHED_PARAMETERS = {"small": 300e6, "medium": 1.5e9, "large": 3.3e9}  # the model cards' labels
+PUBLIC_CONFIG = json.loads((Path(__file__).with_name("musicgen_public_config.json")).read_text())
 CONFIG_DTYPE = "float32"  # what the public config.json files declare (weights may be stored in fp16)
 
 
@@ -93,30 +94,17 @@ def size_of(name: str) -> MusicgenSize | None:
     return tail if tail in MUSICGEN_SIZES else None  # type: ignore[return-value]
 
 
+def public_config_fields(part: str) -> dict:
+    """The shared ``config.json`` fields of one part (``text_encoder``, ``audio_encoder`` or ``decoder``), read
+    from ``musicgen_public_config.json`` beside this module (a fresh dict on every call)."""
+    return copy.deepcopy(PUBLIC_CONFIG[part])
+
+
 def t5_base_config():
     """The ``t5-base`` configuration MusicGen's text encoder uses (``T5EncoderModel`` reads the encoder half)."""
     from transformers import T5Config
 
-    return T5Config(
-        vocab_size=32128,
-        d_model=768,
-        d_kv=64,
-        d_ff=3072,
-        num_layers=12,
-        num_decoder_layers=12,
-        num_heads=12,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        dropout_rate=0.1,
-        layer_norm_epsilon=1e-6,
-        initializer_factor=1.0,
-        feed_forward_proj="relu",
-        n_positions=512,
-        is_encoder_decoder=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
+    return T5Config(**public_config_fields("text_encoder"))
 
 
 def encodec_32khz_config():
@@ -125,31 +113,7 @@ def encodec_32khz_config():
     (the other fields are EnCodec's defaults, as in that checkpoint)."""
     from transformers import EncodecConfig
 
-    return EncodecConfig(
-        target_bandwidths=[2.2],
-        sampling_rate=SAMPLING_RATE,
-        audio_channels=1,
-        normalize=False,
-        chunk_length_s=None,
-        overlap=None,
-        hidden_size=128,
-        num_filters=64,
-        num_residual_layers=1,
-        upsampling_ratios=[8, 5, 4, 4],
-        norm_type="weight_norm",
-        kernel_size=7,
-        last_kernel_size=7,
-        residual_kernel_size=3,
-        dilation_growth_rate=2,
-        use_causal_conv=False,
-        pad_mode="reflect",
-        compress=2,
-        num_lstm_layers=2,
-        trim_right_ratio=1.0,
-        codebook_size=CODEBOOK_SIZE,
-        codebook_dim=128,
-        use_conv_shortcut=False,
-    )
+    return EncodecConfig(**public_config_fields("audio_encoder"))
 
 
 def decoder_config(size: str):
@@ -158,27 +122,8 @@ def decoder_config(size: str):
     from transformers import MusicgenDecoderConfig
 
     shape = DECODER_SHAPES[check_size(size)]
-    return MusicgenDecoderConfig(
-        vocab_size=CODEBOOK_SIZE,
-        max_position_embeddings=2048,
-        num_hidden_layers=shape.layers,
-        ffn_dim=shape.ffn,
-        num_attention_heads=shape.heads,
-        hidden_size=shape.hidden,
-        layerdrop=0.0,
-        use_cache=True,
-        activation_function="gelu",
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        initializer_factor=0.02,
-        scale_embedding=False,
-        num_codebooks=NUM_CODEBOOKS,
-        audio_channels=1,
-        pad_token_id=CODEBOOK_SIZE,
-        bos_token_id=CODEBOOK_SIZE,
-        tie_word_embeddings=False,
-    )
+    sizes = dict(num_hidden_layers=shape.layers, hidden_size=shape.hidden, num_attention_heads=shape.heads)
+    return MusicgenDecoderConfig(**public_config_fields("decoder"), **sizes, ffn_dim=shape.ffn)
 
 
 def musicgen_config(size: str):

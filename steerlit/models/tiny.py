@@ -46,19 +46,15 @@ def encodec_config(
     if 2**bits != codebook_size:
         raise ValueError(f"codebook_size must be a power of two, got {codebook_size}.")
     bandwidth_kbps = num_codebooks * bits * frame_rate / 1000.0
+    sizes = dict(sampling_rate=sampling_rate, num_filters=num_filters, hidden_size=hidden_size)
+    codebooks = dict(
+        codebook_size=codebook_size, codebook_dim=hidden_size, target_bandwidths=[bandwidth_kbps]
+    )
+    layers = dict(
+        upsampling_ratios=list(upsampling_ratios), num_lstm_layers=num_lstm_layers, num_residual_layers=1
+    )
     config = EncodecConfig(
-        sampling_rate=sampling_rate,
-        audio_channels=1,
-        num_filters=num_filters,
-        hidden_size=hidden_size,
-        num_residual_layers=1,
-        upsampling_ratios=list(upsampling_ratios),
-        codebook_size=codebook_size,
-        codebook_dim=hidden_size,
-        target_bandwidths=[bandwidth_kbps],
-        use_causal_conv=False,
-        normalize=False,
-        num_lstm_layers=num_lstm_layers,
+        **sizes, **codebooks, **layers, audio_channels=1, use_causal_conv=False, normalize=False
     )
     if config.num_quantizers != num_codebooks:
         raise ValueError(
@@ -71,18 +67,9 @@ def t5_text_config(*, d_model: int, vocab_size: int) -> T5Config:
     """A one-layer T5 text encoder of width ``d_model`` (pad 0, eos 1, as T5)."""
     from transformers import T5Config  # deferred: transformers
 
-    return T5Config(
-        vocab_size=vocab_size,
-        d_model=d_model,
-        d_kv=8,
-        d_ff=2 * d_model,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
+    sizes = dict(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=4)
+    special_ids = dict(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return T5Config(**sizes, **special_ids, relative_attention_num_buckets=8)
 
 
 def decoder_config(
@@ -91,57 +78,48 @@ def decoder_config(
     """A mono MusicGen decoder; pad, BOS and decoder start are the extra token ``codebook_size``."""
     from transformers import MusicgenDecoderConfig  # deferred: transformers
 
-    return MusicgenDecoderConfig(
-        vocab_size=codebook_size,
-        max_position_embeddings=1024,
-        num_hidden_layers=num_layers,
-        ffn_dim=ffn_dim,
-        num_attention_heads=num_heads,
-        hidden_size=hidden_size,
-        num_codebooks=num_codebooks,
-        pad_token_id=codebook_size,
-        bos_token_id=codebook_size,
-        decoder_start_token_id=codebook_size,
-        audio_channels=1,
+    special_ids = dict.fromkeys(("pad_token_id", "bos_token_id", "decoder_start_token_id"), codebook_size)
+    blocks = dict(
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, hidden_size=hidden_size, ffn_dim=ffn_dim
     )
+    codebooks = dict(vocab_size=codebook_size, num_codebooks=num_codebooks, audio_channels=1)
+    return MusicgenDecoderConfig(**special_ids, **blocks, **codebooks, max_position_embeddings=1024)
 
 
-def tiny_musicgen_config(
-    *,
-    hidden_size: int = 32,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    ffn_dim: int = 64,
-    num_codebooks: int = 4,
-    codebook_size: int = 64,
-    text_d_model: int = 32,
-    text_vocab_size: int = 256,
-    sampling_rate: int = 32000,
-) -> MusicgenConfig:
-    """A MusicGen config with musicgen-small's structure and toy sizes.
+# The default toy sizes; any of them can be given to tiny_musicgen_config / build_tiny_musicgen.
+TINY_DECODER_SIZES = dict(
+    hidden_size=32, num_layers=4, num_heads=4, ffn_dim=64, num_codebooks=4, codebook_size=64
+)
+TINY_TEXT_SIZES = dict(text_d_model=32, text_vocab_size=256)
+TINY_SAMPLING_RATE = 32000
+
+
+def tiny_musicgen_config(**sizes: int) -> MusicgenConfig:
+    """A MusicGen config with musicgen-small's structure and toy sizes (``TINY_DECODER_SIZES``,
+    ``TINY_TEXT_SIZES`` and ``sampling_rate``, each overridable by keyword).
 
     EnCodec at 32 kHz with upsampling ratios (8, 5, 4, 4) (product 640) gives 50 Hz frames;
     ``target_bandwidths`` is chosen so that exactly ``num_codebooks`` codebooks are used.
     """
     from transformers import MusicgenConfig  # deferred: transformers
 
-    text = t5_text_config(d_model=text_d_model, vocab_size=text_vocab_size)
+    unknown = set(sizes) - {*TINY_DECODER_SIZES, *TINY_TEXT_SIZES, "sampling_rate"}
+    if unknown:
+        raise TypeError(
+            f"Unknown tiny MusicGen sizes {sorted(unknown)}; use {[*TINY_DECODER_SIZES, *TINY_TEXT_SIZES]}."
+        )
+    decoder_sizes = {k: sizes.get(k, v) for k, v in TINY_DECODER_SIZES.items()}
+    text_sizes = {k: sizes.get(k, v) for k, v in TINY_TEXT_SIZES.items()}
+    text = t5_text_config(d_model=text_sizes["text_d_model"], vocab_size=text_sizes["text_vocab_size"])
+    codebooks = {k: decoder_sizes[k] for k in ("codebook_size", "num_codebooks")}
     audio = encodec_config(
-        sampling_rate=sampling_rate,
-        codebook_size=codebook_size,
-        num_codebooks=num_codebooks,
+        sampling_rate=sizes.get("sampling_rate", TINY_SAMPLING_RATE),
         upsampling_ratios=TINY_UPSAMPLING_RATIOS,
         num_filters=4,
         hidden_size=16,
+        **codebooks,
     )
-    decoder = decoder_config(
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        ffn_dim=ffn_dim,
-        num_codebooks=num_codebooks,
-        codebook_size=codebook_size,
-    )
+    decoder = decoder_config(**decoder_sizes)
     return MusicgenConfig(
         text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
     )

@@ -25,30 +25,22 @@ from steerlit.models.tiny import encodec_config
 from steerlit.testbed.rvq import ResidualVQ
 from steerlit.testbed.synth import SAMPLE_RATE, render, render_stems, spec_for_index
 
+# The testbed codec's sizes (the keys a training config's codec section sets, see ``train_config.CODEC_SIZE_KEYS``).
+TESTBED_CODEC_SIZES = dict(
+    num_filters=8, hidden_size=64, codebook_size=512, num_codebooks=4, num_lstm_layers=1
+)
+TESTBED_UPSAMPLING_RATIOS = (8, 5, 4, 2)  # product 320: 50 Hz frames at 16 kHz
 
-def make_encodec_config(
-    num_filters: int = 8,
-    hidden_size: int = 64,
-    codebook_size: int = 512,
-    num_codebooks: int = 4,
-    upsampling_ratios: tuple[int, ...] = (8, 5, 4, 2),
-    num_lstm_layers: int = 1,
-    sampling_rate: int = SAMPLE_RATE,
-) -> EncodecConfig:
+
+def make_encodec_config(**sizes) -> EncodecConfig:
     """EnCodec config at 16 kHz whose single target bandwidth selects exactly ``num_codebooks``.
 
+    ``sizes`` override ``TESTBED_CODEC_SIZES`` (and may set ``upsampling_ratios`` and ``sampling_rate``).
     Bandwidth (kbps) = num_codebooks * log2(codebook_size) * frame_rate / 1000 (frame rate
     16000 / prod(upsampling_ratios) = 50 Hz for the default ratios).
     """
-    return encodec_config(
-        sampling_rate=sampling_rate,
-        codebook_size=codebook_size,
-        num_codebooks=num_codebooks,
-        upsampling_ratios=upsampling_ratios,
-        num_filters=num_filters,
-        hidden_size=hidden_size,
-        num_lstm_layers=num_lstm_layers,
-    )
+    layout = dict(upsampling_ratios=TESTBED_UPSAMPLING_RATIOS, sampling_rate=SAMPLE_RATE)
+    return encodec_config(**{**TESTBED_CODEC_SIZES, **layout, **sizes})
 
 
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int | None = None) -> torch.Tensor:
