@@ -146,7 +146,10 @@ def pole_sign(settings: GateSettings, k: int) -> float:
 
 def _gate(probes: ConceptProbes, site: str, mode: str, settings: GateSettings, sign: float) -> ProbeGate:
     gate = load_probe_gate(probes.probe_file, site, mode=mode, threshold=settings.threshold)
-    return ProbeGate(site, sign * gate.weight, sign * gate.bias, gate.mode, gate.threshold)  # p(target pole)
+    # p(target pole), on readings averaged with the study's smoothing
+    return ProbeGate(
+        site, sign * gate.weight, sign * gate.bias, gate.mode, gate.threshold, settings.smoothing
+    )
 
 
 def _steering_of(adapter, row: TradeoffRow, probes: Mapping[str, ConceptProbes], concepts, settings, cache):
@@ -208,20 +211,28 @@ def _finite_median(values) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
+def constant_distance_at(effect: float, curve: Sequence[tuple[float, float]]) -> float:
+    """The quality distance of constant steering at ``effect``: along ``curve`` = [(effect, distance), ...] of
+    the constant rows in ascending α, starting at α = 0 (0, 0), linearly interpolated where the curve first
+    reaches ``effect`` (NaN if it never does; 0 for an effect <= 0)."""
+    points = [(0.0, 0.0), *curve]
+    if effect <= 0:
+        return 0.0
+    for (e0, d0), (e1, d1) in zip(points, points[1:]):
+        if e1 >= effect:
+            return float(d0 + (d1 - d0) * (effect - e0) / (e1 - e0)) if e1 != e0 else float(d1)
+    return float("nan")
+
+
 def _at_matched_effect(out: list[dict]) -> None:
-    """Add each row's ``frechet_constant_at_effect``: the constant curve (with α = 0: effect 0, distance 0)
-    interpolated at the row's effect."""
+    """Add each row's ``frechet_constant_at_effect`` (:func:`constant_distance_at` on its concept's constant rows)."""
     for r in out:
-        const = sorted(
-            [(0.0, 0.0)]
-            + [
-                (c["effect"], c["frechet"])
-                for c in out
-                if c["concept"] == r["concept"] and c["mode"] == "constant"
-            ]
+        curve = sorted(
+            (c["alpha"], c["effect"], c["frechet"])
+            for c in out
+            if c["concept"] == r["concept"] and c["mode"] == "constant"
         )
-        effects, distances = zip(*const)
-        r["frechet_constant_at_effect"] = float(np.interp(r["effect"], effects, distances))
+        r["frechet_constant_at_effect"] = constant_distance_at(r["effect"], [(e, d) for _, e, d in curve])
 
 
 def summarise_tradeoff(

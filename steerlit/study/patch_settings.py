@@ -18,7 +18,8 @@ def _gate_probe_training() -> ProbeTrainSettings:
 class GateSettings:
     """Head probes and the gated trade-off: per concept (aligned with the study's concepts) a source ``layers``
     entry, a ``strategies`` entry and the target pole (``poles``: ``positive`` | ``negative``); ``alphas``
-    steered towards it, gate ``modes`` (plus the constant baseline) with ``threshold`` on p(target pole);
+    steered towards it, gate ``modes`` (plus the constant baseline) with ``threshold`` on p(target pole)
+    averaged over steps with ``smoothing``;
     ``n_prompts`` prompts of ``eval_set``; probe recordings over ``head_steps`` decoding steps, split by
     ``split``, probes trained with ``probe``."""
 
@@ -27,7 +28,8 @@ class GateSettings:
     poles: tuple[str, ...] = ("negative", "positive")  # testbed: tempo towards slow, timbre towards bright
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
     modes: tuple[GateMode, ...] = ("stop", "proportional")
-    threshold: float = 0.5
+    threshold: float = 0.6
+    smoothing: float = 0.9  # moving average of the per-step readings (one step's reading is noisy)
     eval_set: str = "testbed_neutral"
     n_prompts: int = 8
     head_steps: int = 24
