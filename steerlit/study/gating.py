@@ -295,7 +295,9 @@ def plot_tradeoff(summary: Sequence[Mapping], path: Path) -> Path:
             ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", label=mode)
             for a, x, y in pts:
                 ax.annotate(f"{a:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        ax.set_xlabel(f"effect: median log({attribute_for(concept)} steered / unsteered)")
+        ax.set_xlabel(
+            f"effect towards the target pole: median ±log({attribute_for(concept)} steered / unsteered)"
+        )
         ax.set_ylabel("DSP Fréchet distance to unsteered")
         ax.set_title(concept, fontsize=9)
         ax.grid(alpha=0.3)

@@ -272,8 +272,8 @@ def save_patch_maps(rows: Sequence[Mapping], out_dir: Path, settings: PatchSetti
             ]
         )
         title = (
-            f"{concept}: patching {kind} source -> target, normalised {measure} effect "
-            f"({settings.statistic}, {settings.ci:.0%} CI, {sel[0]['n_pairs']} pairs)"
+            f"{concept}: patching {kind}, normalised {measure} effect\n"
+            f"{settings.statistic} over {sel[0]['n_pairs']} pairs, {settings.ci:.0%} bootstrap CI"
         )
         paths += save_heatmap(
             values,
