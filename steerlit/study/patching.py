@@ -289,6 +289,22 @@ def save_patch_maps(rows: Sequence[Mapping], out_dir: Path, settings: PatchSetti
     return paths
 
 
+def pair_table(runs: PairRuns) -> list[dict]:
+    """One row per pair: concept, index, the two prompts and their attributes."""
+    n = runs.n_sources
+    return [
+        {
+            "concept": c,
+            "pair": p,
+            "source": runs.prompts[i],
+            "target": runs.prompts[n + i],
+            "source_attribute": runs.attributes[i],
+            "target_attribute": runs.attributes[n + i],
+        }
+        for i, (c, p) in enumerate(zip(runs.concepts, runs.pair))
+    ]
+
+
 def run_patching(
     adapter,
     out_dir: str | Path,
@@ -328,17 +344,7 @@ def run_patching(
         adapter, probes, generation, settings.gate, metrics, out_dir, seed=settings.seed, progress=progress
     )
     seconds["tradeoff"] = time.perf_counter() - clock - seconds["patching"] - seconds["head_probes"]
-    pairs = [
-        {
-            "concept": c,
-            "pair": p,
-            "source": runs.prompts[i],
-            "target": runs.prompts[runs.n_sources + i],
-            "source_attribute": runs.attributes[i],
-            "target_attribute": runs.attributes[runs.n_sources + i],
-        }
-        for i, (c, p) in enumerate(zip(runs.concepts, runs.pair))
-    ]
+    pairs = pair_table(runs)
     files += [atomic_write_csv(out_dir / "patching_pairs.csv", pairs), *head_files, *gate_files]
     heads = {c: {"heads": p.head_accuracy, "layers": p.layer_accuracy} for c, p in probes.items()}
     summary = dict(maps=maps, heads=heads, tradeoff=tradeoff, pairs=pairs, seconds=seconds)
