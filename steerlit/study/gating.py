@@ -45,7 +45,7 @@ from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.sites import attention_shape, layer_site
-from steerlit.study.patch_settings import GateSettings
+from steerlit.study.patch_settings import GateSettings, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
 TRADEOFF_COLUMNS = ("concept", "mode", "alpha", "effect", "frechet", "openness", "frechet_constant_at_effect")
@@ -323,10 +323,7 @@ def run_gate_tradeoff(
     """Constant vs gated steering of the neutral prompts for every concept; writes ``gate_tradeoff.csv/.png`` and
     ``gate_openness.csv`` (per step); returns the summary rows and the paths."""
     concepts = list(probes)
-    if not (len(settings.layers) == len(settings.strategies) == len(settings.poles) == len(concepts)):
-        raise ValueError(
-            f"gate.layers, gate.strategies and gate.poles need one entry per concept ({concepts})."
-        )
+    check_gate_alignment(settings, concepts)
     prompts = load_eval_prompts(settings.eval_set)[: settings.n_prompts]
     rows = [TradeoffRow(j) for j in range(len(prompts))]
     rows += [

@@ -42,7 +42,7 @@ from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.sites import layer_site, split_site
 from steerlit.study.gating import run_gate_tradeoff, run_head_probe_maps
-from steerlit.study.patch_settings import PatchSettings
+from steerlit.study.patch_settings import PatchSettings, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
 MAP_COLUMNS = (
@@ -319,14 +319,9 @@ def run_patching(
     under ``out_dir`` (``probe_sets``: ``settings.concepts`` loaded by name, default loaded here); returns
     ``{"maps", "heads", "tradeoff", "pairs", "seconds", "files"}`` (also in ``summary.json``)."""
     windows = [StepWindow.parse(w) for w in settings.windows]
-    gate = settings.gate
     if probe_sets is None:
         probe_sets = {ps.name: ps for ps in (load_probe_set(c) for c in settings.concepts)}
-    if not len(gate.layers) == len(gate.strategies) == len(gate.poles) == len(probe_sets):
-        raise ValueError(
-            f"patch.gate.layers, strategies and poles need one entry per concept ({list(probe_sets)}): "
-            f"got {len(gate.layers)}, {len(gate.strategies)} and {len(gate.poles)}."
-        )
+    check_gate_alignment(settings.gate, list(probe_sets))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clock, seconds = time.perf_counter(), {}
