@@ -6,8 +6,8 @@ probes (:mod:`steerlit.directions.head_probes`, vectorised over heads) and a lay
 ``resid_post`` (the gate probes), and writes the head x layer accuracy map. It also returns each concept's
 diff-mean direction (train split) at every layer, which the trade-off steers with.
 
-:func:`run_gate_tradeoff` steers the neutral prompts towards each concept's positive pole at ``alphas`` with a
-constant coefficient and with the probe gate of each ``mode`` (read at the first steered site, before its
+:func:`run_gate_tradeoff` steers the neutral prompts towards each concept's target pole (``poles``) at ``alphas``
+with a constant coefficient and with the probe gate of each ``mode`` (read at the first steered site, before its
 steering), all rows in batched calls, and reports per (concept, mode, α): the attribute change (median log
 ratio steered / unsteered over prompts), the quality distance to the unsteered clips
 (:func:`steerlit.metrics.quality.dsp_frechet`), the gate's mean openness, and the constant curve's quality at

@@ -9,7 +9,7 @@ from support.offline_runs import read_offline_run
 
 from steerlit.cli import main
 from steerlit.config import compose
-from steerlit.study.patch_run import validate_patch
+from steerlit.study.patch_run import run_patch_study, validate_patch
 from steerlit.study.settings import ConfigError
 
 
@@ -86,6 +86,15 @@ def test_bad_patch_settings_stop_the_cli_before_any_folder(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_finished_patching_folder_is_never_overwritten(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "summary.json").write_text("{}")
+    settings = compose(["experiment=patching_tempo", f"output_dir={tmp_path}", "run_name=p", "logger=none"])
+    with pytest.raises(ConfigError, match="already holds a patching study"):
+        run_patch_study(settings)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["summary.json"]
+
+
 TINY_PATCH = [  # 2 pairs x 2 layers x 2 windows patched rows, 2 + 6 trade-off rows, 5 probe epochs
     "patch.concepts=[testbed_tempo]",
     "patch.n_pairs=2",
@@ -105,7 +114,7 @@ TINY_PATCH = [  # 2 pairs x 2 layers x 2 windows patched rows, 2 + 6 trade-off r
 ]
 
 
-@pytest.mark.slow  # a subprocess running the whole patching study on the tiny model, W&B offline: ~40 s
+@pytest.mark.slow  # the whole patching study on the tiny model in a subprocess, W&B offline: ~50 s idle
 def test_patch_command_writes_a_run_folder_and_logs_to_wandb(tmp_path, tiny_model_dir):
     env = {**cli_env(tmp_path), "WANDB_MODE": "offline"}
     runs = tmp_path / "runs"
@@ -130,7 +139,3 @@ def test_patch_command_writes_a_run_folder_and_logs_to_wandb(tmp_path, tiny_mode
     logged = read_offline_run(offline[0])
     assert logged["job_type"] == "patch" and logged["config"]["patch"]["n_pairs"] == 2
     assert "patching/map_table" in logged["summary"]
-    again = steerlit(
-        [*args, "run_name=p"], env, tmp_path, check=False
-    )  # a finished study is never overwritten
-    assert again.returncode == 2 and "already holds a patching study" in again.stderr
