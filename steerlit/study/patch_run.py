@@ -25,7 +25,7 @@ from steerlit.study.patch_settings import PatchSettings, check_gate_alignment
 from steerlit.study.patching import log_patching, run_patching
 from steerlit.study.run import end_run, start_run
 from steerlit.study.settings import ConfigError, StudySettings, as_dict
-from steerlit.study.stages import model_num_layers
+from steerlit.study.stages import model_num_layers, progress
 from steerlit.study.tables import attribute_for
 from steerlit.study.tracking import make_wandb_logger
 
@@ -116,9 +116,10 @@ def validate_patch(settings: StudySettings) -> None:
 
 
 def run_patch_study(
-    settings: StudySettings, *, progress: Callable[[str], None] = print
+    settings: StudySettings, *, report: Callable[[str], None] = progress
 ) -> tuple[RunLayout, dict]:
-    """Validate, then run the patching study into a new run folder; returns it and the summary."""
+    """Validate, then run the patching study into a new run folder (``report``: the progress lines, timestamped
+    and flushed by default); returns the folder and the summary."""
     validate_patch(settings)
     root = resolve_run_root(settings.output_dir, settings.run_name, settings.experiment)
     if (root / PATCH_SUMMARY).exists():
@@ -127,14 +128,14 @@ def run_patch_study(
         )
     L.seed_everything(settings.seed, verbose=False)
     layout = start_run(settings)
-    progress(f"run folder {layout.root}")
+    report(f"run folder {layout.root}")
     logger = make_wandb_logger(settings.logger, layout, as_dict(settings), job_type=PATCH_JOB_TYPE)
     wandb_run = logger.experiment if logger is not None else None
     try:
         adapter = load_adapter(settings.model)
         generation = settings.steer.generation()
         summary = run_patching(
-            adapter, layout.root, settings.patch, generation, settings.metrics, progress=progress
+            adapter, layout.root, settings.patch, generation, settings.metrics, progress=report
         )
         log_patching(summary, wandb_run)
     finally:
