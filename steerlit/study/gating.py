@@ -296,7 +296,7 @@ def plot_tradeoff(summary: Sequence[Mapping], path: Path) -> Path:
             for a, x, y in pts:
                 ax.annotate(f"{a:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
         ax.set_xlabel(
-            f"effect towards the target pole: median ±log({attribute_for(concept)} steered / unsteered)"
+            f"effect towards the target pole\nmedian ±log({attribute_for(concept)} steered / unsteered)"
         )
         ax.set_ylabel("DSP Fréchet distance to unsteered")
         ax.set_title(concept, fontsize=9)
