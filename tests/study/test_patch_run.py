@@ -9,7 +9,13 @@ from support.offline_runs import read_offline_run
 
 from steerlit.cli import main
 from steerlit.config import compose
-from steerlit.study.patch_run import run_patch_study, validate_patch
+from steerlit.study.patch_run import (
+    run_patch_study,
+    validate_gate,
+    validate_patch,
+    validate_patch_axes,
+    validate_patch_files,
+)
 from steerlit.study.settings import ConfigError
 
 
@@ -25,6 +31,11 @@ def test_musicgen_patching_experiment_composes(capsys):
     assert settings.model.name == "facebook/musicgen-small" and settings.patch.concepts == ("tempo", "timbre")
     assert settings.patch.layers == (0, 4, 8, 12, 16, 20, 23) and settings.patch.gate.layers == (8, 5)
     assert settings.patch.windows[-1] == "0-end" and settings.patch.gate.eval_set == "neutral"
+    validate_gate(settings.patch)  # what validate_patch checks, without the hub config for the depth
+    validate_patch_axes(settings.patch, 24)  # musicgen-small's 24 layers
+    validate_patch_files(
+        settings.patch
+    )  # probes/tempo.yaml and timbre.yaml have 16 pairs each, neutral loads
     assert main(["config", "experiment=patching_musicgen"]) == 0
     printed = capsys.readouterr().out
     assert "patch:" in printed and "n_pairs: 16" in printed
