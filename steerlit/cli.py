@@ -37,6 +37,7 @@ from steerlit.study.launch import (
     stop_exit_code,
 )
 from steerlit.study.layout import RunLayout
+from steerlit.study.patch_run import format_patch_outputs, run_patch_study
 from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
 from steerlit.study.stages import (
@@ -63,6 +64,7 @@ EPILOG = """examples:
       --method diffmean --layer 2 --alpha 4
   steerlit sweep configs/sweep/alpha_layer_grid.yaml
   steerlit sites tiny
+  steerlit patch experiment=patching_testbed     # patching maps, head-probe maps, gated vs constant steering
 """
 
 
@@ -239,6 +241,28 @@ def cmd_sites(args) -> int:
     return 0
 
 
+def cmd_patch(args) -> int:
+    settings = _compose(args)
+    layout, summary = run_patch_study(settings)  # validates every patch.* setting before any work
+    print(format_patch_outputs(summary, layout.root))
+    print(layout.root)
+    return 0
+
+
+def add_patch_parser(sub) -> None:
+    """The ``patch`` subcommand: the patching study of ``patch.*`` (configs/experiment/patching_*.yaml)."""
+    p = sub.add_parser(
+        "patch",
+        help="activation-patching maps (layers x decoding steps), head-probe maps and probe-gated steering",
+        description="Interchange activation patching of matched prompt pairs (source twin into target twin) "
+        "at every patch.site_kinds site x patch.windows step window, per-head probe maps, and constant vs "
+        "probe-gated steering, into a new run folder (CSV + PNG; W&B job type 'patch'). "
+        "E.g. steerlit patch experiment=patching_testbed; steerlit patch experiment=patching_musicgen.",
+    )
+    _add_overrides(p)
+    p.set_defaults(fn=cmd_patch)
+
+
 def add_generate_parser(sub) -> None:
     """The ``generate`` subcommand's arguments (choices from the Literal types that own them)."""
     p = sub.add_parser("generate", help="steer one prompt into a wav file for quick listening")
@@ -301,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_overrides(p)
         p.set_defaults(fn=fn)
     add_generate_parser(sub)
+    add_patch_parser(sub)
     p = sub.add_parser("sweep", help="run a W&B sweep definition (online: agents per GPU; offline: locally)")
     p.add_argument("sweep_file")
     p.add_argument("--workers", type=int, help="parallel workers (default: one per visible device)")

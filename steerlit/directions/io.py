@@ -26,7 +26,7 @@ import steerlit
 from steerlit.files import atomic_save_safetensors
 from steerlit.intervene.vector import SteeringVector
 from steerlit.models.loading import weights_fingerprint
-from steerlit.models.sites import layer_site
+from steerlit.models.sites import check_site, layer_site, site_width
 
 
 class DirectionFileError(ValueError):
@@ -64,15 +64,18 @@ class DirectionSet:
         return vectors[site]
 
     def validate(self, adapter, *, allow_other_model: bool = False, where: str = "these directions") -> None:
-        """Check the model they were fitted on (unless ``allow_other_model``), hidden size, site names and
-        finiteness against a loaded model; ``where`` names the file in messages."""
+        """Check the model they were fitted on (unless ``allow_other_model``), each vector's width against its
+        site (:func:`~steerlit.models.sites.site_width`: head_dim for ``attn_head.L.H``, the hidden size
+        otherwise), site names and finiteness against a loaded model; ``where`` names the file in messages."""
         for (method, site), vec in self.vectors.items():
-            adapter.parse_site(site)
-            if vec.shape != (adapter.hidden_size,):
+            parsed = check_site(adapter.decoder_layers, site)
+            width = site_width(adapter.decoder_layers, parsed)
+            if vec.shape != (width,):
+                what = "head_dim" if parsed.is_head else "hidden size"
                 raise DirectionFileError(
-                    f"Direction {method}/{site} has size {tuple(vec.shape)} but model {adapter.model_id} has hidden "
-                    f"size {adapter.hidden_size}; these directions were computed on another model "
-                    f"({self.metadata.get('model_id', 'unknown')})."
+                    f"Direction {method}/{site} has size {tuple(vec.shape)} but site {site} of model "
+                    f"{adapter.model_id} has {what} {width}; these directions were computed on another model "
+                    f"({self.metadata.get('model_id', 'unknown')}) or for another site."
                 )
         check_finite(self.vectors)
         if not allow_other_model:  # after the checks no override can pass

@@ -9,6 +9,10 @@ steering at that site) and sets each gated row's multiplier of α:
 * ``stop``: 1 until p > ``threshold``, then 0 for the rest of the generation (latched);
 * ``proportional``: 1 − p at every step.
 
+With ``smoothing`` β > 0 the gate acts on an exponential moving average of the readings,
+``p̄_t = β p̄_{t-1} + (1 − β) p_t`` (``p̄_0 = p_0``): one step's reading is noisy, and a latched ``stop`` gate
+would otherwise close on the first stray one.
+
 The multiplier applies to that step's steering at the gate site and after it in the forward pass (sites before
 the gate site use the previous step's multiplier; all gates are open at the prefill). It stays on the device:
 no host synchronisation during generation. The bank logs every row's multiplier at every step (the gate's
@@ -38,14 +42,15 @@ class GateError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class ProbeGate:
-    """A logistic probe at ``site``: ``weight`` (W,) and ``bias`` in activation space; ``mode`` and
-    ``threshold`` as in the module docstring."""
+    """A logistic probe at ``site``: ``weight`` (W,) and ``bias`` in activation space; ``mode``, ``threshold``
+    and ``smoothing`` (β in [0, 1)) as in the module docstring."""
 
     site: str
     weight: torch.Tensor
     bias: float = 0.0
     mode: GateMode = "stop"
     threshold: float = 0.5
+    smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         weight = torch.as_tensor(self.weight).detach().float()
@@ -57,12 +62,14 @@ class ProbeGate:
             raise GateError(f"Unknown gate mode {self.mode!r}; use one of {GATE_MODES}.")
         if not 0.0 < float(self.threshold) < 1.0:
             raise GateError(f"Gate threshold {self.threshold} is not a probability in (0, 1).")
+        if not 0.0 <= float(self.smoothing) < 1.0:
+            raise GateError(f"Gate smoothing {self.smoothing} is not in [0, 1).")
         object.__setattr__(self, "weight", weight)
         object.__setattr__(self, "bias", float(self.bias))
 
 
 def load_probe_gate(
-    path: str | Path, site: str, *, mode: GateMode = "stop", threshold: float = 0.5
+    path: str | Path, site: str, *, mode: GateMode = "stop", threshold: float = 0.5, smoothing: float = 0.0
 ) -> ProbeGate:
     """The gate of one site of a saved linear probe (:meth:`steerlit.directions.probes.LinearProbeModule.save`:
     ``weight``/``bias``/``mean``/``std``, sites in the metadata), mapped to activation space:
@@ -80,7 +87,7 @@ def load_probe_gate(
     i = sites.index(site)
     w = t["weight"][i] / t["std"][i]
     bias = float(t["bias"][i] - (t["mean"][i] * w).sum())
-    return ProbeGate(site, w, bias, mode, threshold)
+    return ProbeGate(site, w, bias, mode, threshold, smoothing)
 
 
 class GateBank:
@@ -94,6 +101,8 @@ class GateBank:
         self.weight = torch.zeros(rows, width)
         self.bias = torch.zeros(rows)
         self.threshold = torch.full((rows,), 0.5)
+        self.smoothing = torch.zeros(rows)
+        self.smoothed: torch.Tensor | None = None  # (B,) the moving average p̄
         self.stop = torch.zeros(rows, dtype=torch.bool)
         self.gated = torch.zeros(rows, dtype=torch.bool)
         self.multiplier: torch.Tensor | None = None
@@ -113,27 +122,28 @@ class GateBank:
             raise GateError(f"Row {row} has two different gates; a row takes one gate.")
         self.weight[row], self.bias[row] = gate.weight, gate.bias
         self.threshold[row], self.stop[row] = gate.threshold, gate.mode == "stop"
+        self.smoothing[row] = gate.smoothing
         self.gated[row] = True
 
     def finalize(self, device, dtype) -> None:
         self.weight = self.weight.to(device, dtype)
-        for name in ("bias", "threshold"):
+        for name in ("bias", "threshold", "smoothing"):
             setattr(self, name, getattr(self, name).to(device, torch.float32))
         self.stop, self.gated = self.stop.to(device), self.gated.to(device)
 
     def update(self, h: torch.Tensor, state: DecodeState, repeats: int) -> None:
         """Read the probe on the last position of ``h`` (B', T, W) and update the multipliers (B,)."""
         rows = h[: state.text_batch] if state.cfg else h
-        weight, bias = self.weight, self.bias
-        stop, threshold, gated = self.stop, self.threshold, self.gated
-        if repeats != 1:
-            weight, bias, stop, threshold, gated = (
-                t.repeat_interleave(repeats, 0) for t in (weight, bias, stop, threshold, gated)
-            )
+        weight, bias, stop, threshold, gated, beta = (
+            t if repeats == 1 else t.repeat_interleave(repeats, 0)
+            for t in (self.weight, self.bias, self.stop, self.threshold, self.gated, self.smoothing)
+        )
         p = torch.sigmoid((rows[:, -1].float() * weight.float()).sum(-1) + bias)  # (B,)
         if state.is_prefill or self.multiplier is None or self.multiplier.shape != p.shape:
-            self.multiplier = torch.ones_like(p)
+            self.multiplier, self.smoothed = torch.ones_like(p), p
             self._log = torch.full((self.positions, p.shape[0]), float("nan"), device=p.device)
+        self.smoothed = beta * self.smoothed + (1.0 - beta) * p
+        p = self.smoothed
         latched = torch.where(p > threshold, torch.zeros_like(p), self.multiplier)
         self.multiplier = torch.where(gated, torch.where(stop, latched, 1.0 - p), torch.ones_like(p))
         self._read_in_call = state.calls

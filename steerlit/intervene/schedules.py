@@ -72,13 +72,15 @@ class EveryK:
 @dataclass(frozen=True)
 class ProbeGated:
     """Constant α, gated by the logistic probe saved at ``probe`` (a :class:`LinearProbeModule` file) for
-    ``site``: ``mode`` ``stop`` (α → 0 once p > ``threshold``) or ``proportional`` (α·(1 − p)); see
+    ``site``: ``mode`` ``stop`` (α → 0 once p > ``threshold``) or ``proportional`` (α·(1 − p)), on readings
+    averaged with ``smoothing``; see
     :mod:`steerlit.intervene.gate`. ``values`` is the ungated base (1 everywhere)."""
 
     probe: str = ""
     site: str = ""
     mode: str = "stop"
     threshold: float = 0.5
+    smoothing: float = 0.0
 
     def values(self, n: int) -> np.ndarray:
         return np.ones(n)

@@ -57,7 +57,9 @@ class Intervention:
             return self.gate
         sched = make_schedule(self.schedule)
         if isinstance(sched, ProbeGated):
-            return load_probe_gate(sched.probe, sched.site, mode=sched.mode, threshold=sched.threshold)
+            return load_probe_gate(
+                sched.probe, sched.site, mode=sched.mode, threshold=sched.threshold, smoothing=sched.smoothing
+            )
         return None
 
 

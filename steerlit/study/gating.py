@@ -6,8 +6,8 @@ probes (:mod:`steerlit.directions.head_probes`, vectorised over heads) and a lay
 ``resid_post`` (the gate probes), and writes the head x layer accuracy map. It also returns each concept's
 diff-mean direction (train split) at every layer, which the trade-off steers with.
 
-:func:`run_gate_tradeoff` steers the neutral prompts towards each concept's positive pole at ``alphas`` with a
-constant coefficient and with the probe gate of each ``mode`` (read at the first steered site, before its
+:func:`run_gate_tradeoff` steers the neutral prompts towards each concept's target pole (``poles``) at ``alphas``
+with a constant coefficient and with the probe gate of each ``mode`` (read at the first steered site, before its
 steering), all rows in batched calls, and reports per (concept, mode, α): the attribute change (median log
 ratio steered / unsteered over prompts), the quality distance to the unsteered clips
 (:func:`steerlit.metrics.quality.dsp_frechet`), the gate's mean openness, and the constant curve's quality at
@@ -45,7 +45,7 @@ from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.sites import attention_shape, layer_site
-from steerlit.study.patch_settings import GateSettings
+from steerlit.study.patch_settings import GateSettings, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
 TRADEOFF_COLUMNS = ("concept", "mode", "alpha", "effect", "frechet", "openness", "frechet_constant_at_effect")
@@ -146,7 +146,10 @@ def pole_sign(settings: GateSettings, k: int) -> float:
 
 def _gate(probes: ConceptProbes, site: str, mode: str, settings: GateSettings, sign: float) -> ProbeGate:
     gate = load_probe_gate(probes.probe_file, site, mode=mode, threshold=settings.threshold)
-    return ProbeGate(site, sign * gate.weight, sign * gate.bias, gate.mode, gate.threshold)  # p(target pole)
+    # p(target pole), on readings averaged with the study's smoothing
+    return ProbeGate(
+        site, sign * gate.weight, sign * gate.bias, gate.mode, gate.threshold, settings.smoothing
+    )
 
 
 def _steering_of(adapter, row: TradeoffRow, probes: Mapping[str, ConceptProbes], concepts, settings, cache):
@@ -208,20 +211,28 @@ def _finite_median(values) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
+def constant_distance_at(effect: float, curve: Sequence[tuple[float, float]]) -> float:
+    """The quality distance of constant steering at ``effect``: along ``curve`` = [(effect, distance), ...] of
+    the constant rows in ascending α, starting at α = 0 (0, 0), linearly interpolated where the curve first
+    reaches ``effect`` (NaN if it never does; 0 for an effect <= 0)."""
+    points = [(0.0, 0.0), *curve]
+    if effect <= 0:
+        return 0.0
+    for (e0, d0), (e1, d1) in zip(points, points[1:]):
+        if e1 >= effect:
+            return float(d0 + (d1 - d0) * (effect - e0) / (e1 - e0)) if e1 != e0 else float(d1)
+    return float("nan")
+
+
 def _at_matched_effect(out: list[dict]) -> None:
-    """Add each row's ``frechet_constant_at_effect``: the constant curve (with α = 0: effect 0, distance 0)
-    interpolated at the row's effect."""
+    """Add each row's ``frechet_constant_at_effect`` (:func:`constant_distance_at` on its concept's constant rows)."""
     for r in out:
-        const = sorted(
-            [(0.0, 0.0)]
-            + [
-                (c["effect"], c["frechet"])
-                for c in out
-                if c["concept"] == r["concept"] and c["mode"] == "constant"
-            ]
+        curve = sorted(
+            (c["alpha"], c["effect"], c["frechet"])
+            for c in out
+            if c["concept"] == r["concept"] and c["mode"] == "constant"
         )
-        effects, distances = zip(*const)
-        r["frechet_constant_at_effect"] = float(np.interp(r["effect"], effects, distances))
+        r["frechet_constant_at_effect"] = constant_distance_at(r["effect"], [(e, d) for _, e, d in curve])
 
 
 def summarise_tradeoff(
@@ -284,7 +295,9 @@ def plot_tradeoff(summary: Sequence[Mapping], path: Path) -> Path:
             ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", label=mode)
             for a, x, y in pts:
                 ax.annotate(f"{a:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        ax.set_xlabel(f"effect: median log({attribute_for(concept)} steered / unsteered)")
+        ax.set_xlabel(
+            f"effect towards the target pole\nmedian ±log({attribute_for(concept)} steered / unsteered)"
+        )
         ax.set_ylabel("DSP Fréchet distance to unsteered")
         ax.set_title(concept, fontsize=9)
         ax.grid(alpha=0.3)
@@ -310,10 +323,7 @@ def run_gate_tradeoff(
     """Constant vs gated steering of the neutral prompts for every concept; writes ``gate_tradeoff.csv/.png`` and
     ``gate_openness.csv`` (per step); returns the summary rows and the paths."""
     concepts = list(probes)
-    if not (len(settings.layers) == len(settings.strategies) == len(settings.poles) == len(concepts)):
-        raise ValueError(
-            f"gate.layers, gate.strategies and gate.poles need one entry per concept ({concepts})."
-        )
+    check_gate_alignment(settings, concepts)
     prompts = load_eval_prompts(settings.eval_set)[: settings.n_prompts]
     rows = [TradeoffRow(j) for j in range(len(prompts))]
     rows += [

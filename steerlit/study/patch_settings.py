@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.intervene.gate import GateMode
 from steerlit.intervene.injection import Strategy
 from steerlit.intervene.steer import CfgHalf
+
+Pole = Literal["positive", "negative"]  # the pole a concept is steered towards
+Statistic = Literal["median", "mean"]  # how a map cell summarises its pairs
 
 
 def _gate_probe_training() -> ProbeTrainSettings:
@@ -18,16 +23,18 @@ def _gate_probe_training() -> ProbeTrainSettings:
 class GateSettings:
     """Head probes and the gated trade-off: per concept (aligned with the study's concepts) a source ``layers``
     entry, a ``strategies`` entry and the target pole (``poles``: ``positive`` | ``negative``); ``alphas``
-    steered towards it, gate ``modes`` (plus the constant baseline) with ``threshold`` on p(target pole);
+    steered towards it, gate ``modes`` (plus the constant baseline) with ``threshold`` on p(target pole)
+    averaged over steps with ``smoothing``;
     ``n_prompts`` prompts of ``eval_set``; probe recordings over ``head_steps`` decoding steps, split by
     ``split``, probes trained with ``probe``."""
 
     layers: tuple[int, ...] = (1, 3)
     strategies: tuple[Strategy, ...] = ("one_to_all", "one_to_one")
-    poles: tuple[str, ...] = ("negative", "positive")  # testbed: tempo towards slow, timbre towards bright
+    poles: tuple[Pole, ...] = ("negative", "positive")  # testbed: tempo towards slow, timbre towards bright
     alphas: tuple[float, ...] = (0.5, 1.0, 2.0)
     modes: tuple[GateMode, ...] = ("stop", "proportional")
-    threshold: float = 0.5
+    threshold: float = 0.6
+    smoothing: float = 0.9  # moving average of the per-step readings (one step's reading is noisy)
     eval_set: str = "testbed_neutral"
     n_prompts: int = 8
     head_steps: int = 24
@@ -49,9 +56,18 @@ class PatchSettings:
     layers: tuple[int, ...] | None = None
     windows: tuple[str, ...] = ("0-10", "0-50", "50-end", "0-end")
     half: CfgHalf = "both"
-    statistic: str = "median"
+    statistic: Statistic = "median"
     ci: float = 0.9
     n_boot: int = 2000
     min_gap: float = 0.05
     seed: int = 0
     gate: GateSettings = field(default_factory=GateSettings)
+
+
+def check_gate_alignment(gate: GateSettings, concepts: Sequence[str]) -> None:
+    """``gate.layers``, ``strategies`` and ``poles`` hold one entry per concept (ValueError naming the counts)."""
+    if not len(gate.layers) == len(gate.strategies) == len(gate.poles) == len(concepts):
+        raise ValueError(
+            f"patch.gate.layers, strategies and poles need one entry per concept ({list(concepts)}): "
+            f"got {len(gate.layers)}, {len(gate.strategies)} and {len(gate.poles)}."
+        )

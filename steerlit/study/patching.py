@@ -42,7 +42,7 @@ from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.sites import layer_site, split_site
 from steerlit.study.gating import run_gate_tradeoff, run_head_probe_maps
-from steerlit.study.patch_settings import PatchSettings
+from steerlit.study.patch_settings import PatchSettings, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
 MAP_COLUMNS = (
@@ -272,8 +272,8 @@ def save_patch_maps(rows: Sequence[Mapping], out_dir: Path, settings: PatchSetti
             ]
         )
         title = (
-            f"{concept}: patching {kind} source -> target, normalised {measure} effect "
-            f"({settings.statistic}, {settings.ci:.0%} CI, {sel[0]['n_pairs']} pairs)"
+            f"{concept}: patching {kind}, normalised {measure} effect\n"
+            f"{settings.statistic} over {sel[0]['n_pairs']} pairs, {settings.ci:.0%} bootstrap CI"
         )
         paths += save_heatmap(
             values,
@@ -287,6 +287,22 @@ def save_patch_maps(rows: Sequence[Mapping], out_dir: Path, settings: PatchSetti
             vmax=1.25,
         )
     return paths
+
+
+def pair_table(runs: PairRuns) -> list[dict]:
+    """One row per pair: concept, index, the two prompts and their attributes."""
+    n = runs.n_sources
+    return [
+        {
+            "concept": c,
+            "pair": p,
+            "source": runs.prompts[i],
+            "target": runs.prompts[n + i],
+            "source_attribute": runs.attributes[i],
+            "target_attribute": runs.attributes[n + i],
+        }
+        for i, (c, p) in enumerate(zip(runs.concepts, runs.pair))
+    ]
 
 
 def run_patching(
@@ -303,14 +319,9 @@ def run_patching(
     under ``out_dir`` (``probe_sets``: ``settings.concepts`` loaded by name, default loaded here); returns
     ``{"maps", "heads", "tradeoff", "pairs", "seconds", "files"}`` (also in ``summary.json``)."""
     windows = [StepWindow.parse(w) for w in settings.windows]
-    gate = settings.gate
     if probe_sets is None:
         probe_sets = {ps.name: ps for ps in (load_probe_set(c) for c in settings.concepts)}
-    if not len(gate.layers) == len(gate.strategies) == len(gate.poles) == len(probe_sets):
-        raise ValueError(
-            f"patch.gate.layers, strategies and poles need one entry per concept ({list(probe_sets)}): "
-            f"got {len(gate.layers)}, {len(gate.strategies)} and {len(gate.poles)}."
-        )
+    check_gate_alignment(settings.gate, list(probe_sets))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clock, seconds = time.perf_counter(), {}
@@ -328,17 +339,7 @@ def run_patching(
         adapter, probes, generation, settings.gate, metrics, out_dir, seed=settings.seed, progress=progress
     )
     seconds["tradeoff"] = time.perf_counter() - clock - seconds["patching"] - seconds["head_probes"]
-    pairs = [
-        {
-            "concept": c,
-            "pair": p,
-            "source": runs.prompts[i],
-            "target": runs.prompts[runs.n_sources + i],
-            "source_attribute": runs.attributes[i],
-            "target_attribute": runs.attributes[runs.n_sources + i],
-        }
-        for i, (c, p) in enumerate(zip(runs.concepts, runs.pair))
-    ]
+    pairs = pair_table(runs)
     files += [atomic_write_csv(out_dir / "patching_pairs.csv", pairs), *head_files, *gate_files]
     heads = {c: {"heads": p.head_accuracy, "layers": p.layer_accuracy} for c, p in probes.items()}
     summary = dict(maps=maps, heads=heads, tradeoff=tradeoff, pairs=pairs, seconds=seconds)

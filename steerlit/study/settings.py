@@ -22,6 +22,7 @@ from steerlit.intervene.steer import CfgHalf
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
+from steerlit.study.patch_settings import PatchSettings
 
 LoggerKind = Literal["wandb", "none"]
 LoggerMode = Literal["auto", "online", "offline", "disabled"]
@@ -87,6 +88,7 @@ class StudySettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logger: LoggerSettings = field(default_factory=LoggerSettings)
     trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    patch: PatchSettings = field(default_factory=PatchSettings)  # `steerlit patch` (study/patching.py)
 
 
 class ConfigError(ValueError):

@@ -3,6 +3,7 @@ import torch
 
 from steerlit.directions.io import DirectionFileError, DirectionSet, load_directions, save_directions
 from steerlit.models.loading import weights_fingerprint
+from steerlit.models.sites import attention_shape, head_site
 
 
 def test_round_trip_and_validation(tmp_path, tiny_adapter):
@@ -76,3 +77,18 @@ def test_directions_of_another_model_need_the_override(tmp_path, tiny_adapter):
     with pytest.raises(DirectionFileError, match=f"weights fingerprint {'0' * 16}.*has {ours}"):
         load_directions(retrained, tiny_adapter)
     assert load_directions(retrained, tiny_adapter, allow_other_model=True)
+
+
+def test_head_site_directions_are_checked_against_head_dim(tiny_adapter):
+    heads, head_dim = attention_shape(tiny_adapter.decoder_layers)
+    assert head_dim != tiny_adapter.hidden_size  # the test would not tell the two widths apart otherwise
+    meta = {"model_id": tiny_adapter.model_id}
+    DirectionSet({("diffmean", head_site(1, heads - 1)): torch.randn(head_dim)}, meta).validate(tiny_adapter)
+    wide = DirectionSet({("diffmean", head_site(1, 0)): torch.randn(tiny_adapter.hidden_size)}, meta)
+    with pytest.raises(DirectionFileError, match=f"attn_head.1.0 of model .* has head_dim {head_dim}"):
+        wide.validate(tiny_adapter)
+    narrow = DirectionSet({("diffmean", "resid_post.1"): torch.randn(head_dim)}, meta)
+    with pytest.raises(DirectionFileError, match=f"has hidden size {tiny_adapter.hidden_size}"):
+        narrow.validate(tiny_adapter)
+    with pytest.raises(ValueError, match="head"):
+        DirectionSet({("diffmean", head_site(1, heads)): torch.randn(head_dim)}, meta).validate(tiny_adapter)

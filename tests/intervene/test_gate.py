@@ -24,13 +24,17 @@ def steered(adapter, gate=None, alpha=2.0, seeds=(5, 6)):
     return out, (st.gate_openness()[:STEPS] if gate is not None else None)
 
 
-@pytest.mark.parametrize("mode", ["stop", "proportional"])
-def test_present_probe_equals_no_steering_and_absent_equals_constant(tiny_adapter, mode):
+@pytest.mark.parametrize("mode, smoothing", [("stop", 0.0), ("proportional", 0.0), ("stop", 0.9)])
+def test_present_probe_equals_no_steering_and_absent_equals_constant(tiny_adapter, mode, smoothing):
     base = generate(tiny_adapter, PROMPTS, max_new_tokens=STEPS, seeds=[5, 6])
     constant, _ = steered(tiny_adapter)
     assert not torch.equal(constant.codes, base.codes)
-    present, open_present = steered(tiny_adapter, ProbeGate(GATE_SITE, torch.zeros(32), 60.0, mode))
-    absent, open_absent = steered(tiny_adapter, ProbeGate(GATE_SITE, torch.zeros(32), -60.0, mode))
+    present, open_present = steered(
+        tiny_adapter, ProbeGate(GATE_SITE, torch.zeros(32), 60.0, mode, 0.5, smoothing)
+    )
+    absent, open_absent = steered(
+        tiny_adapter, ProbeGate(GATE_SITE, torch.zeros(32), -60.0, mode, 0.5, smoothing)
+    )
     assert torch.equal(present.codes, base.codes) and torch.equal(present.audio, base.audio)
     assert torch.equal(absent.codes, constant.codes) and torch.equal(absent.audio, constant.audio)
     np.testing.assert_array_equal(open_present, np.zeros(STEPS))
@@ -93,6 +97,8 @@ def test_bad_gates(tiny_adapter):
         ProbeGate(GATE_SITE, torch.zeros(32), mode="sometimes")
     with pytest.raises(GateError, match="threshold"):
         ProbeGate(GATE_SITE, torch.zeros(32), threshold=1.5)
+    with pytest.raises(GateError, match="smoothing"):
+        ProbeGate(GATE_SITE, torch.zeros(32), smoothing=1.0)
     with pytest.raises(SteeringError, match="width 8"):
         Steering(
             tiny_adapter,

@@ -7,6 +7,7 @@ import yaml
 
 from steerlit.engines.settings import GenerationSettings
 from steerlit.metrics.settings import MetricsSettings
+from steerlit.study.gating import constant_distance_at
 from steerlit.study.patch_settings import GateSettings, PatchSettings
 from steerlit.study.patching import bootstrap_ci, log_patching, run_patching
 
@@ -110,3 +111,10 @@ def test_run_patching_writes_every_map(tiny_adapter, tmp_path):
         run.finish()
     images = list(tmp_path.glob("wandb/offline-run-*/files/media/images/patching/*.png"))
     assert len(images) == 4
+
+
+def test_constant_distance_at_matched_effect_walks_the_curve_in_alpha_order():
+    curve = [(0.2, 10.0), (0.1, 30.0), (0.4, 50.0)]  # effects not monotone in alpha
+    assert constant_distance_at(0.1, curve) == pytest.approx(5.0)  # first reached on the way to alpha 1
+    assert constant_distance_at(0.3, curve) == pytest.approx(30.0 + 20.0 * 0.2 / 0.3)
+    assert constant_distance_at(-0.1, curve) == 0.0 and np.isnan(constant_distance_at(0.5, curve))
