@@ -301,6 +301,11 @@ def main(argv: list[str] | None = None) -> None:
         "re-summarised with metrics.attributes.testbed_tempo=onset_rate) adds its other-attribute groups",
     )
     parser.add_argument("--only-study", action="store_true", help="report the --study folder only")
+    parser.add_argument(
+        "--study-note",
+        default="",
+        help="what the --study runs were (e.g. a reduced grid); the model card says it",
+    )
     args = parser.parse_args(argv)
     if args.only_study and not args.study:
         parser.error("--only-study needs --study RUN_FOLDER")
@@ -313,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.study:
         results["steering"] = studies_report(args.study)
+        if args.study_note:
+            results["steering"]["note"] = args.study_note
         print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:
