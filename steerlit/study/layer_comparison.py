@@ -209,7 +209,9 @@ def plot_concept(rows: Sequence[Mapping], path: Path, concept: str) -> Path:
         axes[3].plot([r["layer"] for r in pts], [r["quality_cost"] for r in pts], marker="o", label=label)
     floor = [(r["layer"], r["kad_noise_floor"]) for r in rows if not math.isnan(r["kad_noise_floor"])]
     if floor:
-        axes[3].plot(*zip(*sorted(set(floor))), "k--", lw=1, label="noise floor (α = 0 halves)")
+        axes[3].plot(
+            *zip(*sorted(set(floor))), "k--", marker="_", ms=16, lw=1, label="noise floor (α = 0 halves)"
+        )
     attribute, alpha = rows[0]["attribute"], rows[0]["quality_at_alpha"]
     titles = (
         "held-out AUROC (0.5 = chance)",
@@ -220,7 +222,7 @@ def plot_concept(rows: Sequence[Mapping], path: Path, concept: str) -> Path:
     for ax, title, ref in zip(axes, titles, (0.5, 0.0, 0.0, None)):
         if ref is not None:
             ax.axhline(ref, color="0.6", lw=0.8)
-        ax.set(title=title, xlabel="layer")
+        ax.set(title=title, xlabel="layer", xticks=sorted({r["layer"] for r in rows}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
