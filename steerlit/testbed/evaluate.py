@@ -77,8 +77,9 @@ def plain_hit(bpm: float, pole: str) -> bool:
 
 
 def tempo_summary(bpm: dict[str, list[float]]) -> dict:
-    """Pole medians, plain and octave-aware accuracy, AUROC(fast > slow)."""
-    out = {f"median_bpm_{p}": float(np.median(v)) for p, v in bpm.items()}
+    """Pole medians (clips without a beat, bpm nan, left out), plain and octave-aware accuracy (nan: a miss),
+    AUROC(fast > slow)."""
+    out = {f"median_bpm_{p}": float(np.nanmedian(v)) for p, v in bpm.items()}
     out["accuracy_plain"] = float(np.mean([plain_hit(b, p) for p, v in bpm.items() for b in v]))
     out["accuracy_octave_aware"] = float(np.mean([octave_aware_hit(b, p) for p, v in bpm.items() for b in v]))
     out["auroc_fast_gt_slow"] = auroc(bpm["fast"], bpm["slow"])
