@@ -217,7 +217,7 @@ def plot_concept(rows: Sequence[Mapping], path: Path, concept: str) -> Path:
         "held-out AUROC (0.5 = chance)",
         "held-out Cohen's d",
         f"steering slope ({attribute} per α)",
-        f"quality cost at |α| = {abs(alpha):g}",
+        f"quality cost at α = {alpha:g}",
     )
     for ax, title, ref in zip(axes, titles, (0.5, 0.0, 0.0, None)):
         if ref is not None:
