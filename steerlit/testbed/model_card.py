@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from steerlit.files import atomic_write_text
+from steerlit.study.summary_stats import RANDOM_METHOD
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
 from steerlit.testbed.card_evaluation import evaluation_section
 from steerlit.testbed.steering_report import cross_change, format_report
@@ -122,7 +123,9 @@ def _quality_text(group: dict) -> str:
 def _steering_limitations(ev: dict) -> list[str]:
     """The steering study's acceptance and each concept's best group (rows of ``ev["steering"]``)."""
     out = []
-    st = ev.get("steering", {}).get("groups", [])
+    st = [
+        g for g in ev.get("steering", {}).get("groups", []) if g["method"] != RANDOM_METHOD
+    ]  # not the control
     if st and not any(g.get("passes") for g in st):
         out.append(
             "- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above."

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from steerlit.study.layout import RunLayout
 from steerlit.study.records import GROUP_COLUMNS, AlphaRow, read_alpha_rows
+from steerlit.study.summary_stats import RANDOM_METHOD
 from steerlit.study.tables import relative_change, spearman
 
 GROUP = GROUP_COLUMNS
@@ -142,6 +143,14 @@ def cross_change(group: dict) -> float:
     return next((v for k, v in group.items() if k.startswith("cross_rel_change_")), float("nan"))
 
 
+def verdict(group: dict) -> str:
+    """``yes`` / ``no``; a control's group that meets the targets says ``yes (control)``: a random direction
+    moving the attribute as much is what the other groups are read against."""
+    if group["method"] == RANDOM_METHOD:
+        return "yes (control)" if group["passes"] else "no (control)"
+    return "yes" if group["passes"] else "no"
+
+
 def percent(value: float) -> str:
     """``+12%``; ``n/a`` for nan."""
     return "n/a" if math.isnan(value) else f"{value:+.0%}"
@@ -153,7 +162,7 @@ def format_report(report: list[dict]) -> str:
     quality at that α beside its noise floor, the cross-effect and the verdict."""
     lines = [
         f"{'concept':<16}{'method':<10}{'layer':>5}  {'strategy':<11}{'attr':<12}{'#α':>3}{'n':>4}{'spearman':>9}"
-        f"{'best α':>7}{'change':>8}{'[95% CI]':>14}{'vs random [95% CI]':>23}{'quality':>9}{'floor':>8}"
+        f"{'best α':>7}{'change':>8}{'[95% CI]':>16}{'vs random [95% CI]':>23}{'quality':>9}{'floor':>8}"
         f"{'cross':>7}  pass"
     ]
     for r in report:
@@ -164,7 +173,7 @@ def format_report(report: list[dict]) -> str:
         lines.append(
             f"{r['concept']:<16}{r['method']:<10}{r['layer']:>5}  {r['strategy']:<11}{r['attribute']:<12}"
             f"{r['n_alphas']:>3}{r.get('n_clips', 0):>4}{r['spearman']:>9.2f}{r.get('best_alpha', nan):>7.2g}"
-            f"{r.get('best_rel_change', nan):>+8.0%}{ci:>14}{vs:>23}{r.get('quality_cost', nan):>9.3g}"
-            f"{r.get('quality_noise_floor', nan):>8.3g}{cross_change(r):>+7.0%}  {'yes' if r['passes'] else 'no'}"
+            f"{r.get('best_rel_change', nan):>+8.0%}{ci:>16}{vs:>23}{r.get('quality_cost', nan):>9.3g}"
+            f"{r.get('quality_noise_floor', nan):>8.3g}{cross_change(r):>+7.0%}  {verdict(r)}"
         )
     return "\n".join(lines)

@@ -203,7 +203,9 @@ def test_the_report_carries_the_interval_the_random_control_and_the_kad_noise_fl
     assert steered["quality_kind"] == "kad" and steered["quality_cost"] == pytest.approx(0.06)
     assert steered["quality_noise_floor"] == 0.01
     text = format_report([steered, control])
-    assert "vs random [95% CI]" in text and "+45%  [+33%, +57%]" in text and "+45% [+30%, +60%]" in text
-    assert "n/a [n/a, n/a]" in text  # the control has no control
+    assert "vs random [95% CI]" in text and "+45%    [+33%, +57%]" in text and "+45% [+30%, +60%]" in text
+    assert "n/a [n/a, n/a]" in text and "no (control)" in text  # the control has no control
     lines = "\n".join(limitations({"steering": {"groups": [steered, control]}}))
-    assert "KAD 0.06, noise floor 0.01" in lines
+    assert (
+        "KAD 0.06, noise floor 0.01" in lines and "random" not in lines
+    )  # the best group is never the control
