@@ -9,8 +9,9 @@ Reads ``<run>/activations`` (see :mod:`steerlit.directions.cache`), computes
 * ``pca`` -- first PC of paired differences (twins when the cache has pairs, else random pairings);
 * ``random`` -- a Gaussian direction per site (seeded by ``seed`` and the layer);
 
-and writes ``<run>/directions.safetensors`` (tensor names ``<method>/<site>``) plus the comparison
-table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``fit.probe.scale``: ``diffmean``
+and writes ``<run>/directions.safetensors`` (tensor names ``<method>/<site>``; metadata
+``activation_norms``: the mean ‖h‖ per site over the fitting rows, :func:`activation_norms`, the scale α·‖v‖ is
+compared with) plus the comparison table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``fit.probe.scale``: ``diffmean``
 (default: the diff-mean norm of the same site, so one coefficient means the same for every method) or
 ``unit``.
 
@@ -103,6 +104,12 @@ def diffmean_directions(
     return {s: diff_mean(a[rows][y == 1], a[rows][y == 0]) for s, a in acts.items()}
 
 
+def activation_norms(acts: Mapping[str, torch.Tensor], rows: torch.Tensor) -> dict[str, float]:
+    """``{site: mean L2 norm of the cached activations (N, H) of rows (R,)}``: the typical ‖h‖ a direction
+    is added to (the cache holds one reduced activation per prompt, e.g. the first decoder position)."""
+    return {s: round(float(a[rows].double().norm(dim=1).mean()), 6) for s, a in acts.items()}
+
+
 def check_fit_settings(settings: FitSettings) -> None:
     """One clear error for an unknown method or probe scale."""
     unknown = [m for m in settings.methods if m not in METHOD_FITTERS]
@@ -171,6 +178,7 @@ def save_fitted(
             "scale": probe.scale,
             "seed": inputs.seed,
             "cache_fingerprint": index.get("fingerprint", ""),
+            "activation_norms": activation_norms(inputs.acts, inputs.fit_rows),
             "probe_cfg": {
                 "lr": probe.lr,
                 "weight_decay": probe.weight_decay,

@@ -5,7 +5,7 @@ Metadata (strings, as safetensors requires): ``model_id``, ``weights_fingerprint
 (:func:`~steerlit.models.loading.weights_fingerprint` of the model the directions were fitted on; may be
 empty), ``hidden_size``, ``methods`` (JSON list), ``concept``, ``position`` (reduction used when caching),
 ``n_per_class`` (JSON {label: n}), ``norms`` (JSON {name: float}), ``steerlit_version``, and any extra keys
-given.
+given (fitted files add ``activation_norms``, JSON {site: mean ‖h‖}: :attr:`DirectionSet.activation_norms`).
 
 Directions belong to the model they were fitted on: :func:`load_directions` with a model refuses a file made
 on another one (another ``model_id``, or another weights fingerprint when the file and the model both have
@@ -47,6 +47,11 @@ class DirectionSet:
     @property
     def hidden_size(self) -> int:
         return int(next(iter(self.vectors.values())).shape[0])
+
+    @property
+    def activation_norms(self) -> dict[str, float]:
+        """``{site: mean ‖h‖ of the activations the directions were fitted on}`` ({} for files without it)."""
+        return {k: float(v) for k, v in json.loads(self.metadata.get("activation_norms") or "{}").items()}
 
     def sites(self, method: str) -> list[str]:
         return [s for m, s in self.vectors if m == method]

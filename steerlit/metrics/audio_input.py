@@ -15,6 +15,9 @@ The rules, applied by :func:`as_mono` (and so by every metric in :mod:`steerlit.
   mono ``(samples,)`` clip, or one with a clear channel axis). Channels are averaged.
 - **Values:** NaN or infinite samples (also finite float64 values beyond float32's range) are refused,
   as is a sample rate that is not a finite number > 0 (:func:`check_sample_rate`).
+- **DC:** spectral measures (brightness, the DSP quality features) remove the clip's mean first
+  (:func:`remove_dc`), so that an offset adds no energy at 0 Hz; level measures (RMS, peak, clipping,
+  loudness) keep it, since an offset is part of the signal's level.
 
 For valid float32 mono input the result is the input itself (same values, contiguous), so metric values
 do not depend on which of the accepted forms a clip came in.
@@ -113,6 +116,13 @@ def as_mono(audio: Any) -> np.ndarray:
     x = np.ascontiguousarray(x)
     check_finite(x)
     return x
+
+
+def remove_dc(y: np.ndarray) -> np.ndarray:
+    """Mono ``y`` ``(samples,)`` minus its mean (the DC offset), float32; empty stays empty."""
+    if y.size == 0:
+        return y
+    return (y - np.float32(np.mean(y, dtype=np.float64))).astype(np.float32, copy=False)
 
 
 def as_clip_list(audios: Any) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from steerlit.metrics.audio_input import as_mono, check_sample_rate
+from steerlit.metrics.audio_input import as_mono, check_sample_rate, remove_dc
 from steerlit.metrics.numba_cache import import_librosa, register_warmup, warmup_clip
 
 N_BANDS = 20
@@ -39,11 +39,11 @@ def dsp_features(
 
     Columns ``[:n_bands]``: log power (dB re full scale, floored at -80 dB) in ``n_bands`` mel
     bands; columns ``[n_bands:]``: the first ``n_mfcc`` MFCCs of a 64-band log-mel spectrogram.
-    The levels are absolute, so a gain change moves the features. Clips shorter than ``n_fft``
-    are zero-padded to one frame.
+    The levels are absolute, so a gain change moves the features; the clip's DC offset is removed first.
+    Clips shorter than ``n_fft`` are zero-padded to one frame.
     """
     check_sample_rate(sr)
-    y = as_mono(audio)
+    y = remove_dc(as_mono(audio))
     librosa = import_librosa()
     if y.size < n_fft:
         y = np.pad(y, (0, n_fft - y.size))

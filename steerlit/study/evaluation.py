@@ -8,9 +8,12 @@ It is the steer → measure → report part of :func:`steerlit.study.run.run_stu
   sharded over processes by :func:`steerlit.engines.distributed.run_grid_distributed` with the full model
   settings), each clip measured as it is generated;
 * :func:`measure`: CLAP scores (with a CLAP model), the per-α table with the quality against the references, the
-  steerability summary;
+  steerability summary (:class:`Evaluation` adds each group's perturbation size ‖α·v‖/‖h‖,
+  :mod:`steerlit.study.perturbation`);
 * :func:`report`: ``metrics.csv``, ``per_alpha.csv``, ``summary.csv`` and the attribute-vs-α plot in the
   evaluation's folder (:class:`steerlit.study.layout.EvaluationPaths`); :class:`Evaluation` also logs to W&B;
+* :func:`compare_layers` (the final grid of a run folder): the joined per-layer table and plots, agreement beside
+  steering and quality (:mod:`steerlit.study.layer_comparison`);
 * :func:`finish_run_folder` (the final stage of a run folder): ``report.html``, and in W&B the artifacts and
   the report.
 """
@@ -39,7 +42,9 @@ from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings, TempoSettings
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
+from steerlit.study.layer_comparison import layer_comparison_rows, write_layer_comparison
 from steerlit.study.layout import FINAL_STAGE, EvaluationPaths, RunLayout
+from steerlit.study.perturbation import add_perturbation
 from steerlit.study.records import AlphaRow, GridResult, SummaryRow
 from steerlit.study.report import write_report
 from steerlit.study.settings import LoggerSettings, SteerSettings
@@ -51,7 +56,7 @@ from steerlit.study.tables import (
     summarize,
 )
 from steerlit.study.tracking import log_evaluation
-from steerlit.study.wandb_layout import log_report, log_run_artifacts
+from steerlit.study.wandb_layout import layer_comparison_layout, log_report, log_run_artifacts
 
 Directions = Mapping[str, DirectionSet]  # concept -> its directions
 ONE_PROCESS = TrainerSettings()  # the grid in this process
@@ -281,6 +286,7 @@ class Evaluation:
         store = ResultStore(paths.folder)
         sample_rate = self.adapter.sample_rate
         tables = measure(results, plan.concepts, self.metrics, store, sample_rate, clap=self.clap())
+        add_perturbation(tables.summary, results, directions)
         report(paths, results, tables)
         attributes = {c: attribute_for(c, self.metrics.attributes) for c in plan.concepts}
         if wandb_run is not None:
@@ -288,8 +294,23 @@ class Evaluation:
                 wandb_run, stage, results, (tables.per_alpha, tables.summary), paths, self.logger, attributes
             )
         if stage == FINAL_STAGE and RunLayout(paths.folder).config.exists():
-            finish_run_folder(RunLayout(paths.folder), plan.concepts, wandb_run)
+            layout = RunLayout(paths.folder)
+            compare_layers(layout, tables, results, directions, wandb_run)
+            finish_run_folder(layout, plan.concepts, wandb_run)
         return tables.summary
+
+
+def compare_layers(
+    layout: RunLayout, tables: Tables, results: Sequence[GridResult], directions: Directions, wandb_run=None
+) -> list[dict]:
+    """The joined per-layer table and plots of the final grid (:mod:`steerlit.study.layer_comparison`), written
+    into the run folder and logged to ``wandb_run`` under each concept's keys; returns the rows."""
+    rows = layer_comparison_rows(layout, tables.summary, results, directions)
+    if rows:
+        write_layer_comparison(layout, rows)
+        if wandb_run is not None:
+            wandb_run.log(layer_comparison_layout(FINAL_STAGE, rows, layout))
+    return rows
 
 
 def finish_run_folder(layout: RunLayout, concepts: Sequence[str], wandb_run=None) -> None:

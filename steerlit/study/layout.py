@@ -18,6 +18,8 @@ torchrun / SLURM)::
     metrics.csv                          one row per clip: settings, codes_sha1, measurements, wav
     per_alpha.csv, summary.csv           per (concept, method, layer, strategy) group: per α, and steerability
     plots/attribute_vs_alpha.png         median target attribute vs α
+    layer_comparison.csv                 per layer and method: held-out AUROC / Cohen's d (CIs), cosine with diff-mean,
+    plots/layer_comparison_<concept>.png steering slope (CI), quality cost (steerlit.study.layer_comparison)
     wandb/                               every W&B file (offline: `wandb sync <run>/wandb/wandb/offline-run-*`)
 
 :class:`RunLayout` owns these paths; :class:`EvaluationPaths` are the files of one evaluation (the final grid
@@ -134,6 +136,13 @@ class RunLayout:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def layer_comparison_csv(self) -> Path:
+        return self.root / "layer_comparison.csv"
+
+    def layer_comparison_plot(self, concept: str) -> Path:
+        return self.plots / f"layer_comparison_{concept}.png"
 
     def epochs(self, stage: str, concept: str | None = None) -> Path:
         """A probe-training stage's grid folder (``[<concept>/]epochs/<stage>``)."""

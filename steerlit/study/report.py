@@ -1,14 +1,14 @@
 """A self-contained listening report of a run folder: ``report.html``, made from the folder's files alone.
 
-The page (``templates/report.html.j2``, Jinja2 with autoescape) holds the steerability summary
-(``summary.csv``), the plots (``plots/*.png`` and each concept's ``plots/direction_comparison.png``), the
-per-layer method comparison (``<concept>/plots/direction_comparison.csv``) and, for each (concept, method,
-layer, strategy) group, a prompt × α grid of ``<audio>`` players. The α = 0 column holds the unsteered
-reference clip of the same prompt and seed (metrics.csv rows with an empty concept). Each clip shows the
-measured attribute of its group's concept and a spectrogram thumbnail. Every path in the page is relative to
-the run folder, so it works from disk (``file://``): no server, no network, no script. Also written:
-``samples/index.csv`` (readable clip name → key → wav) and ``report_assets/<key>_<stamp>.png`` (thumbnails;
-``stamp`` hashes the wav's size and mtime, so a rerun draws only the clips that changed).
+The page (``templates/report.html.j2``, Jinja2 with autoescape) holds the steerability summary (``summary.csv``),
+the plots (``plots/*.png`` and each concept's ``plots/direction_comparison.png``), the per-layer comparisons (the
+joined ``layer_comparison.csv``, then ``<concept>/plots/direction_comparison.csv``) and, for each (concept, method,
+layer, strategy) group, a prompt × α grid of ``<audio>`` players. The α = 0 column holds the unsteered reference
+clip of the same prompt and seed (metrics.csv rows with an empty concept). Each clip shows the measured attribute
+of its group's concept and a spectrogram thumbnail. Every path in the page is relative to the run folder, so it
+works from disk (``file://``): no server, no network, no script. Also written: ``samples/index.csv`` (readable clip
+name → key → wav) and ``report_assets/<key>_<stamp>.png`` (thumbnails; ``stamp`` hashes the wav's size and mtime,
+so a rerun draws only the clips that changed).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from steerlit.files import atomic_path, atomic_write_csv, atomic_write_text
+from steerlit.study.layout import RunLayout
 
 REQUIRED_FILES = ("summary.csv", "metrics.csv")
 GROUP_COLUMNS = ("concept", "method", "layer", "strategy")
@@ -38,6 +39,7 @@ ATTRIBUTES_BY_NAME = (("tempo", "bpm"), ("timbre", "centroid_hz"), ("bright", "c
 REPORT_NAME = "report.html"
 SAMPLE_INDEX = "samples/index.csv"
 LINKED_FILES = ("config.yaml", "summary.csv", "per_alpha.csv", "metrics.csv", "results.jsonl", SAMPLE_INDEX)
+JOINED_TITLE = "all concepts: held-out agreement beside steering slope and quality (layer_comparison.csv)"
 ASSETS_DIR = "report_assets"
 THUMBNAIL_SIZE = (160, 60)  # (width, height) in pixels
 PROGRESS_MIN_CLIPS = 32  # a thumbnail progress bar from this many clips to draw
@@ -375,15 +377,13 @@ def find_plots(run_dir: Path) -> list[Link]:
 
 
 def find_comparisons(run_dir: Path) -> list[Comparison]:
-    comparisons = []
-    for path in sorted(run_dir.glob("*/plots/direction_comparison.csv")):
-        columns, rows = read_table(path)
-        comparisons.append(Comparison(path.parent.parent.name, csv_table(columns, rows)))
-    return comparisons
+    paths = [(JOINED_TITLE, j)] if (j := RunLayout(run_dir).layer_comparison_csv).is_file() else []
+    paths += [(p.parent.parent.name, p) for p in sorted(run_dir.glob("*/plots/direction_comparison.csv"))]
+    return [Comparison(name, csv_table(*read_table(path))) for name, path in paths]
 
 
 def find_links(run_dir: Path) -> list[Link]:
-    paths = [run_dir / name for name in LINKED_FILES]
+    paths = [run_dir / name for name in (*LINKED_FILES, RunLayout(run_dir).layer_comparison_csv.name)]
     paths += sorted(run_dir.glob("*/plots/direction_comparison.csv"))
     return [Link(relative_name(run_dir, p), relative_url(run_dir, p)) for p in paths if p.is_file()]
 

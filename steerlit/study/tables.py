@@ -7,8 +7,10 @@ unsteered reference rows with the same prompts and seeds. For each group:
 * ``spearman``: Spearman correlation of the per-α medians with α (monotonic response);
 * ``rel_change_max`` / ``rel_change_min``: relative change of the median at the largest / smallest α
   against α = 0 (e.g. +0.3 = 30 % faster);
-* ``quality_cost``: DSP-feature Fréchet distance between the steered set at the largest |α| and the
-  references (0 = indistinguishable feature statistics);
+* ``quality_cost``: the kernel distance ``kad`` (``metrics.quality=kad``; below its ``kad_noise_floor`` it is not
+  distinguishable from α = 0) or the DSP-feature Fréchet distance (``frechet``; 0 = indistinguishable feature
+  statistics) between the steered set at the largest |α| and the references. In ``per_alpha.csv`` the α = 0 row has
+  ``kad`` empty (nan: the set is not compared with itself) beside the group's noise floor, and ``dsp_frechet`` 0;
 * ``cross_<attr>``: relative change of the *other* concept's attribute at the largest α.
 
 Newer columns, after those (see :mod:`steerlit.study.summary_stats` for the per-α ones; intervals are seeded 95 %
@@ -21,6 +23,8 @@ bootstraps over clips):
   ``alpha_min``; ``octave_ratio_at_max`` / ``_at_min`` (tempo): median octave-folded BPM ratio to the twin;
 * ``effect_vs_random_at_max`` / ``_at_min``: mean paired difference to the random-direction control (same α, layer,
   strategy, prompt and seed): the effect beyond a random direction of the same norm;
+* ``perturbation_per_alpha`` / ``_at_max`` / ``_at_min``: ‖α·v‖ / mean ‖h‖ at the source layer, at α = 1 / at
+  ``alpha_max`` / ``alpha_min`` (added by :mod:`steerlit.study.perturbation`, which needs the directions);
 * ``quality_at_alpha``: the α ``quality_cost`` (and the ``kad`` columns) is read at; ``cross_at_alpha``: the α of
   the ``cross_*`` columns.
 """
@@ -114,14 +118,49 @@ def per_alpha_table(
             row.medians = {name: _median(r.value(name) for r in rows) for name in names}
             if rows[0].clap_score is not None:
                 row.median_clap_score = _median(r.clap_score for r in rows)
-            if quality_fn is not None:
-                row.quality = {"dsp_frechet": 0.0} if alpha == 0.0 else quality_fn(rows, refs)
+            if quality_fn is not None and alpha != 0.0:
+                row.quality = quality_fn(rows, refs)
             clips = _clips(rows, attr)
             random_twins = _clips(control.get(alpha, []), attr) if control else None
             row.stats = alpha_stats(attr, clips, twins, random_twins)
             row.clips = [(alpha, k, v) for k, v in clips]
             out.append(row)
+    return fill_reference_quality(out) if quality_fn is not None else out
+
+
+FRECHET_KEYS = ("dsp_frechet", "clap_fad")  # a set's Fréchet distance to itself is 0 by definition
+REFERENCE_KEYS = ("kad_noise_floor",)  # properties of the α = 0 set, the same in every row of a group
+
+
+def reference_quality(steered: Sequence[Mapping[str, float]], n_reference: int) -> dict[str, float]:
+    """The α = 0 row's quality, from the quality columns of its group's steered rows: the Fréchet columns 0, the
+    kernel distance ``kad`` nan (a set is not compared with itself), its noise floor (the α = 0 set's halves, the
+    same at every α) and ``kad_n`` = the references' n."""
+    keys = list(dict.fromkeys(k for q in steered for k in q))
+    out: dict[str, float] = {}
+    for key in keys:
+        if key in FRECHET_KEYS:
+            out[key] = 0.0
+        elif key in REFERENCE_KEYS:
+            out[key] = next((q[key] for q in steered if key in q), math.nan)
+        elif key == "kad_n":
+            out[key] = n_reference
+        else:
+            out[key] = math.nan
     return out
+
+
+def fill_reference_quality(table: list[AlphaRow]) -> list[AlphaRow]:
+    """Each group's α = 0 row gets :func:`reference_quality` of the group's other rows (in place; returned)."""
+    by_group: dict[GroupKey, list[AlphaRow]] = defaultdict(list)
+    for row in table:
+        by_group[row.group].append(row)
+    for rows in by_group.values():
+        steered = [r.quality for r in rows if r.alpha != 0.0]
+        for row in rows:
+            if row.alpha == 0.0:
+                row.quality = reference_quality(steered, row.n)
+    return table
 
 
 def summarize(table: Sequence[AlphaRow], attributes: Mapping[str, str]) -> list[SummaryRow]:
@@ -233,6 +272,7 @@ SUMMARY_COLUMNS = (
     "n_clips",
     "spearman_p",
     "effect_vs_random_at_max",
+    "perturbation_per_alpha",
 )
 
 

@@ -12,7 +12,8 @@ For every (concept, method, layer, strategy) group of a grid, under ``steer/<sta
 The first ``logger.audio_prompts_per_group`` prompts of each group get audio, each at every α and seed, so every
 group (every concept, every method, probes included) is heard over its whole α range.
 
-Also here: the run folder's artifacts (:func:`log_run_artifacts`: each concept's activation index, directions
+The joined per-layer comparison goes under ``steer/<stage>/<concept>/layer_comparison/{table,plot}``
+(:func:`layer_comparison_layout`). Also here: the run folder's artifacts (:func:`log_run_artifacts`: each concept's activation index, directions
 and probe weights, with their lineage extract → fit → steer) and the listening report (:func:`log_report`).
 """
 
@@ -133,6 +134,23 @@ def audio_layout(
     return data
 
 
+def layer_comparison_layout(stage: str, rows: Sequence[Mapping], layout: RunLayout) -> dict:
+    """``{steer/<stage>/<concept>/layer_comparison/table: Table, .../plot: Image}`` per concept of the joined
+    per-layer table (:mod:`steerlit.study.layer_comparison`)."""
+    import wandb  # deferred: wandb
+
+    data = {}
+    for concept in sorted({r["concept"] for r in rows}):
+        mine = [r for r in rows if r["concept"] == concept]
+        columns = list(mine[0])
+        key = f"steer/{stage}/{concept}/layer_comparison"
+        data[f"{key}/table"] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in mine])
+        plot = layout.layer_comparison_plot(concept)
+        if plot.is_file():
+            data[f"{key}/plot"] = wandb.Image(str(plot))
+    return data
+
+
 def artifact_name(concept: str, kind: str) -> str:
     """A valid W&B artifact name, e.g. ``testbed_tempo-directions``."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in concept)
@@ -200,7 +218,7 @@ def log_report(run, root: Path, inputs: Sequence[str] = ()) -> None:
     for folder in ("samples", "report_assets", "plots"):
         if (Path(root) / folder).is_dir():
             artifact.add_dir(str(Path(root) / folder), name=folder)
-    for name in ("summary.csv", "per_alpha.csv", "metrics.csv", "config.yaml"):
+    for name in ("summary.csv", "per_alpha.csv", "metrics.csv", "layer_comparison.csv", "config.yaml"):
         if (Path(root) / name).is_file():
             artifact.add_file(str(Path(root) / name))
     run.log_artifact(artifact)

@@ -77,8 +77,9 @@ def plain_hit(bpm: float, pole: str) -> bool:
 
 
 def tempo_summary(bpm: dict[str, list[float]]) -> dict:
-    """Pole medians, plain and octave-aware accuracy, AUROC(fast > slow)."""
-    out = {f"median_bpm_{p}": float(np.median(v)) for p, v in bpm.items()}
+    """Pole medians (clips without a beat, bpm nan, left out), plain and octave-aware accuracy (nan: a miss),
+    AUROC(fast > slow)."""
+    out = {f"median_bpm_{p}": float(np.nanmedian(v)) for p, v in bpm.items()}
     out["accuracy_plain"] = float(np.mean([plain_hit(b, p) for p, v in bpm.items() for b in v]))
     out["accuracy_octave_aware"] = float(np.mean([octave_aware_hit(b, p) for p, v in bpm.items() for b in v]))
     out["auroc_fast_gt_slow"] = auroc(bpm["fast"], bpm["slow"])
@@ -301,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         "re-summarised with metrics.attributes.testbed_tempo=onset_rate) adds its other-attribute groups",
     )
     parser.add_argument("--only-study", action="store_true", help="report the --study folder only")
+    parser.add_argument(
+        "--study-note",
+        default="",
+        help="what the --study runs were (e.g. a reduced grid); the model card says it",
+    )
     args = parser.parse_args(argv)
     if args.only_study and not args.study:
         parser.error("--only-study needs --study RUN_FOLDER")
@@ -313,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.study:
         results["steering"] = studies_report(args.study)
+        if args.study_note:
+            results["steering"]["note"] = args.study_note
         print(format_report(results["steering"]["groups"]))
     print(json.dumps(results, indent=2))
     if args.out:

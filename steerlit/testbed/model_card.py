@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from steerlit.files import atomic_write_text
+from steerlit.study.summary_stats import RANDOM_METHOD
 from steerlit.testbed.captions import BRIGHT_MIN, DARK_MAX, FAST_BPM, SLOW_BPM
 from steerlit.testbed.card_evaluation import evaluation_section
 from steerlit.testbed.steering_report import cross_change, format_report
@@ -106,10 +107,25 @@ def _prompt_following_limitations(pf: dict) -> list[str]:
     return out
 
 
+def _study_note(ev: dict) -> str:
+    """`` (<note>)`` when the evaluation says what its study runs were (``--study-note``), else ""."""
+    note = ev["steering"].get("note", "")
+    return f" ({note})" if note else ""
+
+
+def _quality_text(group: dict) -> str:
+    """``KAD 0.12, noise floor 0.03`` (kernel distance) or ``DSP-Fréchet 340`` (older reports)."""
+    if group.get("quality_kind") == "kad":
+        return f"KAD {group['quality_cost']:.3g}, noise floor {group.get('quality_noise_floor', float('nan')):.3g}"
+    return f"DSP-Fréchet {group['quality_cost']:.3g}"
+
+
 def _steering_limitations(ev: dict) -> list[str]:
     """The steering study's acceptance and each concept's best group (rows of ``ev["steering"]``)."""
     out = []
-    st = ev.get("steering", {}).get("groups", [])
+    st = [
+        g for g in ev.get("steering", {}).get("groups", []) if g["method"] != RANDOM_METHOD
+    ]  # not the control
     if st and not any(g.get("passes") for g in st):
         out.append(
             "- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above."
@@ -123,7 +139,7 @@ def _steering_limitations(ev: dict) -> list[str]:
             f"- Best {concept} group on {attr} (passing groups first, then by Spearman): {g['method']} "
             f"layer {g['layer']} {g['strategy']}, Spearman "
             f"{g['spearman']:.2f} over {g['n_alphas']} alphas, {g['best_rel_change']:+.0%} at alpha {g['best_alpha']:g} "
-            f"(DSP-Fréchet {g['quality_cost']:.3g}), cross-effect {cross_change(g):+.0%}; the median rises strictly over "
+            f"({_quality_text(g)}), cross-effect {cross_change(g):+.0%}; the median rises strictly over "
             f"{g.get('monotone_n', 0)} consecutive alphas from {g.get('monotone_from', float('nan')):g} to "
             f"{g.get('monotone_to', float('nan')):g}."
         )
@@ -283,9 +299,13 @@ def _steering_section(ev: dict) -> list[str]:
             "## Steering (the paper's experiment on the testbed)",
             "`steerlit run experiment=testbed_study` (and a copy of its folder re-run as `run_name` with "
             "`metrics.attributes.testbed_tempo=onset_rate`: the finished grid is only re-summarised), then "
-            f"`python -m steerlit.testbed.evaluate --study <runs> --only-study` (runs {', '.join(f'`{r}`' for r in ev['steering']['runs'])}); change = median attribute at the best α vs α = 0 over "
-            "the neutral prompts, quality = DSP-Fréchet distance to the α = 0 clips, cross = the other attribute "
-            "at that α:",
+            f"`python -m steerlit.testbed.evaluate --study <runs> --only-study` (runs {', '.join(f'`{r}`' for r in ev['steering']['runs'])}){_study_note(ev)}; "
+            "n = clips per α; change = median attribute at the best α vs α = 0 over the neutral prompts, with the "
+            "95 % bootstrap interval of that median; vs random = mean paired change beyond the random direction of "
+            "the same norm (same α, layer, prompt and seed), relative to α = 0, with its interval (the `random` "
+            "rows are that control itself); quality = KAD (unbiased kernel distance of loudness-normalised DSP "
+            "features) to the α = 0 clips at that α, beside its noise floor (the same distance between two halves "
+            "of the α = 0 set); cross = the other attribute at that α:",
             "",
             "```",
             format_report(ev["steering"]["groups"]),

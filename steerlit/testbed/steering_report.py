@@ -9,7 +9,10 @@ evaluation; read as :class:`~steerlit.study.records.AlphaRow` records) it report
   timbre) with α over all α of the grid (target >= 0.9 over >= 7 α values);
 * ``best_alpha`` / ``best_rel_change``: the α whose median moves furthest from α = 0 *in the
   direction of the concept's positive pole times sign(α)*, and that relative change (target >= 30%),
-  with the DSP-Fréchet quality cost measured at that α (``quality_cost``);
+  with, at that α, the clips' ``n_clips``, the median's 95 % interval as ``change_low`` / ``change_high``, the
+  paired change beyond the random-direction control ``vs_random`` (+ ``_low``, ``_high``; relative to the α = 0
+  median) and the quality cost (``quality_cost``: ``kad`` beside its ``quality_noise_floor``, or ``dsp_frechet``,
+  as ``quality_kind`` says);
 * ``cross_rel_change``: the relative change of the *other* attribute at the same α (tempo direction
   on centroid, timbre direction on BPM);
 * ``monotone_from`` / ``monotone_to`` / ``monotone_n``: the widest run of consecutive α values around
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from steerlit.study.layout import RunLayout
 from steerlit.study.records import GROUP_COLUMNS, AlphaRow, read_alpha_rows
+from steerlit.study.summary_stats import RANDOM_METHOD
 from steerlit.study.tables import relative_change, spearman
 
 GROUP = GROUP_COLUMNS
@@ -60,6 +64,22 @@ def monotone_run(alphas: list[float], medians: list[float]) -> tuple[float, floa
     return alphas[lo], alphas[hi], hi - lo + 1
 
 
+def best_alpha_columns(best: AlphaRow, base: float) -> dict:
+    """What the study measured at the best α: n, the median's 95 % interval and the effect beyond the random
+    control (mean paired difference, with its interval), both relative to the α = 0 median ``base``, and the
+    quality (``kad`` with its noise floor, else ``dsp_frechet``)."""
+    nan = float("nan")
+    out = {"n_clips": best.n, "quality_kind": "kad" if "kad" in best.quality else "dsp_frechet"}
+    out["quality_cost"] = best.quality.get("kad", best.quality.get("dsp_frechet", nan))
+    out["quality_noise_floor"] = best.quality.get("kad_noise_floor", nan)
+    for side in ("low", "high"):
+        out[f"change_{side}"] = relative_change(best.stats.get(f"median_{side}", nan), base)
+    scale = abs(base) if base and not math.isnan(base) else nan
+    for tail in ("", "_low", "_high"):
+        out[f"vs_random{tail}"] = best.stats.get(f"effect_vs_random{tail}", nan) / scale
+    return out
+
+
 def group_report(rows: list[AlphaRow]) -> dict:
     """The acceptance numbers of one group (rows of one concept/method/layer/strategy)."""
     rows = sorted(rows, key=lambda r: r.alpha)
@@ -83,7 +103,7 @@ def group_report(rows: list[AlphaRow]) -> dict:
         _, best = max(scored, key=lambda s: (-math.inf if math.isnan(s[0]) else s[0], s[1].alpha))
         out["best_alpha"] = best.alpha
         out["best_rel_change"] = relative_change(best.median(attr), out["base"])
-        out["quality_cost"] = best.quality.get("dsp_frechet", float("nan"))
+        out.update(best_alpha_columns(best, out["base"]))
         for other in others:
             out[f"cross_rel_change_{other}"] = relative_change(best.median(other), ref.median(other))
     enough = out["n_alphas"] >= MIN_ALPHAS and min(alphas) < 0 < max(alphas)
@@ -123,18 +143,37 @@ def cross_change(group: dict) -> float:
     return next((v for k, v in group.items() if k.startswith("cross_rel_change_")), float("nan"))
 
 
+def verdict(group: dict) -> str:
+    """``yes`` / ``no``; a control's group that meets the targets says ``yes (control)``: a random direction
+    moving the attribute as much is what the other groups are read against."""
+    if group["method"] == RANDOM_METHOD:
+        return "yes (control)" if group["passes"] else "no (control)"
+    return "yes" if group["passes"] else "no"
+
+
+def percent(value: float) -> str:
+    """``+12%``; ``n/a`` for nan."""
+    return "n/a" if math.isnan(value) else f"{value:+.0%}"
+
+
 def format_report(report: list[dict]) -> str:
-    """A plain-text table of :func:`steering_report`."""
+    """A plain-text table of :func:`steering_report`: per group the n per α, Spearman, the best α's change with
+    its 95 % interval, the change beyond the random control (paired, relative to α = 0; its interval), the
+    quality at that α beside its noise floor, the cross-effect and the verdict."""
     lines = [
-        f"{'concept':<16}{'method':<12}{'layer':>5}  {'strategy':<11}{'attr':<12}{'#α':>3}{'spearman':>9}"
-        f"{'best α':>8}{'change':>8}{'quality':>10}{'cross':>8}  pass"
+        f"{'concept':<16}{'method':<10}{'layer':>5}  {'strategy':<11}{'attr':<12}{'#α':>3}{'n':>4}{'spearman':>9}"
+        f"{'best α':>7}{'change':>8}{'[95% CI]':>16}{'vs random [95% CI]':>23}{'quality':>9}{'floor':>8}"
+        f"{'cross':>7}  pass"
     ]
     for r in report:
-        cross = cross_change(r)
+        nan = float("nan")
+        ci = f"[{percent(r.get('change_low', nan))}, {percent(r.get('change_high', nan))}]"
+        vs = f"{percent(r.get('vs_random', nan))} [{percent(r.get('vs_random_low', nan))}, "
+        vs += f"{percent(r.get('vs_random_high', nan))}]"
         lines.append(
-            f"{r['concept']:<16}{r['method']:<12}{r['layer']:>5}  {r['strategy']:<11}{r['attribute']:<12}"
-            f"{r['n_alphas']:>3}{r['spearman']:>9.2f}{r.get('best_alpha', float('nan')):>8.2g}"
-            f"{r.get('best_rel_change', float('nan')):>+8.0%}{r.get('quality_cost', float('nan')):>10.3g}"
-            f"{cross:>+8.0%}  {'yes' if r['passes'] else 'no'}"
+            f"{r['concept']:<16}{r['method']:<10}{r['layer']:>5}  {r['strategy']:<11}{r['attribute']:<12}"
+            f"{r['n_alphas']:>3}{r.get('n_clips', 0):>4}{r['spearman']:>9.2f}{r.get('best_alpha', nan):>7.2g}"
+            f"{r.get('best_rel_change', nan):>+8.0%}{ci:>16}{vs:>23}{r.get('quality_cost', nan):>9.3g}"
+            f"{r.get('quality_noise_floor', nan):>8.3g}{cross_change(r):>+7.0%}  {verdict(r)}"
         )
     return "\n".join(lines)

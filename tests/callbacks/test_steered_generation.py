@@ -98,7 +98,7 @@ def test_callback_logs_each_epoch_and_at_fit_end(tiny_adapter, tmp_path, loaders
         assert {r["alpha"] for r in rows} == {"-3.0", "0.0", "3.0"}
         assert all(-1.0 <= float(r["clap_score"]) <= 1.0 for r in rows)
         per_alpha = read_csv(stage_dir / "per_alpha.csv")
-        assert {"dsp_frechet", "clap_fad", "median_bpm", "median_clap_score"} <= set(per_alpha[0])
+        assert {"kad", "kad_noise_floor", "clap_fad", "median_bpm", "median_clap_score"} <= set(per_alpha[0])
     codes = {r["codes_sha1"] for r in read_csv(root / "metrics.csv")}
     assert len(codes) == 6, "each alpha and seed produced different codes"
     assert (root / "plots" / "attribute_vs_alpha_epoch000.png").exists()

@@ -78,3 +78,11 @@ def test_missing_beat_this_checkpoint_is_one_clear_error(clip, tmp_path):
     )
     with pytest.raises(EstimatorUnavailableError, match="checkpoint"):
         compute_attributes(clip, SR, tempo_kwargs=tempo)
+
+
+def test_a_dc_offset_moves_the_levels_but_not_the_centroid(clip):
+    shifted = compute_attributes(clip + np.float32(0.25), SR)
+    plain = compute_attributes(clip, SR)
+    assert shifted["centroid_hz"] == pytest.approx(plain["centroid_hz"], rel=1e-3)
+    assert shifted["rolloff_hz"] == pytest.approx(plain["rolloff_hz"], rel=1e-3)
+    assert shifted["rms_dbfs"] > plain["rms_dbfs"] + 1.0  # an offset is part of the signal's level

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from steerlit.metrics.attributes import compute_attributes
-from steerlit.metrics.audio_input import MAX_CHANNELS, as_clip_list, as_mono, check_sample_rate
+from steerlit.metrics.audio_input import MAX_CHANNELS, as_clip_list, as_mono, check_sample_rate, remove_dc
 from steerlit.metrics.brightness import spectral_centroid, spectral_rolloff
 from steerlit.metrics.loudness import integrated_loudness, rms_dbfs, silence_ratio
 from steerlit.metrics.quality import dsp_features
@@ -125,3 +125,12 @@ def test_batches_keep_their_rules(stereo):
     clips = as_clip_list(batch)
     assert len(clips) == 2 and np.array_equal(clips[0], np.stack([left, right]).mean(axis=0))
     assert [c.shape for c in as_clip_list(np.stack([left, right]))] == [left.shape, right.shape]
+
+
+def test_remove_dc_takes_out_the_mean_and_nothing_else():
+    t = np.arange(1600, dtype=np.float32) / 16000
+    tone = np.sin(2 * np.pi * 500 * t).astype(np.float32)  # ten whole periods: mean 0
+    out = remove_dc(tone + np.float32(0.3))
+    assert out.dtype == np.float32 and abs(float(out.mean())) < 1e-6
+    np.testing.assert_allclose(out, tone, atol=1e-5)
+    assert remove_dc(np.zeros(0, np.float32)).size == 0

@@ -67,3 +67,10 @@ def test_rolloff_sanity():
     assert spectral_rolloff(mix, SR, 0.6) == pytest.approx(500.0, rel=0.05)
     with pytest.raises(ValueError):
         spectral_rolloff(noise, SR, 1.5)
+
+
+def test_a_dc_offset_is_no_brightness():
+    tone = sine(1000.0, SR, 1.0)
+    assert spectral_centroid(tone + 0.3, SR) == pytest.approx(spectral_centroid(tone, SR), rel=1e-3)
+    assert spectral_rolloff(tone + 0.3, SR) == pytest.approx(spectral_rolloff(tone, SR), rel=1e-3)
+    assert np.isnan(spectral_centroid(np.full(SR, 0.5, np.float32), SR))  # pure DC is silence

@@ -86,3 +86,9 @@ def test_dsp_frechet_same_and_lowpassed(clip_set):
     d_mild, d_strong = dsp_frechet(clip_set, mild, SR), dsp_frechet(clip_set, strong, SR)
     assert 0 < d_mild < d_strong
     assert dsp_frechet(clip_set, [0.5 * c for c in clip_set], SR) > 0
+
+
+def test_a_dc_offset_does_not_move_the_features(clip_set):
+    clip = clip_set[0]
+    shifted = dsp_features(clip + np.float32(0.2), SR)
+    np.testing.assert_allclose(shifted, dsp_features(clip, SR), atol=1e-2)

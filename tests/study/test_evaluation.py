@@ -48,7 +48,9 @@ def test_evaluation_writes_the_run_folder_and_resumes(tiny_adapter, tmp_path):
     assert len({r["codes_sha1"] for r in metrics}) == 6, "each alpha and seed gives other codes"
     assert len(list(layout.samples.glob("*.wav"))) == 6
     per_alpha = read_csv(layout.per_alpha_csv)
-    assert [float(r["alpha"]) for r in per_alpha] == [-3.0, 0.0, 3.0] and "dsp_frechet" in per_alpha[0]
+    assert [float(r["alpha"]) for r in per_alpha] == [-3.0, 0.0, 3.0] and "dsp_frechet" not in per_alpha[0]
+    assert per_alpha[1]["kad"] == "" and per_alpha[0]["kad"] != ""  # α = 0 is not compared with itself
+    assert per_alpha[1]["kad_noise_floor"] == per_alpha[0]["kad_noise_floor"] and per_alpha[1]["kad_n"] == "2"
     assert read_csv(layout.summary_csv)[0]["concept"] == "tempo"
     assert (layout.plots / "attribute_vs_alpha.png").stat().st_size > 1000
 

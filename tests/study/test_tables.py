@@ -52,6 +52,22 @@ def test_per_alpha_table_has_references_at_zero_and_quality():
     assert "cross_bpm" in text and "slope_per_alpha" in text
 
 
+def test_in_kad_mode_the_reference_row_has_no_distance_but_its_noise_floor():
+    attributes = {"tempo": "bpm", "timbre": "centroid_hz"}
+
+    def kad(rows, refs):
+        return {"kad": 0.1 * len(rows), "kad_noise_floor": 0.05, "kad_n": len(rows)}
+
+    table = per_alpha_table(grid(), attributes, kad)
+    (reference,) = [r for r in table if r.concept == "tempo" and r.alpha == 0.0]
+    assert "dsp_frechet" not in reference.quality and "dsp_frechet" not in reference.to_row()
+    assert math.isnan(reference.quality["kad"]) and reference.quality["kad_noise_floor"] == 0.05
+    assert reference.quality["kad_n"] == reference.n == 2
+    tempo = next(s for s in summarize(table, attributes) if s.concept == "tempo")
+    assert tempo.quality_cost == pytest.approx(0.2) and tempo.stats["quality_at_alpha"] in (-1.0, 1.0)
+    assert tempo.stats["kad_noise_floor"] == 0.05
+
+
 def test_without_quality_there_is_no_frechet_column():
     table = per_alpha_table(grid(), {"tempo": "bpm", "timbre": "centroid_hz"})
     assert "dsp_frechet" not in table[0].to_row()

@@ -104,6 +104,19 @@ def test_comparisons_per_concept_probes_namespaced_and_run_options(offline_run):
     assert summary["notes"] == "layout test"
 
 
+def test_the_joined_layer_comparison_is_logged_under_each_concept(offline_run):
+    run_dir, _, _, records = offline_run
+    keys = logged_keys(records)
+    for concept in ("testbed_tempo", "testbed_timbre"):
+        assert f"steer/final/{concept}/layer_comparison/table._type" in keys
+        assert f"steer/final/{concept}/layer_comparison/plot._type" in keys
+    files = [f["path"] for r in records if r["type"] == "files" for f in r["files"]["files"]]
+    table_file = next(p for p in files if "testbed_timbre/layer_comparison/table" in p)
+    table = json.loads((next(run_dir.glob("wandb/**/offline-run-*")) / "files" / table_file).read_text())
+    assert {"auroc", "auroc_low", "slope", "slope_high", "quality_cost"} <= set(table["columns"])
+    assert {row[table["columns"].index("method")] for row in table["data"]} == {"diffmean", "regression"}
+
+
 def test_artifacts_and_report(offline_run):
     run_dir, _, _, records = offline_run
     artifacts = {r["artifact"]["name"]: r["artifact"] for r in records if r["type"] == "artifact"}

@@ -173,3 +173,39 @@ def test_reads_the_per_alpha_table_the_study_writes(tmp_path):
     assert group["passes"] and group["best_alpha"] == 3.0 and group["quality_cost"] == 3.0
     assert group["best_rel_change"] == pytest.approx(0.45) and group["cross_rel_change_centroid_hz"] == 0.0
     assert group["cross_rel_change_clap_score"] == pytest.approx(0.03 / 0.5)
+
+
+def test_the_report_carries_the_interval_the_random_control_and_the_kad_noise_floor(tmp_path):
+    """A per_alpha.csv as the study writes it with metrics.quality=kad and the random control."""
+    rows = []
+    for method, gain in (("diffmean", 0.15), ("random", 0.0)):
+        for a in (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0):
+            quality = {"kad": 0.02 * abs(a), "kad_noise_floor": 0.01, "kad_n": 8}
+            row = AlphaRow("tempo", method, 2, "one_to_all", a, 8, "bpm", quality=quality)
+            row.medians = {"bpm": 120 * (1 + gain * a), "centroid_hz": 800.0}
+            row.stats = {"median_low": 110 * (1 + gain * a), "median_high": 130 * (1 + gain * a)}
+            if method == "diffmean":
+                row.stats.update(
+                    effect_vs_random=18 * a, effect_vs_random_low=12 * a, effect_vs_random_high=24 * a
+                )
+            rows.append(row)
+    layout = RunLayout(tmp_path)
+    atomic_write_csv(layout.per_alpha_csv, [r.to_row() for r in rows])
+    steered, control = steering_report(tmp_path)
+    assert steered["method"] == "diffmean" and control["method"] == "random"
+    assert steered["best_alpha"] == 3.0 and steered["n_clips"] == 8
+    assert steered["change_low"] == pytest.approx(110 * 1.45 / 120 - 1) and steered[
+        "change_high"
+    ] == pytest.approx(130 * 1.45 / 120 - 1)
+    assert steered["vs_random"] == pytest.approx(54 / 120) and steered["vs_random_low"] == pytest.approx(
+        36 / 120
+    )
+    assert steered["quality_kind"] == "kad" and steered["quality_cost"] == pytest.approx(0.06)
+    assert steered["quality_noise_floor"] == 0.01
+    text = format_report([steered, control])
+    assert "vs random [95% CI]" in text and "+45%    [+33%, +57%]" in text and "+45% [+30%, +60%]" in text
+    assert "n/a [n/a, n/a]" in text and "no (control)" in text  # the control has no control
+    lines = "\n".join(limitations({"steering": {"groups": [steered, control]}}))
+    assert (
+        "KAD 0.06, noise floor 0.01" in lines and "random" not in lines
+    )  # the best group is never the control
