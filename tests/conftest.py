@@ -11,6 +11,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "steerlit-numba-cache"))
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one numba cache per pytest-xdist worker (and its subprocesses)
     os.environ["NUMBA_CACHE_DIR"] += "-" + os.environ["PYTEST_XDIST_WORKER"]
+    # Two workers share the cores: one intra-op thread each, in their CLI subprocesses and DDP ranks too
+    # (oversubscribed OpenMP threads spin and made the grid 15-20x slower on a loaded 2-core machine).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
@@ -28,7 +31,6 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_model_dir):
-    torch.set_num_threads(2)
     return load_model(str(tiny_model_dir))
 
 
