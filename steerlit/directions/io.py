@@ -26,7 +26,7 @@ import steerlit
 from steerlit.files import atomic_save_safetensors
 from steerlit.intervene.vector import SteeringVector
 from steerlit.models.loading import weights_fingerprint
-from steerlit.models.sites import check_site, layer_site, site_width
+from steerlit.models.sites import check_site, layer_site, width_mismatch
 
 
 class DirectionFileError(ValueError):
@@ -73,13 +73,13 @@ class DirectionSet:
         site (:func:`~steerlit.models.sites.site_width`: head_dim for ``attn_head.L.H``, the hidden size
         otherwise), site names and finiteness against a loaded model; ``where`` names the file in messages."""
         for (method, site), vec in self.vectors.items():
-            parsed = check_site(adapter.decoder_layers, site)
-            width = site_width(adapter.decoder_layers, parsed)
-            if vec.shape != (width,):
-                what = "head_dim" if parsed.is_head else "hidden size"
+            mismatch = width_mismatch(
+                adapter.decoder_layers, check_site(adapter.decoder_layers, site), vec.shape
+            )
+            if mismatch:
                 raise DirectionFileError(
                     f"Direction {method}/{site} has size {tuple(vec.shape)} but site {site} of model "
-                    f"{adapter.model_id} has {what} {width}; these directions were computed on another model "
+                    f"{adapter.model_id} has {mismatch}; these directions were computed on another model "
                     f"({self.metadata.get('model_id', 'unknown')}) or for another site."
                 )
         check_finite(self.vectors)

@@ -28,7 +28,7 @@ from steerlit.intervene.gate import GateBank, ProbeGate, load_probe_gate
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.operators import OPERATORS, Operator, apply_operator
 from steerlit.intervene.schedules import Constant, ProbeGated, Schedule, make_schedule
-from steerlit.models.sites import Site, UnknownSiteError, check_site, site_width, split_site
+from steerlit.models.sites import Site, UnknownSiteError, check_site, site_width, split_site, width_mismatch
 
 CfgHalf = Literal["both", "cond", "uncond"]
 CFG_HALVES: tuple[CfgHalf, ...] = get_args(CfgHalf)
@@ -88,12 +88,11 @@ def validate_intervention(iv: Intervention, adapter) -> dict[Site, torch.Tensor]
     for name, vec in iv.vectors.items():
         site = parse_model_site(adapter, name)
         vec = torch.as_tensor(vec)
-        width = site_width(adapter.decoder_layers, site)
-        if vec.shape != (width,):
-            what = "head size" if site.is_head else "hidden size"
+        mismatch = width_mismatch(adapter.decoder_layers, site, vec.shape)
+        if mismatch:
             raise SteeringError(
-                f"Vector for {site.name} has shape {tuple(vec.shape)}, but the model's {what} is "
-                f"{width}: use directions computed on this model ({adapter.model_id})."
+                f"Vector for {site.name} has shape {tuple(vec.shape)}, but the model's site has {mismatch}: "
+                f"use directions computed on this model ({adapter.model_id})."
             )
         if not torch.isfinite(vec).all():
             raise SteeringError(

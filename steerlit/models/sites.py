@@ -173,6 +173,15 @@ def site_width(decoder_layers: nn.ModuleList, site: Site) -> int:
     return int(decoder_layers[site.layer].self_attn.embed_dim)
 
 
+def width_mismatch(decoder_layers: nn.ModuleList, site: Site, shape: tuple[int, ...]) -> str | None:
+    """``None`` when a vector of ``shape`` fits the site (``(site_width,)``), else what the site has, e.g.
+    ``"head_dim 64"`` or ``"hidden size 1024"``, for the caller's error message."""
+    width = site_width(decoder_layers, site)
+    if tuple(shape) == (width,):
+        return None
+    return f"{'head_dim' if site.is_head else 'hidden size'} {width}"
+
+
 def head_columns(decoder_layers: nn.ModuleList, site: Site) -> slice:
     """The columns of ``out_proj``'s input (B, T, H) that hold a head site's tensor."""
     d = attention_shape(decoder_layers)[1]

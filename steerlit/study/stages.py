@@ -84,28 +84,11 @@ def extract(
     )
 
 
-def fit(
-    layout: RunLayout,
-    concept: str,
-    settings: FitSettings,
-    trainer: TrainerSettings,
-    *,
-    seed: int = 0,
-    callbacks: Sequence = (),
-    wandb_run=None,
-    logger=None,
-) -> Path:
-    """Fit every method of ``settings`` on a concept's cache; returns its directions file."""
+def fit(layout: RunLayout, concept: str, settings: FitSettings, trainer: TrainerSettings, **options) -> Path:
+    """Fit every method of ``settings`` on a concept's cache; returns its directions file. ``options`` are
+    :func:`~steerlit.directions.fit.fit_directions`'s (``seed``, probe ``callbacks``, ``wandb_run``, ``logger``)."""
     progress(f"{concept}: fitting {list(settings.methods)}")
-    return fit_directions(
-        layout.concept(concept),
-        settings,
-        trainer,
-        seed=seed,
-        callbacks=callbacks,
-        wandb_run=wandb_run,
-        logger=logger,
-    )
+    return fit_directions(layout.concept(concept), settings, trainer, **options)
 
 
 def load_concept_directions(layout: RunLayout, concepts: Sequence[str], adapter) -> dict[str, DirectionSet]:

@@ -145,17 +145,9 @@ def bootstrap_ci(
     return Interval(estimate, float(low), float(high), level, int(v.size), n_missing, method)
 
 
-def paired_delta_ci(
-    values,
-    twin_values,
-    statistic: Statistic = "mean",
-    *,
-    level: float = 0.95,
-    n_boot: int = 2000,
-    method: CiMethod = "percentile",
-    seed: int = 0,
-) -> Interval:
-    """``statistic`` of ``values - twin_values`` (element-wise pairs) with a bootstrap interval over pairs.
+def paired_delta_ci(values, twin_values, statistic: Statistic = "mean", **options) -> Interval:
+    """``statistic`` of ``values - twin_values`` (element-wise pairs) with a bootstrap interval over pairs;
+    ``options`` are :func:`bootstrap_ci`'s (``level``, ``n_boot``, ``method``, ``seed``).
 
     A pair with a non-finite side is dropped (``n_missing``). For tempo pass log2 BPMs (the estimate is then the
     mean log2 ratio), or ``log2(octave_folded_ratio(bpm, twin_bpm))`` with :func:`bootstrap_ci`.
@@ -164,7 +156,7 @@ def paired_delta_ci(
     b = np.asarray(twin_values, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"values and twin_values must pair up element-wise, got {a.shape} and {b.shape}")
-    return bootstrap_ci(a - b, statistic, level=level, n_boot=n_boot, method=method, seed=seed)
+    return bootstrap_ci(a - b, statistic, **options)
 
 
 def pair_with_twins(

@@ -150,7 +150,7 @@ def test_schedule_is_keyed_on_decoding_step(tiny_adapter):
     [
         (Intervention({"resid_post.7": torch.ones(32)}), "out of range"),
         (Intervention({"resid_pre.1": torch.ones(32)}), "Unknown site kind"),
-        (Intervention({"resid_post.1": torch.ones(33)}), "hidden size is 32"),
+        (Intervention({"resid_post.1": torch.ones(33)}), "site has hidden size 32"),
         (Intervention({"resid_post.1": torch.full((32,), float("nan"))}), "NaN or inf"),
         (Intervention({"resid_post.1": torch.ones(32)}, alpha=float("inf")), "not finite"),
         (Intervention({"resid_post.1": torch.ones(32)}, operator="multiply"), "Unknown steering operator"),
@@ -255,7 +255,7 @@ def test_head_steering_moves_only_its_head_columns(tiny_adapter):
     )
     torch.testing.assert_close(s["attn_head.1.2"], b["attn_head.1.2"] + alpha * v, atol=1e-6, rtol=0)
     torch.testing.assert_close(s["attn_head.1.0"] @ v, torch.zeros(2, 7), atol=1e-5, rtol=0)
-    with pytest.raises(SteeringError, match="head size is 8"):
+    with pytest.raises(SteeringError, match="site has head_dim 8"):
         Steering(a, [Intervention({"attn_head.1.2": torch.ones(32)})])
     with pytest.raises(SteeringError, match="4 attention heads"):
         Steering(a, [Intervention({"attn_head.1.9": v})])

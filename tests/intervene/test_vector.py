@@ -153,7 +153,7 @@ def test_bad_options_raise_one_clear_error_before_any_hook(tiny_adapter, options
 
 def test_vectors_that_do_not_fit_the_model_are_refused(tiny_adapter):
     model = tiny_adapter.model
-    with pytest.raises(SteeringError, match="shape \\(16,\\), but the model's hidden size is 32"):
+    with pytest.raises(SteeringError, match="shape \\(16,\\), but the model's site has hidden size 32"):
         SteeringVector(torch.ones(16), layer=1).apply(model)
     with pytest.raises(SteeringError, match="comes from resid_post.7, but the model has 4 layers"):
         SteeringVector(torch.ones(32), layer=7).apply(model)
