@@ -17,7 +17,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one numba cache per pytest-xdist wo
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from steerlit.models.loading import load_model  # noqa: E402
 from steerlit.models.tiny import build_tiny_musicgen  # noqa: E402
