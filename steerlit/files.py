@@ -141,6 +141,17 @@ def atomic_save_safetensors(
     return Path(path)
 
 
+def atomic_save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Lay out a matplotlib ``fig``, write it to ``path`` as PNG atomically, close it; returns ``path``."""
+    import matplotlib.pyplot as plt  # deferred: matplotlib
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def append_durable(path: str | os.PathLike, text: str) -> None:
     """Append ``text`` to ``path`` and fsync it, for append-only logs (a torn last line is the reader's to skip:
     see ``engines.results.ResultStore``); committed lines survive a power loss, not only a killed process."""

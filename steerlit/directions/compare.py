@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from steerlit.files import atomic_path, atomic_write_csv
+from steerlit.files import atomic_save_figure, atomic_write_csv
 
 COLUMNS = ("method", "site", "layer", "acc", "auroc", "cos_diffmean", "cohens_d", "norm", "threshold")
 PLOT_METRICS = ("acc", "auroc", "cos_diffmean", "cohens_d")
@@ -144,10 +144,7 @@ def plot_comparison(rows: Sequence[Mapping], path: str | Path, title: str = "") 
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    atomic_save_figure(fig, path)
     return path
 
 

@@ -27,7 +27,7 @@ from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.engines.grid import HEAD_ACCURACY_KEY
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
-from steerlit.files import atomic_path, atomic_write_csv
+from steerlit.files import atomic_save_figure, atomic_write_csv
 from steerlit.intervene.record import ActivationRecorder
 from steerlit.models.sites import attention_shape, list_head_sites, parse_site, split_site
 from steerlit.runtime import TrainerSettings
@@ -178,9 +178,6 @@ def save_heatmap(
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w")
     fig.colorbar(image, ax=ax, label=value_name)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     png_path = stem.with_suffix(".png")
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    atomic_save_figure(fig, png_path)
     return csv_path, png_path

@@ -76,22 +76,19 @@ def frame_rms_dbfs(
         return np.maximum(10.0 * np.log10(ms), floor_db)
 
 
-def silence_ratio(
-    audio: np.ndarray,
-    sr: int,
-    silence_db: float = -60.0,
-    *,
-    frame_s: float = 0.05,
-    hop_s: float = 0.025,
-) -> float:
-    """Fraction of frames (``frame_s`` long, ``hop_s`` apart) whose RMS is below ``silence_db`` dBFS.
+SILENCE_FRAME_S, SILENCE_HOP_S = 0.05, 0.025  # the frames silence_ratio reads: 50 ms long, 25 ms apart
+
+
+def silence_ratio(audio: np.ndarray, sr: int, silence_db: float = -60.0) -> float:
+    """Fraction of frames (``SILENCE_FRAME_S`` long, ``SILENCE_HOP_S`` apart) whose RMS is below ``silence_db``
+    dBFS.
 
     Returns a value in [0, 1] (``nan`` for empty audio).
     """
     check_sample_rate(sr)
     if as_mono(audio).size == 0:
         return float("nan")
-    levels = frame_rms_dbfs(audio, sr, frame_s=frame_s, hop_s=hop_s)
+    levels = frame_rms_dbfs(audio, sr, frame_s=SILENCE_FRAME_S, hop_s=SILENCE_HOP_S)
     return float(np.mean(levels < silence_db))
 
 

@@ -37,7 +37,7 @@ from steerlit.directions.head_probes import (
 from steerlit.directions.probes import ProbeDataModule, train_probe
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
-from steerlit.files import atomic_path, atomic_write_csv
+from steerlit.files import atomic_save_figure, atomic_write_csv
 from steerlit.intervene.gate import ProbeGate, load_probe_gate
 from steerlit.intervene.injection import inject
 from steerlit.intervene.steer import Intervention, Steering
@@ -302,10 +302,7 @@ def plot_tradeoff(summary: Sequence[Mapping], path: Path) -> Path:
         ax.set_title(concept, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    atomic_save_figure(fig, path)
     return path
 
 

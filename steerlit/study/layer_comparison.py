@@ -32,7 +32,7 @@ import torch
 
 from steerlit.directions.cache import CacheError, labels_of, load_activation_cache
 from steerlit.directions.fit import EVAL_SPLIT
-from steerlit.files import atomic_path, atomic_write_csv
+from steerlit.files import atomic_save_figure, atomic_write_csv
 from steerlit.study.layout import RunLayout
 from steerlit.study.perturbation import Directions, group_sites
 from steerlit.study.records import GridResult, GroupKey, SummaryRow
@@ -228,10 +228,7 @@ def plot_concept(rows: Sequence[Mapping], path: Path, concept: str) -> Path:
     fig.suptitle(
         f"{concept}: agreement (95 % bootstrap CI) vs steering and quality; + = towards the positive pole"
     )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    atomic_save_figure(fig, path)
     return path
 
 

@@ -21,6 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import jinja2
@@ -79,8 +80,9 @@ class ClipCell:
     value: str  # that column's CSV text ("" when absent)
 
 
-@dataclass(frozen=True)
-class AlphaColumn:
+class AlphaColumn(NamedTuple):
+    """A column header of a group's prompt x alpha grid: the alpha's label, and whether it is the alpha = 0 twin."""
+
     label: str
     reference: bool
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steerlit.files import atomic_path
+from steerlit.files import atomic_save_figure
 from steerlit.study.records import AlphaRow, GridResult, GroupKey, SummaryRow
 from steerlit.study.summary_stats import RANDOM_METHOD, Clip, alpha_stats, clip_trend, read_at
 
@@ -249,10 +249,7 @@ def plot_attribute_vs_alpha(table: Sequence[AlphaRow], summary: Sequence[Summary
         ax.axvline(0, color="0.7", lw=0.8)
         ax.set(title=f"{concept}: median {attr} vs α (band: 95 % bootstrap CI)", xlabel="α", ylabel=attr)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    atomic_save_figure(fig, path)
     return path
 
 
