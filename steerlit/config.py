@@ -16,7 +16,12 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from steerlit.data.probe_set import load_eval_prompts, load_probe_set
+from steerlit.data.probe_set import (
+    check_unique_names,
+    load_eval_prompts,
+    load_probe_set,
+    validate_against_eval,
+)
 from steerlit.directions.extraction import check_extract_settings
 from steerlit.intervene.schedules import make_schedule
 from steerlit.resources import resource_dir
@@ -293,17 +298,26 @@ def validate_layers(settings: StudySettings) -> None:
 
 
 def validate_probe_files(settings: StudySettings) -> None:
-    """Every probe set and the evaluation set load; each concept has an attribute that measures it."""
+    """Every probe set and the evaluation set load; each concept has an attribute that measures it; no two
+    probe sets share a name; no probe prompt is also an evaluation prompt (the evaluation must be held out)."""
+    probe_sets = []
     for name in settings.probe.concepts:
         try:
             probe_set = load_probe_set(name)
             attribute_for(probe_set.name, settings.metrics.attributes)
         except ValueError as err:
             raise ConfigError(f"probe.concepts {name!r}: {err}") from None
+        probe_sets.append(probe_set)
     try:
-        load_eval_prompts(settings.probe.eval_set)
+        eval_prompts = load_eval_prompts(settings.probe.eval_set)
     except ValueError as err:
         raise ConfigError(f"probe.eval_set {settings.probe.eval_set!r}: {err}") from None
+    try:
+        check_unique_names(probe_sets)
+        for probe_set in probe_sets:
+            validate_against_eval(probe_set, eval_prompts, f"evaluation set {settings.probe.eval_set!r}")
+    except ValueError as err:
+        raise ConfigError(f"probe.concepts: {err}") from None
 
 
 __all__ = ["CONFIGS_DIR", "ConfigError", "as_dict", "check_layers", "compose", "to_yaml", "validate"]
