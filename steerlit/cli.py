@@ -183,7 +183,7 @@ def cmd_steer(args) -> int:
         layout = link_source_run(settings, layout, concepts)
     adapter = load_adapter(settings.model)
     check_layers(settings, adapter.num_layers)
-    directions = load_concept_directions(layout, concepts, adapter)
+    directions = load_concept_directions(layout, concepts, adapter, settings.steer)
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
@@ -212,7 +212,11 @@ def cmd_generate(args) -> int:
             "cli", args.method, layer, args.alpha, args.strategy, steer.operator, steer.schedule, steer.half
         )
         row = GridRow(args.prompt, args.seed, (term,))
-        steering = row_steering(row, load_directions(args.directions, adapter), adapter.num_layers)
+        steering = row_steering(
+            row,
+            load_directions(args.directions, adapter, allow_other_model=steer.allow_other_model),
+            adapter.num_layers,
+        )
     out = generate_clip(adapter, args.prompt, generation, args.seed, steering)
     path = Path(args.out)
     with atomic_path(path) as tmp:

@@ -180,3 +180,18 @@ def test_unknown_strategy_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "x", "--out", "x.wav", "--strategy", "sideways"])
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_directions_of_another_model_need_steer_allow_other_model(wandb_env, tiny_model_dir, tmp_path, capsys):
+    """Low 7: a direction file whose metadata names another model (same hidden size) is refused, with the fix;
+    ``steer.allow_other_model=true`` lets it through."""
+    vectors = {("diffmean", f"resid_post.{i}"): torch.ones(32) for i in range(4)}
+    other = save_directions(tmp_path / "other.safetensors", vectors, model_id="facebook/musicgen-small")
+    wav = tmp_path / "clip.wav"
+    args = ["generate", "a calm folk song", "--out", str(wav), "--seconds", "0.3", f"model={tiny_model_dir}"]
+    args += ["--directions", str(other), "--layer", "1", "--alpha", "2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'facebook/musicgen-small'" in err and "steer.allow_other_model=true" in err
+    assert not wav.exists()
+    assert main([*args, "steer.allow_other_model=true"]) == 0 and wav.exists()

@@ -20,7 +20,7 @@ import lightning as L
 import torch.distributed as dist
 
 from steerlit.directions.ddp import num_processes
-from steerlit.directions.io import DirectionSet, load_directions
+from steerlit.directions.io import DirectionSet
 from steerlit.files import atomic_write_text
 from steerlit.metrics import warm_metrics
 from steerlit.models.loading import load_adapter
@@ -36,6 +36,7 @@ from steerlit.study.stages import (
     fit,
     grid_plan,
     load_concept,
+    load_concept_directions,
     model_num_layers,
     probe_directions,
     progress,
@@ -154,7 +155,7 @@ def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logg
             logger=logger,
         )
         wait_for_rank_zero()
-        directions[name] = load_directions(layout.directions(name), adapter)
+        directions.update(load_concept_directions(layout, [name], adapter, settings.steer))
     plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
     if global_rank() > 0:  # this rank's share of the grid; rank 0 gathers, measures and writes
         steer(

@@ -45,6 +45,9 @@ class SteerSettings(GenerationSettings):
     half: CfgHalf = "both"
     n_prompts: int | None = 8  # neutral evaluation prompts used (None: all)
     every_n_epochs: int = 0  # also steer at every n-th probe validation epoch (0: only at the end of fitting)
+    # Steer with directions whose file names another model (model_id or weights fingerprint): off, so that a
+    # direction file of another model is refused (steerlit.directions.io.check_same_model).
+    allow_other_model: bool = False
 
 
 def steered_methods(steer: SteerSettings, methods: tuple[str, ...] | None = None) -> tuple[str, ...]:

@@ -108,9 +108,15 @@ def fit(
     )
 
 
-def load_concept_directions(layout: RunLayout, concepts: Sequence[str], adapter) -> dict[str, DirectionSet]:
-    """``{concept: DirectionSet}`` from the run's directions files, checked against the model."""
-    return {c: load_directions(layout.directions(c), adapter) for c in concepts}
+def load_concept_directions(
+    layout: RunLayout, concepts: Sequence[str], adapter, steer: SteerSettings
+) -> dict[str, DirectionSet]:
+    """``{concept: DirectionSet}`` from the run's directions files, checked against the model (a file fitted on
+    another model needs ``steer.allow_other_model``)."""
+    return {
+        c: load_directions(layout.directions(c), adapter, allow_other_model=steer.allow_other_model)
+        for c in concepts
+    }
 
 
 def probe_directions(concept: str) -> Callable[[object], dict[str, DirectionSet]]:
