@@ -39,6 +39,7 @@ from steerlit.study.launch import (
 from steerlit.study.layout import RunLayout
 from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
+from steerlit.study.settings import load_run_config
 from steerlit.study.stages import (
     extract,
     fit,
@@ -110,6 +111,7 @@ def _run_settings(args, root: Path | None = None):
         raise SystemExit(
             f"error: {run} has no config.yaml; pass a folder made by `steerlit run` or `steerlit extract`."
         )
+    load_run_config(layout.config)  # a truncated config.yaml: one message naming the file and the fix
     settings = compose(args.overrides, config_path=layout.config)
     root = root or run
     return dataclasses.replace(settings, output_dir=str(root.parent), run_name=root.name), layout

@@ -18,9 +18,11 @@ from typing import Any
 
 import lightning as L
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
 from steerlit.directions.ddp import num_processes
 from steerlit.directions.io import DirectionSet
+from steerlit.engines.results import ResultStore
 from steerlit.files import atomic_write_text
 from steerlit.metrics import warm_metrics
 from steerlit.models.loading import load_adapter
@@ -29,7 +31,14 @@ from steerlit.study.launch import RunLock, global_rank
 from steerlit.study.layout import RunLayout
 from steerlit.study.objective import best_summary
 from steerlit.study.records import SummaryRow
-from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
+from steerlit.study.settings import (
+    ConfigError,
+    StudySettings,
+    as_dict,
+    check_layers,
+    load_run_config,
+    to_yaml,
+)
 from steerlit.study.stages import (
     PROBE_METHODS,
     extract,
@@ -74,8 +83,39 @@ def start_run(settings: StudySettings) -> RunLayout:
         key = str(layout.root)
         if key not in ACTIVE_LOCKS:
             ACTIVE_LOCKS[key] = RunLock(layout.root)
+        try:
+            check_rerun(settings, layout)
+        except ConfigError:
+            end_run(layout)
+            raise
         atomic_write_text(layout.config, to_yaml(settings))
     return layout
+
+
+# The settings a grid's stored results depend on beyond their rows (engines.plan.store_settings, before weights).
+GRID_SETTINGS = ("model.name", "model.dtype", "steer.seconds", "steer.guidance_scale", "steer.temperature")
+GRID_SETTINGS += ("steer.top_k", "steer.engine")
+
+
+def check_rerun(settings: StudySettings, layout: RunLayout) -> None:
+    """Refuse, before anything is written, a rerun whose grid settings differ from those of the grid results
+    the folder holds (the grid would refuse them only after extraction and fitting, with config.yaml already
+    overwritten). A folder without results (a failed first batch) takes any settings."""
+    results = layout.evaluation().results
+    if not results.exists() or not layout.config.exists() or not ResultStore(results.parent).rows():
+        return
+    try:
+        old = load_run_config(layout.config)
+    except ConfigError:
+        return  # rewritten below; the grid still checks its own settings.json
+    new = OmegaConf.create(as_dict(settings))
+    diff = {k: (OmegaConf.select(old, k), OmegaConf.select(new, k)) for k in GRID_SETTINGS}
+    diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+    if diff:
+        raise ConfigError(
+            f"{layout.root} holds grid results generated with other settings {diff} (stored, requested); use "
+            "another run_name= or the original settings."
+        )
 
 
 def end_run(layout: RunLayout) -> None:
