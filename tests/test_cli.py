@@ -182,7 +182,9 @@ def test_unknown_strategy_is_refused(capsys):
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
 
 
-def test_directions_of_another_model_need_steer_allow_other_model(wandb_env, tiny_model_dir, tmp_path, capsys):
+def test_directions_of_another_model_need_steer_allow_other_model(
+    wandb_env, tiny_model_dir, tmp_path, capsys
+):
     """Low 7: a direction file whose metadata names another model (same hidden size) is refused, with the fix;
     ``steer.allow_other_model=true`` lets it through."""
     vectors = {("diffmean", f"resid_post.{i}"): torch.ones(32) for i in range(4)}

@@ -91,7 +91,11 @@ def test_a_probe_prompt_in_the_evaluation_set_fails_first(tmp_path, capsys):
     assert leaked in (PROBES / "testbed_tempo.yaml").read_text()
     eval_file = tmp_path / "leaky_neutral.yaml"
     eval_file.write_text((PROBES / "testbed_neutral.yaml").read_text().rstrip("\n") + f"\n- {leaked}\n")
-    args = [f"output_dir={tmp_path / 'runs'}", "probe.concepts=[testbed_tempo]", f"probe.eval_set={eval_file}"]
+    args = [
+        f"output_dir={tmp_path / 'runs'}",
+        "probe.concepts=[testbed_tempo]",
+        f"probe.eval_set={eval_file}",
+    ]
     rc = main(["run", *BASE, *args])
     err = capsys.readouterr().err
     assert rc == 2 and "also appears in the evaluation set" in err and "held out" in err
