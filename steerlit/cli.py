@@ -190,7 +190,8 @@ def cmd_steer(args) -> int:
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
     plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
-    print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
+    with evaluation:
+        print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
     print(layout.root)
     return 0
 

@@ -246,6 +246,10 @@ def validate(settings: StudySettings) -> None:
         check_extract_settings(settings.extract)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if settings.metrics.workers < 0:
+        raise ConfigError(
+            f"metrics.workers must be >= 0 (0: measure in the run's own process), got {settings.metrics.workers}."
+        )
     validate_generation(steer)
     validate_layers(settings)
     validate_probe_files(settings)

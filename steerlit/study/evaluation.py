@@ -35,6 +35,8 @@ from steerlit.files import atomic_write_csv
 from steerlit.metrics.attributes import compute_attributes
 from steerlit.metrics.clap import ClapScorer
 from steerlit.metrics.kernel_distance import kernel_distance
+from steerlit.metrics.numba_cache import warm_metrics
+from steerlit.metrics.pool import ClipMeasurer
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings, TempoSettings
 from steerlit.models.settings import ModelSettings
@@ -126,10 +128,13 @@ def steer(
     tempo: TempoSettings,
     model: ModelSettings | None = None,
     trainer: TrainerSettings = ONE_PROCESS,
+    measurer: ClipMeasurer | None = None,
 ) -> list[GridResult]:
     """Generate and measure every row into ``paths.folder`` (resumable); one result per unique row, in order.
 
-    Under a DDP ``trainer`` the rows are sharded over processes, each loading ``model`` with every setting."""
+    Under a DDP ``trainer`` the rows are sharded over processes, each loading ``model`` with every setting
+    (each rank measures its clips itself). In one process, ``measurer`` measures the clips in its workers while
+    the grid generates (None: in this process)."""
     metrics_fn = functools.partial(measure_clip, tempo=tempo)
     devices = grid_devices(trainer)
     if devices > 1:  # rank 0 gathers and writes the store
@@ -156,6 +161,7 @@ def steer(
             generation,
             store=store,
             metrics_fn=metrics_fn,
+            measurer=measurer,
             progress=trainer.enable_progress_bar,
         )
     return [GridResult.from_record(r) for r in records]
@@ -250,6 +256,27 @@ class Evaluation:
         self.adapter, self.metrics, self.logger = adapter, metrics, logger
         self.model, self.trainer = model, trainer
         self._clap_scorer = None
+        self._measurer: ClipMeasurer | None = None
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def measurer(self) -> ClipMeasurer | None:
+        """The worker pool that measures this evaluation's clips (``metrics.workers`` processes, started once and
+        reused by every grid; None with ``metrics.workers=0``)."""
+        if self.metrics.workers and self._measurer is None:
+            warm_metrics()  # the workers load one checked numba cache instead of compiling it at once
+            self._measurer = ClipMeasurer(self.metrics, workers=self.metrics.workers)
+        return self._measurer
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop the measuring workers (a later grid starts new ones)."""
+        if self._measurer is not None:
+            self._measurer.close(cancel=cancel)
+            self._measurer = None
 
     def clap(self):
         """The CLAP scorer of ``metrics.clap_path`` (None without one)."""
@@ -277,6 +304,7 @@ class Evaluation:
             tempo=self.metrics.tempo,
             model=self.model,
             trainer=self.trainer,
+            measurer=self.measurer() if grid_devices(self.trainer) == 1 else None,
         )
         store = ResultStore(paths.folder)
         sample_rate = self.adapter.sample_rate

@@ -163,12 +163,20 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
 
 def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logger) -> list[SummaryRow]:
     """Load the model, extract and fit every concept, steer the grid; rank 0 measures and reports."""
-    wandb_run = logger.experiment if logger is not None else None
     adapter = load_adapter(settings.model)
     progress(f"model {adapter.model_id}: {adapter.num_layers} layers x {adapter.hidden_size}")
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
+    with evaluation:  # its clip-measuring workers are stopped however the run ends
+        return evaluate_concepts(settings, layout, probe_callbacks, logger, evaluation)
+
+
+def evaluate_concepts(
+    settings: StudySettings, layout: RunLayout, probe_callbacks, logger, evaluation: Evaluation
+) -> list[SummaryRow]:
+    """Extract and fit every concept, steer the grid with their directions; rank 0 measures and reports."""
+    adapter, wandb_run = evaluation.adapter, logger.experiment if logger is not None else None
     directions: dict[str, DirectionSet] = {}
     for concept in settings.probe.concepts:
         probe_set = load_concept(concept, settings.probe)
