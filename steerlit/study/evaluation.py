@@ -51,6 +51,7 @@ from steerlit.study.tables import (
     per_alpha_table,
     plot_attribute_vs_alpha,
     summarize,
+    usable,
 )
 from steerlit.study.tracking import log_evaluation
 from steerlit.study.wandb_layout import log_report, log_run_artifacts
@@ -101,6 +102,7 @@ class Tables:
 
     per_alpha: list[AlphaRow]
     summary: list[SummaryRow]
+    degenerate: int = 0  # grid rows left out of both (non-finite or constant output)
 
 
 def measure_clip(audio: np.ndarray, sr: int, tempo: TempoSettings) -> dict[str, float]:
@@ -227,7 +229,7 @@ def measure(
     if metrics.quality != "none":
         quality_fn = quality_against_references(store, sample_rate, clap, kind=metrics.quality)
     table = per_alpha_table(results, attributes, quality_fn)
-    return Tables(table, summarize(table, attributes))
+    return Tables(table, summarize(table, attributes), len(results) - len(usable(results)))
 
 
 def report(paths: EvaluationPaths, results: Sequence[GridResult], tables: Tables) -> None:
@@ -310,6 +312,13 @@ class Evaluation:
         sample_rate = self.adapter.sample_rate
         tables = measure(results, plan.concepts, self.metrics, store, sample_rate, clap=self.clap())
         report(paths, results, tables)
+        if tables.degenerate:
+            print(
+                f"degenerate rows: {tables.degenerate} of {len(results)} (non-finite or constant output), left "
+                f"out of {paths.per_alpha_csv.name} and {paths.summary_csv.name}; flagged in the 'degenerate' "
+                f"column of {paths.metrics_csv.name}",
+                flush=True,
+            )
         attributes = {c: attribute_for(c, self.metrics.attributes) for c in plan.concepts}
         if wandb_run is not None:
             log_evaluation(
