@@ -39,14 +39,14 @@ from steerlit.study.launch import (
 from steerlit.study.layout import RunLayout
 from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
-from steerlit.study.settings import load_run_config
+from steerlit.study.settings import check_clip_length, load_run_config
 from steerlit.study.stages import (
+    check_model_settings,
     extract,
     fit,
     grid_plan,
     load_concept,
     load_concept_directions,
-    model_num_layers,
 )
 from steerlit.study.tables import format_summary
 from steerlit.sweeps.commands import run_sweep_cli
@@ -92,7 +92,7 @@ def cmd_config(args) -> int:
 
 def cmd_extract(args) -> int:
     settings = _compose(args)
-    check_layers(settings, model_num_layers(settings.model))
+    check_model_settings(settings)
     layout = start_run(settings)
     adapter = load_adapter(settings.model)
     for concept in settings.probe.concepts:
@@ -185,6 +185,7 @@ def cmd_steer(args) -> int:
         layout = link_source_run(settings, layout, concepts)
     adapter = load_adapter(settings.model)
     check_layers(settings, adapter.num_layers)
+    check_clip_length("steer.seconds", settings.steer.seconds, adapter.frame_rate)
     directions = load_concept_directions(layout, concepts, adapter, settings.steer)
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
@@ -204,9 +205,12 @@ def generate_clip(adapter, prompt: str, generation: GenerationSettings, seed: in
 def cmd_generate(args) -> int:
     settings = _compose(args)
     generation = settings.steer.generation()
-    if args.seconds:
+    if args.seconds is not None:
         generation = dataclasses.replace(generation, seconds=args.seconds)
     adapter = load_adapter(settings.model)
+    check_clip_length(
+        "--seconds" if args.seconds is not None else "steer.seconds", generation.seconds, adapter.frame_rate
+    )
     steering = None
     if args.directions:
         steer = settings.steer

@@ -197,3 +197,13 @@ def test_directions_of_another_model_need_steer_allow_other_model(
     assert "'facebook/musicgen-small'" in err and "steer.allow_other_model=true" in err
     assert not wav.exists()
     assert main([*args, "steer.allow_other_model=true"]) == 0 and wav.exists()
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "0.001"])
+def test_generate_refuses_a_clip_without_audio(wandb_env, tiny_model_dir, tmp_path, capsys, seconds):
+    """Low 2: ``generate --seconds 0`` wrote 4 s and ``--seconds -1`` failed inside transformers."""
+    wav = tmp_path / "clip.wav"
+    args = ["generate", "a calm folk song", "--out", str(wav), "--seconds", seconds, f"model={tiny_model_dir}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--seconds={float(seconds)} is shorter than one frame" in err and not wav.exists()

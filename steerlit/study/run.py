@@ -35,18 +35,17 @@ from steerlit.study.settings import (
     ConfigError,
     StudySettings,
     as_dict,
-    check_layers,
     load_run_config,
     to_yaml,
 )
 from steerlit.study.stages import (
     PROBE_METHODS,
+    check_model_settings,
     extract,
     fit,
     grid_plan,
     load_concept,
     load_concept_directions,
-    model_num_layers,
     probe_directions,
     progress,
 )
@@ -143,7 +142,7 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
             "run_study(settings, probe_callbacks=SteeredGenerationCallback.for_probes) "
             "(steerlit.callbacks.steered_generation; `steerlit run` does), or set steer.every_n_epochs=0."
         )
-    check_layers(settings, model_num_layers(settings.model))  # fail before loading weights
+    check_model_settings(settings)  # layers and clip length, from config.json: before loading weights
     if num_processes(settings.trainer.devices) > 1 and settings.trainer.strategy.startswith("ddp"):
         warm_metrics()  # compile numba once, before any rank or worker starts
     L.seed_everything(settings.seed, verbose=False)

@@ -113,6 +113,17 @@ def check_layers(settings: StudySettings, num_layers: int) -> None:
             )
 
 
+def check_clip_length(key: str, seconds: float, frame_rate: float) -> None:
+    """A clip of ``seconds`` has at least one codec frame (what the model's codebook delay pattern decodes
+    into audio; shorter clips give no audio at all), else :class:`ConfigError` naming ``key``."""
+    if round(seconds * frame_rate) < 1:
+        raise ConfigError(
+            f"{key}={seconds} is shorter than one frame of this model ({1 / frame_rate:.3g} s at {frame_rate:g} "
+            f"frames per second), so no audio is decoded after the codebook delay; use {key} >= "
+            f"{1 / frame_rate:.3g}."
+        )
+
+
 def to_yaml(settings: StudySettings) -> str:
     """The resolved settings as YAML (what ``config.yaml`` holds and ``--config`` reads back)."""
     return OmegaConf.to_yaml(OmegaConf.structured(settings))

@@ -100,3 +100,11 @@ def test_a_probe_prompt_in_the_evaluation_set_fails_first(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "also appears in the evaluation set" in err and "held out" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_clip_shorter_than_one_frame_fails_before_any_folder(tmp_path, capsys):
+    """Medium 4: ``steer.seconds`` that leaves no audio after the codebook delay is refused before any work."""
+    rc = main(["run", *BASE, f"output_dir={tmp_path / 'runs'}", "steer.seconds=0.01"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "steer.seconds=0.01 is shorter than one frame" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
