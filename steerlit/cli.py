@@ -202,7 +202,26 @@ def generate_clip(adapter, prompt: str, generation: GenerationSettings, seed: in
     return generate(adapter, [prompt], generation, seeds=[seed], steering=[steering] if steering else None)
 
 
+def check_generate_args(args) -> None:
+    """Refuse, before any model loads, an empty prompt and an ``--out`` that is a folder, an existing file or
+    not an audio format soundfile writes."""
+    if not args.prompt.strip():
+        raise ConfigError(
+            'generate needs a prompt, e.g. steerlit generate "a lo-fi hip hop beat" --out beat.wav.'
+        )
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. --out {out / 'clip.wav'}.")
+    if out.exists():
+        raise ConfigError(
+            f"--out {out} exists; remove it or choose another file (generate never overwrites)."
+        )
+    if (out.suffix[1:] or "wav").upper() not in sf.available_formats():
+        raise ConfigError(f"--out {out}: {out.suffix!r} is not an audio format; use .wav or .flac.")
+
+
 def cmd_generate(args) -> int:
+    check_generate_args(args)
     settings = _compose(args)
     generation = settings.steer.generation()
     if args.seconds is not None:

@@ -24,6 +24,7 @@ from steerlit.data.probe_set import (
 )
 from steerlit.directions.extraction import check_extract_settings
 from steerlit.intervene.schedules import make_schedule
+from steerlit.metrics.attributes import ATTRIBUTE_NAMES
 from steerlit.resources import resource_dir
 from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 from steerlit.study.tables import attribute_for
@@ -226,6 +227,12 @@ def _nested(key: str, value) -> DictConfig:
     return node
 
 
+MEASURABLE = (
+    *ATTRIBUTE_NAMES,
+    "clap_score",
+)  # what a concept's attribute can be (clap_score: with a CLAP model)
+
+
 def validate(settings: StudySettings) -> None:
     """Every check that needs no model weights (choices and types are checked by the schema while composing):
     the grid, generation settings, layers, schedule, and the contents of every probe file. Runs before any
@@ -308,9 +315,14 @@ def validate_probe_files(settings: StudySettings) -> None:
     for name in settings.probe.concepts:
         try:
             probe_set = load_probe_set(name)
-            attribute_for(probe_set.name, settings.metrics.attributes)
+            attribute = attribute_for(probe_set.name, settings.metrics.attributes)
         except ValueError as err:
             raise ConfigError(f"probe.concepts {name!r}: {err}") from None
+        if attribute not in MEASURABLE:
+            raise ConfigError(
+                f"metrics.attributes.{probe_set.name}={attribute!r} is not an attribute steerlit measures; "
+                f"use one of {list(MEASURABLE)}."
+            )
         probe_sets.append(probe_set)
     try:
         eval_prompts = load_eval_prompts(settings.probe.eval_set)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -203,7 +204,52 @@ def test_directions_of_another_model_need_steer_allow_other_model(
 def test_generate_refuses_a_clip_without_audio(wandb_env, tiny_model_dir, tmp_path, capsys, seconds):
     """Low 2: ``generate --seconds 0`` wrote 4 s and ``--seconds -1`` failed inside transformers."""
     wav = tmp_path / "clip.wav"
-    args = ["generate", "a calm folk song", "--out", str(wav), "--seconds", seconds, f"model={tiny_model_dir}"]
+    args = [
+        "generate",
+        "a calm folk song",
+        "--out",
+        str(wav),
+        "--seconds",
+        seconds,
+        f"model={tiny_model_dir}",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"--seconds={float(seconds)} is shorter than one frame" in err and not wav.exists()
+
+
+def test_generate_checks_its_arguments_before_generating(wandb_env, tiny_model_dir, tmp_path, capsys):
+    """Low 3 and 13: an empty prompt, ``--out`` with a text suffix, a folder or an existing file are refused
+    before any model loads (model=/nonexistent would fail otherwise), and nothing is written."""
+    existing = tmp_path / "taken.wav"
+    existing.write_bytes(b"keep me")
+    cases = [
+        ("", tmp_path / "a.wav", "generate needs a prompt"),
+        ("a song", tmp_path / "x.txt", "is not an audio format"),
+        ("a song", tmp_path, "is a folder"),
+        ("a song", existing, "exists; remove it"),
+    ]
+    for prompt, out, message in cases:
+        assert main(["generate", prompt, "--out", str(out), "model=/nonexistent"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert existing.read_bytes() == b"keep me" and not (tmp_path / "a.wav").exists()
+
+
+def test_damaged_or_pickled_weights_get_one_message(wandb_env, tiny_model_dir, tmp_path, capsys):
+    """Low 3: truncated safetensors weights (SafetensorError) and a folder with only a pickled
+    pytorch_model.bin gave tracebacks (or silently random weights)."""
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir, truncated)
+    weights = next(truncated.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    for path in pickled.glob("*.safetensors"):
+        path.unlink()
+    torch.save({"decoder.weight": torch.zeros(2)}, pickled / "pytorch_model.bin")
+    for folder, message in ((truncated, "is truncated or damaged"), (pickled, "holds only pickled weights")):
+        wav = tmp_path / f"{folder.name}.wav"
+        assert main(["generate", "a song", "--out", str(wav), "--seconds", "0.3", f"model={folder}"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and not wav.exists(), err

@@ -108,3 +108,22 @@ def test_a_clip_shorter_than_one_frame_fails_before_any_folder(tmp_path, capsys)
     err = capsys.readouterr().err
     assert rc == 2 and "steer.seconds=0.01 is shorter than one frame" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_attribute_name_fails_first(tmp_path, capsys):
+    """Medium 7: ``metrics.attributes.<concept>=nosuch_attr`` gave an all-NaN summary with rc 0."""
+    args = [f"output_dir={tmp_path / 'runs'}", "probe.concepts=[testbed_tempo]"]
+    rc = main(["run", *BASE, *args, "metrics.attributes.testbed_tempo=nosuch_attr"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'nosuch_attr' is not an attribute steerlit measures" in err and "'bpm'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_broken_later_probe_file_fails_first(tmp_path, capsys):
+    """Medium 4: the contents of the second probe file are checked before the first concept is extracted."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\npoles: {positive: a, negative: b}\nprompts: {a: [x]}\n")
+    rc = main(["run", *BASE, f"output_dir={tmp_path / 'runs'}", f"probe.concepts=[testbed_tempo,{broken}]"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(broken) in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
