@@ -18,6 +18,7 @@ import soundfile as sf
 
 from steerlit.callbacks.steered_generation import SteeredGenerationCallback
 from steerlit.config import ConfigError, check_layers, compose, to_yaml
+from steerlit.directions.cache import CacheError
 from steerlit.directions.fit import METHODS
 from steerlit.directions.io import load_directions
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_handlers = handle_stop_signals()
     try:
         return args.fn(args)
-    except (ConfigError, ModelLoadError, ValueError) as err:
+    except (ConfigError, ModelLoadError, ValueError, CacheError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SystemExit):

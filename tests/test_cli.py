@@ -253,3 +253,14 @@ def test_damaged_or_pickled_weights_get_one_message(wandb_env, tiny_model_dir, t
         assert main(["generate", "a song", "--out", str(wav), "--seconds", "0.3", f"model={folder}"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and not wav.exists(), err
+
+
+def test_fit_on_a_run_without_a_cache_gets_one_message(wandb_env, tmp_path, capsys):
+    """Low 3: ``fit --run R`` on a run folder without an activation cache raised a CacheError traceback."""
+    run = tmp_path / "runs" / "R"
+    run.mkdir(parents=True)
+    assert main(["config", "logger=none", f"output_dir={run.parent}", "run_name=R"]) == 0
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    assert main(["fit", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "No activation cache in" in err and "steerlit extract" in err and "Traceback" not in err
