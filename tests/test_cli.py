@@ -183,6 +183,11 @@ def test_unknown_strategy_is_refused(capsys):
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
 
 
+def generate_args(wav, seconds: str, model) -> list[str]:
+    """``generate "a calm folk song" --out WAV --seconds SECONDS model=MODEL``."""
+    return ["generate", "a calm folk song", "--out", str(wav), "--seconds", seconds, f"model={model}"]
+
+
 def test_directions_of_another_model_need_steer_allow_other_model(
     wandb_env, tiny_model_dir, tmp_path, capsys
 ):
@@ -191,8 +196,15 @@ def test_directions_of_another_model_need_steer_allow_other_model(
     vectors = {("diffmean", f"resid_post.{i}"): torch.ones(32) for i in range(4)}
     other = save_directions(tmp_path / "other.safetensors", vectors, model_id="facebook/musicgen-small")
     wav = tmp_path / "clip.wav"
-    args = ["generate", "a calm folk song", "--out", str(wav), "--seconds", "0.3", f"model={tiny_model_dir}"]
-    args += ["--directions", str(other), "--layer", "1", "--alpha", "2"]
+    args = [
+        *generate_args(wav, "0.3", tiny_model_dir),
+        "--directions",
+        str(other),
+        "--layer",
+        "1",
+        "--alpha",
+        "2",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "'facebook/musicgen-small'" in err and "steer.allow_other_model=true" in err
@@ -204,16 +216,7 @@ def test_directions_of_another_model_need_steer_allow_other_model(
 def test_generate_refuses_a_clip_without_audio(wandb_env, tiny_model_dir, tmp_path, capsys, seconds):
     """Low 2: ``generate --seconds 0`` wrote 4 s and ``--seconds -1`` failed inside transformers."""
     wav = tmp_path / "clip.wav"
-    args = [
-        "generate",
-        "a calm folk song",
-        "--out",
-        str(wav),
-        "--seconds",
-        seconds,
-        f"model={tiny_model_dir}",
-    ]
-    assert main(args) == 2
+    assert main(generate_args(wav, seconds, tiny_model_dir)) == 2
     err = capsys.readouterr().err
     assert f"--seconds={float(seconds)} is shorter than one frame" in err and not wav.exists()
 

@@ -30,7 +30,8 @@ def test_three_kills_at_random_points_give_the_uninterrupted_results(tmp_path):
     steerlit([*args, "run_name=clean"], env, tmp_path)
     duration = time.monotonic() - started
     seed = int(time.time())
-    moments = sorted(random.Random(seed).uniform(0.15, 0.95) * duration for _ in range(3))
+    rng = random.Random(seed)
+    moments = sorted(rng.uniform(0.15, 0.95) * duration for _ in range(3))
     for moment in moments:
         proc = subprocess.Popen(
             [sys.executable, "-m", "steerlit.cli", *args, "run_name=killed"],
