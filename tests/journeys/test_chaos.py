@@ -1,5 +1,7 @@
 """Journey (issue 23): a run SIGKILLed at random points, then resumed, ends with the files of an uninterrupted run."""
 
+import hashlib
+import json
 import random
 import signal
 import subprocess
@@ -7,17 +9,34 @@ import sys
 import time
 
 import pytest
+import torch
+from safetensors import safe_open
 from support.journeys import TINY_TESTBED, cli_env, steerlit, tree_hashes
 
 RESULT_FILES = ("summary.csv", "per_alpha.csv", "metrics.csv")
 
 
+def safetensors_digest(path) -> str:
+    """sha256 of a safetensors file's metadata and tensors (its header's key order varies between processes:
+    two uninterrupted runs give the same tensors in files whose bytes differ)."""
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        digest.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+        for key in sorted(f.keys()):
+            tensor = f.get_tensor(key)
+            digest.update(f"{key}{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def result_files(root) -> dict[str, str]:
-    """The hashes of the files a run's results are read from: tables, directions, probes, activation shards
-    and index, and the sample WAVs (not the logs, the lock, the report page or the plots' PNG metadata)."""
-    hashes = tree_hashes(root)
-    keep = ("directions.safetensors", "index.json", ".safetensors", ".wav")
-    return {k: v for k, v in hashes.items() if k in RESULT_FILES or k.endswith(keep)}
+    """Digests of the files a run's results are read from: the tables, the sample WAVs, the activation index,
+    and by content the shards, directions and probes (not the logs, the lock, the report page or the plots)."""
+    out = {
+        k: v for k, v in tree_hashes(root).items() if k in RESULT_FILES or k.endswith((".wav", "index.json"))
+    }
+    out.update({str(p.relative_to(root)): safetensors_digest(p) for p in sorted(root.rglob("*.safetensors"))})
+    return out
 
 
 @pytest.mark.slow
