@@ -18,6 +18,7 @@ import soundfile as sf
 
 from steerlit.callbacks.steered_generation import SteeredGenerationCallback
 from steerlit.config import ConfigError, check_layers, compose, to_yaml
+from steerlit.directions.cache import CacheError
 from steerlit.directions.fit import METHODS
 from steerlit.directions.io import load_directions
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
@@ -40,13 +41,14 @@ from steerlit.study.layout import RunLayout
 from steerlit.study.patch_run import format_patch_outputs, run_patch_study
 from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
+from steerlit.study.settings import check_clip_length, load_run_config
 from steerlit.study.stages import (
+    check_model_settings,
     extract,
     fit,
     grid_plan,
     load_concept,
     load_concept_directions,
-    model_num_layers,
 )
 from steerlit.study.tables import format_summary
 from steerlit.sweeps.commands import run_sweep_cli
@@ -93,7 +95,7 @@ def cmd_config(args) -> int:
 
 def cmd_extract(args) -> int:
     settings = _compose(args)
-    check_layers(settings, model_num_layers(settings.model))
+    check_model_settings(settings)
     layout = start_run(settings)
     adapter = load_adapter(settings.model)
     for concept in settings.probe.concepts:
@@ -112,6 +114,7 @@ def _run_settings(args, root: Path | None = None):
         raise SystemExit(
             f"error: {run} has no config.yaml; pass a folder made by `steerlit run` or `steerlit extract`."
         )
+    load_run_config(layout.config)  # a truncated config.yaml: one message naming the file and the fix
     settings = compose(args.overrides, config_path=layout.config)
     root = root or run
     return dataclasses.replace(settings, output_dir=str(root.parent), run_name=root.name), layout
@@ -185,12 +188,14 @@ def cmd_steer(args) -> int:
         layout = link_source_run(settings, layout, concepts)
     adapter = load_adapter(settings.model)
     check_layers(settings, adapter.num_layers)
-    directions = load_concept_directions(layout, concepts, adapter)
+    check_clip_length("steer.seconds", settings.steer.seconds, adapter.frame_rate)
+    directions = load_concept_directions(layout, concepts, adapter, settings.steer)
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
     plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
-    print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
+    with evaluation:
+        print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
     print(layout.root)
     return 0
 
@@ -200,12 +205,34 @@ def generate_clip(adapter, prompt: str, generation: GenerationSettings, seed: in
     return generate(adapter, [prompt], generation, seeds=[seed], steering=[steering] if steering else None)
 
 
+def check_generate_args(args) -> None:
+    """Refuse, before any model loads, an empty prompt and an ``--out`` that is a folder, an existing file or
+    not an audio format soundfile writes."""
+    if not args.prompt.strip():
+        raise ConfigError(
+            'generate needs a prompt, e.g. steerlit generate "a lo-fi hip hop beat" --out beat.wav.'
+        )
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. --out {out / 'clip.wav'}.")
+    if out.exists():
+        raise ConfigError(
+            f"--out {out} exists; remove it or choose another file (generate never overwrites)."
+        )
+    if (out.suffix[1:] or "wav").upper() not in sf.available_formats():
+        raise ConfigError(f"--out {out}: {out.suffix!r} is not an audio format; use .wav or .flac.")
+
+
 def cmd_generate(args) -> int:
+    check_generate_args(args)
     settings = _compose(args)
     generation = settings.steer.generation()
-    if args.seconds:
+    if args.seconds is not None:
         generation = dataclasses.replace(generation, seconds=args.seconds)
     adapter = load_adapter(settings.model)
+    check_clip_length(
+        "--seconds" if args.seconds is not None else "steer.seconds", generation.seconds, adapter.frame_rate
+    )
     steering = None
     if args.directions:
         steer = settings.steer
@@ -214,7 +241,11 @@ def cmd_generate(args) -> int:
             "cli", args.method, layer, args.alpha, args.strategy, steer.operator, steer.schedule, steer.half
         )
         row = GridRow(args.prompt, args.seed, (term,))
-        steering = row_steering(row, load_directions(args.directions, adapter), adapter.num_layers)
+        steering = row_steering(
+            row,
+            load_directions(args.directions, adapter, allow_other_model=steer.allow_other_model),
+            adapter.num_layers,
+        )
     out = generate_clip(adapter, args.prompt, generation, args.seed, steering)
     path = Path(args.out)
     with atomic_path(path) as tmp:
@@ -356,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_handlers = handle_stop_signals()
     try:
         return args.fn(args)
-    except (ConfigError, ModelLoadError, ValueError) as err:
+    except (ConfigError, ModelLoadError, ValueError, CacheError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, SystemExit):

@@ -16,9 +16,15 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from steerlit.data.probe_set import load_eval_prompts, load_probe_set
+from steerlit.data.probe_set import (
+    check_unique_names,
+    load_eval_prompts,
+    load_probe_set,
+    validate_against_eval,
+)
 from steerlit.directions.extraction import check_extract_settings
 from steerlit.intervene.schedules import make_schedule
+from steerlit.metrics.attributes import ATTRIBUTE_NAMES
 from steerlit.resources import resource_dir
 from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
 from steerlit.study.tables import attribute_for
@@ -221,6 +227,12 @@ def _nested(key: str, value) -> DictConfig:
     return node
 
 
+MEASURABLE = (
+    *ATTRIBUTE_NAMES,
+    "clap_score",
+)  # what a concept's attribute can be (clap_score: with a CLAP model)
+
+
 def validate(settings: StudySettings) -> None:
     """Every check that needs no model weights (choices and types are checked by the schema while composing):
     the grid, generation settings, layers, schedule, and the contents of every probe file. Runs before any
@@ -241,6 +253,10 @@ def validate(settings: StudySettings) -> None:
         check_extract_settings(settings.extract)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if settings.metrics.workers < 0:
+        raise ConfigError(
+            f"metrics.workers must be >= 0 (0: measure in the run's own process), got {settings.metrics.workers}."
+        )
     validate_generation(steer)
     validate_layers(settings)
     validate_probe_files(settings)
@@ -293,17 +309,31 @@ def validate_layers(settings: StudySettings) -> None:
 
 
 def validate_probe_files(settings: StudySettings) -> None:
-    """Every probe set and the evaluation set load; each concept has an attribute that measures it."""
+    """Every probe set and the evaluation set load; each concept has an attribute that measures it; no two
+    probe sets share a name; no probe prompt is also an evaluation prompt (the evaluation must be held out)."""
+    probe_sets = []
     for name in settings.probe.concepts:
         try:
             probe_set = load_probe_set(name)
-            attribute_for(probe_set.name, settings.metrics.attributes)
+            attribute = attribute_for(probe_set.name, settings.metrics.attributes)
         except ValueError as err:
             raise ConfigError(f"probe.concepts {name!r}: {err}") from None
+        if attribute not in MEASURABLE:
+            raise ConfigError(
+                f"metrics.attributes.{probe_set.name}={attribute!r} is not an attribute steerlit measures; "
+                f"use one of {list(MEASURABLE)}."
+            )
+        probe_sets.append(probe_set)
     try:
-        load_eval_prompts(settings.probe.eval_set)
+        eval_prompts = load_eval_prompts(settings.probe.eval_set)
     except ValueError as err:
         raise ConfigError(f"probe.eval_set {settings.probe.eval_set!r}: {err}") from None
+    try:
+        check_unique_names(probe_sets)
+        for probe_set in probe_sets:
+            validate_against_eval(probe_set, eval_prompts, f"evaluation set {settings.probe.eval_set!r}")
+    except ValueError as err:
+        raise ConfigError(f"probe.concepts: {err}") from None
 
 
 __all__ = ["CONFIGS_DIR", "ConfigError", "as_dict", "check_layers", "compose", "to_yaml", "validate"]

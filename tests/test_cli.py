@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -180,3 +181,89 @@ def test_unknown_strategy_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "x", "--out", "x.wav", "--strategy", "sideways"])
     assert "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def generate_args(wav, seconds: str, model) -> list[str]:
+    """``generate "a calm folk song" --out WAV --seconds SECONDS model=MODEL``."""
+    return ["generate", "a calm folk song", "--out", str(wav), "--seconds", seconds, f"model={model}"]
+
+
+def test_directions_of_another_model_need_steer_allow_other_model(
+    wandb_env, tiny_model_dir, tmp_path, capsys
+):
+    """Low 7: a direction file whose metadata names another model (same hidden size) is refused, with the fix;
+    ``steer.allow_other_model=true`` lets it through."""
+    vectors = {("diffmean", f"resid_post.{i}"): torch.ones(32) for i in range(4)}
+    other = save_directions(tmp_path / "other.safetensors", vectors, model_id="facebook/musicgen-small")
+    wav = tmp_path / "clip.wav"
+    args = [
+        *generate_args(wav, "0.3", tiny_model_dir),
+        "--directions",
+        str(other),
+        "--layer",
+        "1",
+        "--alpha",
+        "2",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "'facebook/musicgen-small'" in err and "steer.allow_other_model=true" in err
+    assert not wav.exists()
+    assert main([*args, "steer.allow_other_model=true"]) == 0 and wav.exists()
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "0.001"])
+def test_generate_refuses_a_clip_without_audio(wandb_env, tiny_model_dir, tmp_path, capsys, seconds):
+    """Low 2: ``generate --seconds 0`` wrote 4 s and ``--seconds -1`` failed inside transformers."""
+    wav = tmp_path / "clip.wav"
+    assert main(generate_args(wav, seconds, tiny_model_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"--seconds={float(seconds)} is shorter than one frame" in err and not wav.exists()
+
+
+def test_generate_checks_its_arguments_before_generating(wandb_env, tiny_model_dir, tmp_path, capsys):
+    """Low 3 and 13: an empty prompt, ``--out`` with a text suffix, a folder or an existing file are refused
+    before any model loads (model=/nonexistent would fail otherwise), and nothing is written."""
+    existing = tmp_path / "taken.wav"
+    existing.write_bytes(b"keep me")
+    cases = [
+        ("", tmp_path / "a.wav", "generate needs a prompt"),
+        ("a song", tmp_path / "x.txt", "is not an audio format"),
+        ("a song", tmp_path, "is a folder"),
+        ("a song", existing, "exists; remove it"),
+    ]
+    for prompt, out, message in cases:
+        assert main(["generate", prompt, "--out", str(out), "model=/nonexistent"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert existing.read_bytes() == b"keep me" and not (tmp_path / "a.wav").exists()
+
+
+def test_damaged_or_pickled_weights_get_one_message(wandb_env, tiny_model_dir, tmp_path, capsys):
+    """Low 3: truncated safetensors weights (SafetensorError) and a folder with only a pickled
+    pytorch_model.bin gave tracebacks (or silently random weights)."""
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir, truncated)
+    weights = next(truncated.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    for path in pickled.glob("*.safetensors"):
+        path.unlink()
+    torch.save({"decoder.weight": torch.zeros(2)}, pickled / "pytorch_model.bin")
+    for folder, message in ((truncated, "is truncated or damaged"), (pickled, "holds only pickled weights")):
+        wav = tmp_path / f"{folder.name}.wav"
+        assert main(["generate", "a song", "--out", str(wav), "--seconds", "0.3", f"model={folder}"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and not wav.exists(), err
+
+
+def test_fit_on_a_run_without_a_cache_gets_one_message(wandb_env, tmp_path, capsys):
+    """Low 3: ``fit --run R`` on a run folder without an activation cache raised a CacheError traceback."""
+    run = tmp_path / "runs" / "R"
+    run.mkdir(parents=True)
+    assert main(["config", "logger=none", f"output_dir={run.parent}", "run_name=R"]) == 0
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    assert main(["fit", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "No activation cache in" in err and "steerlit extract" in err and "Traceback" not in err

@@ -196,7 +196,9 @@ def load_activation_cache(
     """
     index = read_index(run_dir)
     if index is None:
-        raise CacheError(f"No activation cache in {activations_dir(run_dir)}: run extraction first.")
+        raise CacheError(
+            f"No activation cache in {activations_dir(run_dir)}: run extraction first (`steerlit extract ...`, or `steerlit run ...`, which resumes)."
+        )
     wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
     sites = list(index["sites"] if sites is None else sites)
     unknown = [s for s in sites if s not in index["sites"]]

@@ -125,7 +125,9 @@ def method_inputs(
     """Read the cache of ``run_dir`` and gather what every method needs (fitting rows, diff-mean vectors)."""
     index = C.read_index(run_dir)
     if index is None:
-        raise C.CacheError(f"No activation cache in {C.activations_dir(run_dir)}: run extraction first.")
+        raise C.CacheError(
+            f"No activation cache in {C.activations_dir(run_dir)}: run extraction first (`steerlit extract ...`, or `steerlit run ...`, which resumes)."
+        )
     acts, meta = C.load_activation_cache(run_dir)
     labels = C.labels_of(meta)
     fit_rows = _rows(meta, FIT_SPLITS)

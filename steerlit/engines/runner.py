@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,7 @@ from steerlit.engines.plan import commit_batch, plan_grid, records_in_row_order
 from steerlit.engines.results import ResultStore
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
+from steerlit.metrics.pool import ClipMeasurer
 
 log = logging.getLogger(__name__)
 MetricsFn = Callable[[np.ndarray, int], Mapping[str, float]]
@@ -49,6 +51,19 @@ def degenerate_reason(codes: torch.Tensor | np.ndarray, audio: np.ndarray | None
     return None
 
 
+def add_metrics(record: dict, values: Mapping) -> None:
+    """A clip's measurements into its record (a name that is already a record field gets a ``metric_`` prefix)."""
+    for k, v in dict(values).items():
+        record[k if k not in record else f"metric_{k}"] = (
+            v.item() if isinstance(v, (np.generic, torch.Tensor)) else v
+        )
+
+
+def measurable(audio: np.ndarray | None) -> bool:
+    """Whether a clip is measured: it has audio, all of it finite."""
+    return audio is not None and bool(np.isfinite(audio).all())
+
+
 def _record(
     row: GridRow, key: str, codes: torch.Tensor, audio: np.ndarray | None, sr: int, metrics_fn
 ) -> dict:
@@ -56,11 +71,8 @@ def _record(
     rec["codes_sha1"] = codes_digest(codes)
     rec["frames"] = int(codes.shape[-1])
     rec[DEGENERATE] = degenerate_reason(codes, audio)
-    if metrics_fn is not None and audio is not None and np.isfinite(audio).all():
-        for k, v in dict(metrics_fn(audio, sr)).items():
-            rec[k if k not in rec else f"metric_{k}"] = (
-                v.item() if isinstance(v, (np.generic, torch.Tensor)) else v
-            )
+    if metrics_fn is not None and measurable(audio):
+        add_metrics(rec, metrics_fn(audio, sr))
     return rec
 
 
@@ -105,6 +117,41 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, disable=not enabled, unit="row", desc=desc, dynamic_ncols=True)
 
 
+class BatchCommitter:
+    """What :func:`run_grid` does with each generated batch: measure its clips (in ``measurer``'s workers,
+    while the next batch generates), commit it to the store, and keep its records for the answer."""
+
+    def __init__(self, store, results: dict, done: set, sample_rate: int, measurer, keep_codes: bool, bar):
+        self.store, self.results, self.done, self.sample_rate = store, results, done, sample_rate
+        self.measurer, self.keep_codes, self.bar = measurer, keep_codes, bar
+        self.token = uuid.uuid4().hex  # this grid's clip keys in a measurer shared by several grids
+
+    def submit(self, index: int, records, audios) -> None:
+        """Queue the batch's measurable clips in the measurer (a no-op without one)."""
+        if self.measurer is None:
+            return
+        for i, audio in enumerate(audios):
+            if measurable(audio):
+                self.measurer.submit((self.token, index, i), audio, self.sample_rate)
+
+    def commit(self, index: int, records, audios, codes) -> None:
+        """Add the batch's measurements (waiting for them), commit it and keep its records."""
+        if self.measurer is not None:
+            for i, (rec, audio) in enumerate(zip(records, audios)):
+                if measurable(audio):
+                    add_metrics(rec, self.measurer.result((self.token, index, i)))
+        if self.store is not None:
+            stored = {
+                r["key"]: r for r in commit_batch(self.store, records, audios, self.sample_rate, self.done)
+            }
+            records = [stored.get(r["key"], r) for r in records]
+        for i, rec in enumerate(records):
+            kept = self.results.setdefault(rec["key"], rec)  # a stored record wins over a regenerated one
+            if self.keep_codes:
+                kept["codes"] = codes[i].numpy()
+        self.bar.update(len(records))
+
+
 def run_grid(
     adapter,
     rows: Sequence[GridRow],
@@ -113,6 +160,7 @@ def run_grid(
     *,
     store: ResultStore | None = None,
     metrics_fn: MetricsFn | None = None,
+    measurer: ClipMeasurer | None = None,
     orthogonalize: bool = False,
     progress: bool = True,
     keep_codes: bool = False,
@@ -123,36 +171,35 @@ def run_grid(
     references). ``generation.batch_size=None`` picks one from free memory (:mod:`steerlit.engines.plan`).
     With a ``store``, batches already committed are skipped and each finished batch is committed
     at once (WAV files + JSONL lines). ``generation.engine``: ``hf`` or ``fast`` (see :mod:`steerlit.engines.select`).
+    Clips are measured by ``measurer`` (:class:`~steerlit.metrics.pool.ClipMeasurer`: in worker processes,
+    while the next batch generates; a clip whose metric crashes natively gets ``nan`` values and a
+    ``metric_error``), else by ``metrics_fn`` in this process; the values are the same.
     ``keep_codes`` adds ``codes`` (K, F) arrays to the returned records (never stored). Records: see the
     module docstring; rows flagged ``degenerate`` are counted in a logged warning.
     """
     plan = plan_grid(adapter, rows, directions, generation, store=store, orthogonalize=orthogonalize)
     wanted = set(plan.keys.values())
     results = {r["key"]: r for r in store.rows() if r["key"] in wanted} if store is not None else {}
-    done = set(plan.done)
     bar = progress_bar(plan.total_rows, plan.total_rows - plan.pending_rows, progress, "grid")
+    committer = BatchCommitter(store, results, set(plan.done), adapter.sample_rate, measurer, keep_codes, bar)
+    waiting = None  # the last generated batch, committed once the next one is generated
     try:
         for index in plan.pending:
-            batch = plan.batches[index]
             records, audios, codes = generate_rows(
                 adapter,
-                batch,
+                plan.batches[index],
                 directions,
                 generation,
-                metrics_fn=metrics_fn,
+                metrics_fn=None if measurer is not None else metrics_fn,
                 orthogonalize=orthogonalize,
                 keys=plan.keys,
             )
-            if store is not None:
-                stored = {
-                    r["key"]: r for r in commit_batch(store, records, audios, adapter.sample_rate, done)
-                }
-                records = [stored.get(r["key"], r) for r in records]
-            for i, rec in enumerate(records):
-                kept = results.setdefault(rec["key"], rec)  # a stored record wins over a regenerated one
-                if keep_codes:
-                    kept["codes"] = codes[i].numpy()
-            bar.update(len(batch))
+            committer.submit(index, records, audios)
+            if waiting is not None:
+                committer.commit(*waiting)
+            waiting = (index, records, audios, codes)
+        if waiting is not None:
+            committer.commit(*waiting)
     finally:
         bar.close()
     out = records_in_row_order(rows, results, "the grid results", plan.keys)

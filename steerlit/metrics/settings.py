@@ -35,3 +35,6 @@ class MetricsSettings:
     # Quality of each α's clips against their α = 0 twins: kad (unbiased kernel distance on loudness-normalised DSP
     # features, with a noise floor), frechet (the DSP-feature Fréchet distance), none.
     quality: QualityKind = "kad"
+    # Processes that measure clips while the grid generates (spawned: a native crash in a metric gives that clip nan
+    # values and a reason, never a dead run); 0 measures in the grid's own process (debugging).
+    workers: int = 1

@@ -36,6 +36,7 @@ from steerlit.files import atomic_directory, atomic_write_json, sha256_file, ten
 from steerlit.models.adapter import MusicGenAdapter
 from steerlit.models.settings import ModelSettings
 from steerlit.models.tiny import build_tiny_musicgen
+from steerlit.models.weight_files import check_weight_files
 from steerlit.resources import resource_dir
 
 CHECKPOINTS_DIR = Path(os.environ.get("STEERLIT_CHECKPOINTS") or resource_dir("checkpoints"))
@@ -244,6 +245,7 @@ def load_checked(source, path, model_id, local_only, hub_cache, device, torch_dt
             "or set model.allow_download=true where the hub is reachable."
         ) from err
     _refuse_variants(config)
+    check_weight_files(path if path is not None else hub_snapshot(model_id, hub_cache), model_id)
     kwargs = {"local_files_only": local_only, "cache_dir": hub_cache}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype

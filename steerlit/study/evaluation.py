@@ -38,6 +38,8 @@ from steerlit.files import atomic_write_csv
 from steerlit.metrics.attributes import compute_attributes
 from steerlit.metrics.clap import ClapScorer
 from steerlit.metrics.kernel_distance import kernel_distance
+from steerlit.metrics.numba_cache import warm_metrics
+from steerlit.metrics.pool import ClipMeasurer
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings, TempoSettings
 from steerlit.models.settings import ModelSettings
@@ -54,6 +56,7 @@ from steerlit.study.tables import (
     per_alpha_table,
     plot_attribute_vs_alpha,
     summarize,
+    usable,
 )
 from steerlit.study.tracking import log_evaluation
 from steerlit.study.wandb_layout import layer_comparison_layout, log_report, log_run_artifacts
@@ -104,6 +107,7 @@ class Tables:
 
     per_alpha: list[AlphaRow]
     summary: list[SummaryRow]
+    degenerate: int = 0  # grid rows left out of both (non-finite or constant output)
 
 
 def measure_clip(audio: np.ndarray, sr: int, tempo: TempoSettings) -> dict[str, float]:
@@ -131,10 +135,13 @@ def steer(
     tempo: TempoSettings,
     model: ModelSettings | None = None,
     trainer: TrainerSettings = ONE_PROCESS,
+    measurer: ClipMeasurer | None = None,
 ) -> list[GridResult]:
     """Generate and measure every row into ``paths.folder`` (resumable); one result per unique row, in order.
 
-    Under a DDP ``trainer`` the rows are sharded over processes, each loading ``model`` with every setting."""
+    Under a DDP ``trainer`` the rows are sharded over processes, each loading ``model`` with every setting
+    (each rank measures its clips itself). In one process, ``measurer`` measures the clips in its workers while
+    the grid generates (None: in this process)."""
     metrics_fn = functools.partial(measure_clip, tempo=tempo)
     devices = grid_devices(trainer)
     if devices > 1:  # rank 0 gathers and writes the store
@@ -161,6 +168,7 @@ def steer(
             generation,
             store=store,
             metrics_fn=metrics_fn,
+            measurer=measurer,
             progress=trainer.enable_progress_bar,
         )
     return [GridResult.from_record(r) for r in records]
@@ -226,7 +234,7 @@ def measure(
     if metrics.quality != "none":
         quality_fn = quality_against_references(store, sample_rate, clap, kind=metrics.quality)
     table = per_alpha_table(results, attributes, quality_fn)
-    return Tables(table, summarize(table, attributes))
+    return Tables(table, summarize(table, attributes), len(results) - len(usable(results)))
 
 
 def report(paths: EvaluationPaths, results: Sequence[GridResult], tables: Tables) -> None:
@@ -255,6 +263,27 @@ class Evaluation:
         self.adapter, self.metrics, self.logger = adapter, metrics, logger
         self.model, self.trainer = model, trainer
         self._clap_scorer = None
+        self._measurer: ClipMeasurer | None = None
+
+    def __enter__(self) -> Evaluation:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def measurer(self) -> ClipMeasurer | None:
+        """The worker pool that measures this evaluation's clips (``metrics.workers`` processes, started once and
+        reused by every grid; None with ``metrics.workers=0``)."""
+        if self.metrics.workers and self._measurer is None:
+            warm_metrics()  # the workers load one checked numba cache instead of compiling it at once
+            self._measurer = ClipMeasurer(self.metrics, workers=self.metrics.workers)
+        return self._measurer
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop the measuring workers (a later grid starts new ones)."""
+        if self._measurer is not None:
+            self._measurer.close(cancel=cancel)
+            self._measurer = None
 
     def clap(self):
         """The CLAP scorer of ``metrics.clap_path`` (None without one)."""
@@ -282,12 +311,20 @@ class Evaluation:
             tempo=self.metrics.tempo,
             model=self.model,
             trainer=self.trainer,
+            measurer=self.measurer() if grid_devices(self.trainer) == 1 else None,
         )
         store = ResultStore(paths.folder)
         sample_rate = self.adapter.sample_rate
         tables = measure(results, plan.concepts, self.metrics, store, sample_rate, clap=self.clap())
         add_perturbation(tables.summary, results, directions)
         report(paths, results, tables)
+        if tables.degenerate:
+            print(
+                f"degenerate rows: {tables.degenerate} of {len(results)} (non-finite or constant output), left "
+                f"out of {paths.per_alpha_csv.name} and {paths.summary_csv.name}; flagged in the 'degenerate' "
+                f"column of {paths.metrics_csv.name}",
+                flush=True,
+            )
         attributes = {c: attribute_for(c, self.metrics.attributes) for c in plan.concepts}
         if wandb_run is not None:
             log_evaluation(

@@ -18,9 +18,11 @@ from typing import Any
 
 import lightning as L
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
 from steerlit.directions.ddp import num_processes
-from steerlit.directions.io import DirectionSet, load_directions
+from steerlit.directions.io import DirectionSet
+from steerlit.engines.results import ResultStore
 from steerlit.files import atomic_write_text
 from steerlit.metrics import warm_metrics
 from steerlit.models.loading import load_adapter
@@ -29,14 +31,21 @@ from steerlit.study.launch import RunLock, global_rank
 from steerlit.study.layout import RunLayout
 from steerlit.study.objective import best_summary
 from steerlit.study.records import SummaryRow
-from steerlit.study.settings import ConfigError, StudySettings, as_dict, check_layers, to_yaml
+from steerlit.study.settings import (
+    ConfigError,
+    StudySettings,
+    as_dict,
+    load_run_config,
+    to_yaml,
+)
 from steerlit.study.stages import (
     PROBE_METHODS,
+    check_model_settings,
     extract,
     fit,
     grid_plan,
     load_concept,
-    model_num_layers,
+    load_concept_directions,
     probe_directions,
     progress,
 )
@@ -73,8 +82,39 @@ def start_run(settings: StudySettings) -> RunLayout:
         key = str(layout.root)
         if key not in ACTIVE_LOCKS:
             ACTIVE_LOCKS[key] = RunLock(layout.root)
+        try:
+            check_rerun(settings, layout)
+        except ConfigError:
+            end_run(layout)
+            raise
         atomic_write_text(layout.config, to_yaml(settings))
     return layout
+
+
+# The settings a grid's stored results depend on beyond their rows (engines.plan.store_settings, before weights).
+GRID_SETTINGS = ("model.name", "model.dtype", "steer.seconds", "steer.guidance_scale", "steer.temperature")
+GRID_SETTINGS += ("steer.top_k", "steer.engine")
+
+
+def check_rerun(settings: StudySettings, layout: RunLayout) -> None:
+    """Refuse, before anything is written, a rerun whose grid settings differ from those of the grid results
+    the folder holds (the grid would refuse them only after extraction and fitting, with config.yaml already
+    overwritten). A folder without results (a failed first batch) takes any settings."""
+    results = layout.evaluation().results
+    if not results.exists() or not layout.config.exists() or not ResultStore(results.parent).rows():
+        return
+    try:
+        old = load_run_config(layout.config)
+    except ConfigError:
+        return  # rewritten below; the grid still checks its own settings.json
+    new = OmegaConf.create(as_dict(settings))
+    diff = {k: (OmegaConf.select(old, k), OmegaConf.select(new, k)) for k in GRID_SETTINGS}
+    diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+    if diff:
+        raise ConfigError(
+            f"{layout.root} holds grid results generated with other settings {diff} (stored, requested); use "
+            "another run_name= or the original settings."
+        )
 
 
 def end_run(layout: RunLayout) -> None:
@@ -102,7 +142,7 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
             "run_study(settings, probe_callbacks=SteeredGenerationCallback.for_probes) "
             "(steerlit.callbacks.steered_generation; `steerlit run` does), or set steer.every_n_epochs=0."
         )
-    check_layers(settings, model_num_layers(settings.model))  # fail before loading weights
+    check_model_settings(settings)  # layers and clip length, from config.json: before loading weights
     if num_processes(settings.trainer.devices) > 1 and settings.trainer.strategy.startswith("ddp"):
         warm_metrics()  # compile numba once, before any rank or worker starts
     L.seed_everything(settings.seed, verbose=False)
@@ -122,12 +162,20 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
 
 def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logger) -> list[SummaryRow]:
     """Load the model, extract and fit every concept, steer the grid; rank 0 measures and reports."""
-    wandb_run = logger.experiment if logger is not None else None
     adapter = load_adapter(settings.model)
     progress(f"model {adapter.model_id}: {adapter.num_layers} layers x {adapter.hidden_size}")
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
+    with evaluation:  # its clip-measuring workers are stopped however the run ends
+        return evaluate_concepts(settings, layout, probe_callbacks, logger, evaluation)
+
+
+def evaluate_concepts(
+    settings: StudySettings, layout: RunLayout, probe_callbacks, logger, evaluation: Evaluation
+) -> list[SummaryRow]:
+    """Extract and fit every concept, steer the grid with their directions; rank 0 measures and reports."""
+    adapter, wandb_run = evaluation.adapter, logger.experiment if logger is not None else None
     directions: dict[str, DirectionSet] = {}
     for concept in settings.probe.concepts:
         probe_set = load_concept(concept, settings.probe)
@@ -154,7 +202,7 @@ def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logg
             logger=logger,
         )
         wait_for_rank_zero()
-        directions[name] = load_directions(layout.directions(name), adapter)
+        directions.update(load_concept_directions(layout, [name], adapter, settings.steer))
     plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
     if global_rank() > 0:  # this rank's share of the grid; rank 0 gathers, measures and writes
         steer(

@@ -7,7 +7,9 @@ in the module that owns it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import OmegaConf
@@ -46,6 +48,9 @@ class SteerSettings(GenerationSettings):
     half: CfgHalf = "both"
     n_prompts: int | None = 8  # neutral evaluation prompts used (None: all)
     every_n_epochs: int = 0  # also steer at every n-th probe validation epoch (0: only at the end of fitting)
+    # Steer with directions whose file names another model (model_id or weights fingerprint): off, so that a
+    # direction file of another model is refused (steerlit.directions.io.check_same_model).
+    allow_other_model: bool = False
 
 
 def steered_methods(steer: SteerSettings, methods: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -110,6 +115,39 @@ def check_layers(settings: StudySettings, num_layers: int) -> None:
             )
 
 
+def check_clip_length(key: str, seconds: float, frame_rate: float) -> None:
+    """A clip of ``seconds`` has at least one codec frame (what the model's codebook delay pattern decodes
+    into audio; shorter clips give no audio at all), else :class:`ConfigError` naming ``key``."""
+    if round(seconds * frame_rate) < 1:
+        raise ConfigError(
+            f"{key}={seconds} is shorter than one frame of this model ({1 / frame_rate:.3g} s at {frame_rate:g} "
+            f"frames per second), so no audio is decoded after the codebook delay; use {key} >= "
+            f"{1 / frame_rate:.3g}."
+        )
+
+
 def to_yaml(settings: StudySettings) -> str:
     """The resolved settings as YAML (what ``config.yaml`` holds and ``--config`` reads back)."""
     return OmegaConf.to_yaml(OmegaConf.structured(settings))
+
+
+def load_run_config(path: Path) -> Any:
+    """A run folder's ``config.yaml`` (an OmegaConf node), or :class:`ConfigError` naming the file and the fix
+    when it is truncated or damaged: unreadable YAML, no final newline, or no last section (``to_yaml`` always
+    writes every section and ends with a newline)."""
+    last = dataclasses.fields(StudySettings)[-1].name
+    problem = None
+    try:
+        text = Path(path).read_text()
+        node = OmegaConf.create(text)
+    except Exception as err:  # yaml and decoding errors come in several types
+        problem, text, node = str(err).splitlines()[0], "", None
+    if problem is None and (not text.endswith("\n") or not OmegaConf.is_dict(node) or last not in node):
+        problem = f"it ends before its last section {last!r}" if text.endswith("\n") else "no final newline"
+    if problem is not None:
+        raise ConfigError(
+            f"{path} is truncated or damaged ({problem}); rewrite it by rerunning `steerlit run "
+            f"run_name={Path(path).parent.name} output_dir={Path(path).parent.parent}` with the run's original "
+            "overrides (finished work is reused), or restore the file from a copy."
+        )
+    return node

@@ -23,7 +23,13 @@ from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
 from steerlit.study.evaluation import GridPlan
 from steerlit.study.layout import RunLayout
-from steerlit.study.settings import SteerSettings, steered_methods
+from steerlit.study.settings import (
+    SteerSettings,
+    StudySettings,
+    check_clip_length,
+    check_layers,
+    steered_methods,
+)
 
 PROBE_METHODS = ("logistic", "regression")  # what a grid steers with while the probes train
 
@@ -47,19 +53,31 @@ def load_concept(concept: str, probe: ProbeSettings) -> ProbeSet:
     )
 
 
-def model_num_layers(model: ModelSettings) -> int:
-    """The decoder depth from the model's config.json alone (no weights), to validate layers early."""
+def model_config(model: ModelSettings):
+    """The model's transformers config from its config.json alone (no weights), to validate settings early."""
     from transformers import AutoConfig  # deferred: transformers
 
     path, model_id = resolve_model_path(model.name)
     try:
-        config = AutoConfig.from_pretrained(
+        return AutoConfig.from_pretrained(
             str(path) if path is not None else model_id, local_files_only=True, cache_dir=model.hf_cache_dir
         )
     except OSError:
         load_model(model.name, hf_cache_dir=model.hf_cache_dir)  # raises the one clear error
         raise
-    return int(config.decoder.num_hidden_layers)
+
+
+def model_num_layers(model: ModelSettings) -> int:
+    """The decoder depth from the model's config.json alone (no weights), to validate layers early."""
+    return int(model_config(model).decoder.num_hidden_layers)
+
+
+def check_model_settings(settings: StudySettings) -> None:
+    """The checks that need the model's config.json but no weights: layers in range, a clip of at least one
+    frame (``steer.seconds``)."""
+    config = model_config(settings.model)
+    check_layers(settings, int(config.decoder.num_hidden_layers))
+    check_clip_length("steer.seconds", settings.steer.seconds, float(config.audio_encoder.frame_rate))
 
 
 def extract(
@@ -91,9 +109,15 @@ def fit(layout: RunLayout, concept: str, settings: FitSettings, trainer: Trainer
     return fit_directions(layout.concept(concept), settings, trainer, **options)
 
 
-def load_concept_directions(layout: RunLayout, concepts: Sequence[str], adapter) -> dict[str, DirectionSet]:
-    """``{concept: DirectionSet}`` from the run's directions files, checked against the model."""
-    return {c: load_directions(layout.directions(c), adapter) for c in concepts}
+def load_concept_directions(
+    layout: RunLayout, concepts: Sequence[str], adapter, steer: SteerSettings
+) -> dict[str, DirectionSet]:
+    """``{concept: DirectionSet}`` from the run's directions files, checked against the model (a file fitted on
+    another model needs ``steer.allow_other_model``)."""
+    return {
+        c: load_directions(layout.directions(c), adapter, allow_other_model=steer.allow_other_model)
+        for c in concepts
+    }
 
 
 def probe_directions(concept: str) -> Callable[[object], dict[str, DirectionSet]]:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from steerlit.engines.runner import DEGENERATE
 from steerlit.files import atomic_save_figure
 from steerlit.study.records import AlphaRow, GridResult, GroupKey, SummaryRow
 from steerlit.study.summary_stats import RANDOM_METHOD, Clip, alpha_stats, clip_trend, read_at
@@ -99,14 +100,19 @@ def _clips(rows: Sequence[GridResult], name: str) -> list[Clip]:
     return [((r.prompt, r.seed), number(r.value(name))) for r in rows]
 
 
+def usable(results: Sequence[GridResult]) -> list[GridResult]:
+    """The results the tables use: rows flagged ``degenerate`` (non-finite or constant output) are left out."""
+    return [r for r in results if not r.measures.get(DEGENERATE)]
+
+
 def per_alpha_table(
     results: Sequence[GridResult], attributes: Mapping[str, str], quality_fn: QualityFn | None = None
 ) -> list[AlphaRow]:
     """One row per group and α: counts, medians of every measured attribute, quality vs references, and the
     uncertainty columns of :func:`~steerlit.study.summary_stats.alpha_stats` (random control: the ``random``
-    group of the same concept, layer and strategy)."""
+    group of the same concept, layer and strategy). Degenerate rows are left out (:func:`usable`)."""
     names = sorted(set(attributes.values()))
-    grouped = group_results(results)
+    grouped = group_results(usable(results))
     out = []
     for key, by_alpha in grouped.items():
         attr = attributes.get(key[0], "")

@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 import netrc
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from steerlit.engines.grid import STEER_COLUMNS
+from steerlit.files import atomic_write_text
 from steerlit.study.layout import EvaluationPaths, RunLayout
 from steerlit.study.records import AlphaRow, GridResult, SummaryRow
 from steerlit.study.report import clip_name
@@ -91,6 +93,24 @@ def run_options(
     return options
 
 
+RUN_ID_FILE = "run_id"  # in the run folder's wandb/: the W&B run id every invocation on the folder resumes
+
+
+def folder_run_id(layout: RunLayout) -> dict[str, str]:
+    """``id`` and ``resume`` for ``wandb.init``: one W&B run per run folder, whose id is kept in
+    ``wandb/run_id`` and resumed by every later invocation (a rerun or a resume after a stop), so that the
+    folder's offline runs all upload into that one run. Empty when a sweep agent chose the id
+    (``WANDB_RUN_ID``)."""
+    if os.environ.get("WANDB_RUN_ID"):
+        return {}
+    path = layout.wandb / RUN_ID_FILE
+    run_id = path.read_text().strip() if path.exists() else ""
+    if not run_id:
+        run_id = secrets.token_hex(6)  # lower-case letters and digits, as W&B ids are
+        atomic_write_text(path, run_id + "\n")
+    return {"id": run_id, "resume": "allow"}
+
+
 def make_wandb_logger(
     settings: LoggerSettings, layout: RunLayout, config: Mapping[str, Any], *, job_type: str = "study"
 ):
@@ -106,6 +126,7 @@ def make_wandb_logger(
     save_dir = wandb_dirs(layout.root)
     os.environ.setdefault("WANDB_SILENT", "true")
     logger = WandbLogger(
+        **folder_run_id(layout),
         entity=settings.entity,
         name=settings.name or layout.name,
         save_dir=str(save_dir),

@@ -1,5 +1,7 @@
 """The local grid runner: batching does not change codes, a store resumes, a killed run resumes to the same rows."""
 
+import functools
+import math
 import os
 import random
 import signal
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from metrics.crashing_metric import LEVEL_NAMES, clip_digest, levels, levels_or_segfault_for
 
 from steerlit.engines.grid import GridRow, SteerTerm, reference_of
 from steerlit.engines.hf import generate
@@ -23,6 +26,7 @@ from steerlit.engines.runner import (
     run_grid,
     run_naive,
 )
+from steerlit.metrics.pool import ERROR_FIELD, ClipMeasurer
 
 from .grid_helpers import (
     SECONDS,
@@ -228,3 +232,39 @@ def test_non_finite_steering_is_flagged_degenerate(tiny_adapter, directions, cap
         degenerate_reason(np.zeros((4, 9), np.int64), np.full(8, np.nan)) == "non-finite audio (NaN or inf)"
     )
     assert degenerate_reason(np.arange(36).reshape(4, 9), np.zeros(8)) is None
+
+
+def test_measuring_in_workers_equals_in_process_and_a_native_crash_gives_nan(
+    tiny_adapter, directions, tmp_path, caplog
+):
+    """Issue 23: clips measured by a spawned ClipMeasurer while the next batch generates give the in-process
+    records bit for bit; a metric that segfaults on one clip gives that row nan values and a reason (after a
+    retry in a fresh process), and the grid completes and stores every row."""
+    rows, generation = small_grid(), grid_generation(batch_size=4)
+    reference = run_grid(
+        tiny_adapter, rows, directions, generation, store=ResultStore(tmp_path / "a"), metrics_fn=levels
+    )
+    digests = {r["key"]: clip_digest(ResultStore(tmp_path / "a").read_wav(r["key"])[0]) for r in reference}
+    crash = frozenset({digests[reference[5]["key"]]})
+    victims = {k for k, d in digests.items() if d in crash}  # the tiny codec gives some rows the same audio
+    assert 0 < len(victims) < len(reference) // 2
+    measure = functools.partial(levels_or_segfault_for, crash=crash)
+    caplog.set_level("WARNING", logger="steerlit.metrics.pool")
+    with ClipMeasurer(workers=1, measure=measure, value_names=LEVEL_NAMES) as measurer:
+        pooled = run_grid(
+            tiny_adapter, rows, directions, generation, store=ResultStore(tmp_path / "b"), measurer=measurer
+        )
+    stored = {r["key"]: r for r in ResultStore(tmp_path / "b").rows()}
+    assert set(stored) == {r["key"] for r in reference}  # the run completed: every row committed
+    for key in victims:
+        crashed = stored[key]
+        assert all(math.isnan(crashed[name]) for name in LEVEL_NAMES)
+        assert "SIGSEGV" in crashed[ERROR_FIELD] and "retried alone" in crashed[ERROR_FIELD]
+        unmeasured = {
+            k: v for k, v in crashed.items() if k not in (*LEVEL_NAMES, ERROR_FIELD, "record_sha256")
+        }
+        victim = next(r for r in reference if r["key"] == key)
+        assert unmeasured == {k: v for k, v in victim.items() if k not in (*LEVEL_NAMES, "record_sha256")}
+    assert "could not be measured" in caplog.text
+    same = [r for r in comparable(reference) if r["key"] not in victims]
+    assert [r for r in comparable(pooled) if r["key"] not in victims] == same  # codes, metrics, wav hashes

@@ -92,3 +92,21 @@ def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, t
     )
     assert [r.codes_sha1 for r in two] == [r.codes_sha1 for r in one]
     assert [r.key for r in two] == [r.key for r in one]
+
+
+def test_degenerate_rows_are_left_out_of_the_tables_and_counted(tiny_adapter, tmp_path, capsys):
+    """Low 6: α = 1e38 makes the hidden states non-finite and every code 0; those rows are flagged in
+    metrics.csv, left out of per_alpha.csv and summary.csv, and counted on the console."""
+    layout = RunLayout(tmp_path / "run")
+    steer_settings = SteerSettings(
+        layers=(1,), alphas=(0.0, 2.0, 1e38), methods=("diffmean",), seeds=(0, 1), seconds=0.3, batch_size=8
+    )
+    plan = GridPlan(steer_settings, ("a calm folk song",), ("tempo",), (1,))
+    metrics = MetricsSettings(quality="none", workers=0)
+    evaluation = Evaluation(tiny_adapter, metrics, trainer=TrainerSettings(enable_progress_bar=False))
+    (row,) = evaluation.run(plan, {"tempo": big_directions()}, layout.evaluation())
+    flagged = [r for r in read_csv(layout.metrics_csv) if r["degenerate"]]
+    assert len(flagged) == 2 and {float(r["alpha"]) for r in flagged} == {1e38}
+    assert [float(r["alpha"]) for r in read_csv(layout.per_alpha_csv)] == [0.0, 2.0]
+    assert row.alpha_max == 2.0 and float(read_csv(layout.summary_csv)[0]["alpha_max"]) == 2.0
+    assert "degenerate rows: 2 of 6" in capsys.readouterr().out
