@@ -27,6 +27,7 @@ from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 from steerlit.intervene.injection import STRATEGIES
 from steerlit.models.loading import ModelLoadError, load_adapter, load_model
+from steerlit.study import stages
 from steerlit.study.estimate import estimate_for_study, format_estimate
 from steerlit.study.evaluation import Evaluation
 from steerlit.study.launch import (
@@ -42,14 +43,6 @@ from steerlit.study.patch_run import format_patch_outputs, run_patch_study
 from steerlit.study.report import write_report
 from steerlit.study.run import run_study, start_run
 from steerlit.study.settings import check_clip_length, load_run_config
-from steerlit.study.stages import (
-    check_model_settings,
-    extract,
-    fit,
-    grid_plan,
-    load_concept,
-    load_concept_directions,
-)
 from steerlit.study.tables import format_summary
 from steerlit.sweeps.commands import run_sweep_cli
 
@@ -95,12 +88,12 @@ def cmd_config(args) -> int:
 
 def cmd_extract(args) -> int:
     settings = _compose(args)
-    check_model_settings(settings)
+    stages.check_model_settings(settings)
     layout = start_run(settings)
     adapter = load_adapter(settings.model)
     for concept in settings.probe.concepts:
-        probe_set = load_concept(concept, settings.probe)
-        extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+        probe_set = stages.load_concept(concept, settings.probe)
+        stages.extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
     print(layout.root)
     return 0
 
@@ -121,13 +114,13 @@ def _run_settings(args, root: Path | None = None):
 
 
 def _concept_names(probe) -> list[str]:
-    return [load_concept(c, probe).name for c in probe.concepts]
+    return [stages.load_concept(c, probe).name for c in probe.concepts]
 
 
 def cmd_fit(args) -> int:
     settings, layout = _run_settings(args)
     for name in _concept_names(settings.probe):
-        print(fit(layout, name, settings.fit, settings.trainer, seed=settings.seed))
+        print(stages.fit(layout, name, settings.fit, settings.trainer, seed=settings.seed))
     return 0
 
 
@@ -189,11 +182,11 @@ def cmd_steer(args) -> int:
     adapter = load_adapter(settings.model)
     check_layers(settings, adapter.num_layers)
     check_clip_length("steer.seconds", settings.steer.seconds, adapter.frame_rate)
-    directions = load_concept_directions(layout, concepts, adapter, settings.steer)
+    directions = stages.load_concept_directions(layout, concepts, adapter, settings.steer)
     evaluation = Evaluation(
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
-    plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
+    plan = stages.grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
     with evaluation:
         print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
     print(layout.root)

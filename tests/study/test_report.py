@@ -22,7 +22,7 @@ from support.browser import APT_INSTALL, check_report, chromium_binaries, file_u
 
 from steerlit.cli import main as cli_main
 from steerlit.files import atomic_write_csv, atomic_write_text
-from steerlit.study.report import ReportError, clip_name, concept_attribute, spectrogram_image, write_report
+from steerlit.study.report import ReportError, clip_name, concept_attribute, write_report
 
 # the columns of a real run folder's CSVs (metrics.csv, summary.csv, <concept>/plots/direction_comparison.csv)
 METRICS_COLUMNS = [
@@ -330,17 +330,6 @@ def test_concept_attribute_by_config_then_by_name():
     assert concept_attribute("bright_guitar", {}) == "centroid_hz"
     assert concept_attribute("testbed_timbre", {"testbed_timbre": "rolloff_hz"}) == "rolloff_hz"
     assert concept_attribute("mood", {}) is None
-
-
-def test_spectrogram_image_shape_range_and_pitch():
-    sample_rate = 16000
-    t = np.arange(sample_rate) / sample_rate
-    low = spectrogram_image(np.sin(2 * np.pi * 200 * t), sample_rate)
-    high = spectrogram_image(np.sin(2 * np.pi * 4000 * t), sample_rate)
-    assert low.shape == high.shape == (60, 160)
-    assert low.min() >= 0.0 and low.max() <= 1.0
-    assert low.mean(axis=1).argmax() < high.mean(axis=1).argmax()  # row 0 is the lowest frequency
-    assert spectrogram_image(np.zeros(100), sample_rate).max() == 0.0  # silence stays dark
 
 
 @pytest.mark.skipif(chromium_binaries() is None, reason=f"needs Chromium and its driver: {APT_INSTALL}")
