@@ -25,6 +25,7 @@ from steerlit.engines.grid import GridRow
 from steerlit.engines.keys import content_keys
 from steerlit.engines.results import ResultStore
 from steerlit.engines.settings import GenerationSettings
+from steerlit.models.adapter import MusicGenAdapter
 
 DEFAULT_CPU_BATCH = 16
 MAX_AUTO_BATCH = 256
@@ -149,7 +150,7 @@ class GridPlan:
 
 
 def plan_grid(
-    adapter,
+    adapter: MusicGenAdapter,
     rows: Sequence[GridRow],
     directions,
     generation: GenerationSettings,

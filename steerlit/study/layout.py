@@ -39,41 +39,37 @@ RESULTS_FILE = "results.jsonl"
 DIRECTIONS_FILE = "directions.safetensors"
 
 
-@dataclass(frozen=True)
-class EvaluationPaths:
-    """Where one evaluation writes: the grid ``folder`` (ResultStore: samples/, results.jsonl), its tables and
-    its plot."""
+def child(name: str, base: str = "folder") -> property:
+    """A read-only path attribute: ``<self.{base}>/{name}``."""
+    return property(lambda paths: getattr(paths, base) / name, doc=f"``<{base}>/{name}``")
+
+
+class GridFiles:
+    """The files of one grid under ``self.folder``: its clips (ResultStore: samples/, results.jsonl) and tables."""
 
     folder: Path
-    plot: Path
 
-    @property
-    def samples(self) -> Path:
-        return self.folder / SAMPLES_DIR
+    samples = child(SAMPLES_DIR)
+    results = child(RESULTS_FILE)
+    metrics_csv = child("metrics.csv")
+    per_alpha_csv = child("per_alpha.csv")
+    summary_csv = child("summary.csv")
 
     def wav(self, key: str) -> Path:
         """A grid row's clip."""
         return self.samples / f"{key}.wav"
 
-    @property
-    def results(self) -> Path:
-        return self.folder / RESULTS_FILE
 
-    @property
-    def metrics_csv(self) -> Path:
-        return self.folder / "metrics.csv"
+@dataclass(frozen=True)
+class EvaluationPaths(GridFiles):
+    """Where one evaluation writes: the grid ``folder`` with its tables, and its plot."""
 
-    @property
-    def per_alpha_csv(self) -> Path:
-        return self.folder / "per_alpha.csv"
-
-    @property
-    def summary_csv(self) -> Path:
-        return self.folder / "summary.csv"
+    folder: Path
+    plot: Path
 
 
 @dataclass(frozen=True)
-class RunLayout:
+class RunLayout(GridFiles):
     """The paths of one run folder (see the module docstring). Only :meth:`create` makes folders; writers
     create the parents they need."""
 
@@ -112,34 +108,13 @@ class RunLayout:
     def concept_plots(self, concept: str) -> Path:
         return self.concept(concept) / "plots"
 
-    # ---- the steering grid -------------------------------------------------------------------
+    # ---- the steering grid (GridFiles under the root: samples, results, metrics/per_alpha/summary CSVs) -----
     @property
-    def samples(self) -> Path:
-        return self.root / SAMPLES_DIR
+    def folder(self) -> Path:
+        return self.root
 
-    @property
-    def results(self) -> Path:
-        return self.root / RESULTS_FILE
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def per_alpha_csv(self) -> Path:
-        return self.root / "per_alpha.csv"
-
-    @property
-    def summary_csv(self) -> Path:
-        return self.root / "summary.csv"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def layer_comparison_csv(self) -> Path:
-        return self.root / "layer_comparison.csv"
+    plots = child("plots", base="root")
+    layer_comparison_csv = child("layer_comparison.csv", base="root")
 
     def layer_comparison_plot(self, concept: str) -> Path:
         return self.plots / f"layer_comparison_{concept}.png"
