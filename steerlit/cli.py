@@ -127,18 +127,9 @@ def cmd_fit(args) -> int:
     concepts = _concept_names(settings.probe)
     with job_logger(settings, layout, "fit") as logger:
         run = logger.experiment if logger is not None else None
+        logging = {"wandb_run": run, "logger": logger}  # the probes' training curves go to the fit run
         for name in concepts:
-            print(
-                fit(
-                    layout,
-                    name,
-                    settings.fit,
-                    settings.trainer,
-                    seed=settings.seed,
-                    wandb_run=run,
-                    logger=logger,
-                )
-            )
+            print(fit(layout, name, settings.fit, settings.trainer, seed=settings.seed, **logging))
         log_fitted(logger, layout, concepts)
     return 0
 
