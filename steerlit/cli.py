@@ -98,7 +98,15 @@ def cmd_extract(args) -> int:
     with job_logger(settings, layout, "extract") as logger:
         for concept in settings.probe.concepts:
             probe_set = load_concept(concept, settings.probe)
-            extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+            extract(
+                layout,
+                probe_set,
+                adapter,
+                settings.extract,
+                settings.probe,
+                settings.trainer,
+                model=settings.model,
+            )
         log_extracted(logger, layout, _concept_names(settings.probe))
     print(layout.root)
     return 0
