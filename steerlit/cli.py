@@ -96,17 +96,9 @@ def cmd_extract(args) -> int:
     layout = start_run(settings)
     adapter = load_adapter(settings.model)
     with job_logger(settings, layout, "extract") as logger:
+        stage = (settings.extract, settings.probe, settings.trainer)
         for concept in settings.probe.concepts:
-            probe_set = load_concept(concept, settings.probe)
-            extract(
-                layout,
-                probe_set,
-                adapter,
-                settings.extract,
-                settings.probe,
-                settings.trainer,
-                model=settings.model,
-            )
+            extract(layout, load_concept(concept, settings.probe), adapter, *stage, model=settings.model)
         log_extracted(logger, layout, _concept_names(settings.probe))
     print(layout.root)
     return 0
