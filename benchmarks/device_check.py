@@ -16,6 +16,8 @@ Sections, each with its own time budget; a failing section is reported in the ta
     python benchmarks/device_check.py                    # CUDA, ~5-7 min on an H100
     python benchmarks/device_check.py --device cpu --quick   # the same code on a tiny model (CPU; CI-free check)
 
+Without a CUDA device and without ``--device cpu``, it prints why it stops and exits 0 (nothing to check there).
+
 Only public entry points are used (:func:`api`); if one moved, the section says which.
 """
 
@@ -50,6 +52,19 @@ PROMPTS = [
     "lofi hip hop beat with vinyl crackle",
     "bright orchestral fanfare with brass",
 ]
+REQUEST_FIELDS = (  # generate_with's keywords that are DecodeRequest fields (the rest are engine options)
+    "max_new_tokens",
+    "guidance_scale",
+    "temperature",
+    "top_k",
+    "seeds",
+    "steering",
+    "decode_audio",
+)
+NO_CUDA = (
+    "device_check: no CUDA device here (torch.cuda.is_available() is False), so there is nothing to check: "
+    "run it on a GPU machine. `--device cpu --quick` runs the same code on a tiny model on the CPU."
+)
 TARGETS = {  # issue 7 (H100); informational elsewhere
     1: (500.0, 8.0),
     64: (280.0, 5.0),
@@ -117,7 +132,15 @@ def api() -> SimpleNamespace:
             f"a steerlit entry point moved ({err}); update api() in benchmarks/device_check.py"
         ) from err
     try:
-        from steerlit.engines.select import fast_fallback_reason
+        from steerlit.engines.base import DecodeRequest
+        from steerlit.engines.select import engine_named
+
+        def fast_fallback_reason(adapter, prompts, kwargs):
+            """Why the fast engine would hand this call to HF (None: it runs it)."""
+            fields = {k: v for k, v in kwargs.items() if k in REQUEST_FIELDS}
+            options = {k: v for k, v in kwargs.items() if k not in REQUEST_FIELDS}
+            request = DecodeRequest(prompts=tuple(prompts), **fields, options=options)
+            return engine_named("fast").unsupported_reason(adapter, request)
     except ImportError:
         fast_fallback_reason = None
     try:
@@ -191,7 +214,7 @@ def call(ns, adapter, engine, batch, steps, *, steering=None, **fast):
     kwargs.update(steering=steering, decode_audio=False, **fast)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
     if engine == "fast" and ns.fast_fallback_reason is not None:
-        reason = ns.fast_fallback_reason(adapter, kwargs)
+        reason = ns.fast_fallback_reason(adapter, prompts, kwargs)
         if reason:
             raise RuntimeError(f"the fast engine would fall back to HF: {reason}")
     sync = torch.cuda.synchronize if adapter.device.type == "cuda" else (lambda: None)
@@ -417,7 +440,9 @@ def header(args) -> str:
 def parse_args(argv):
     cuda = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cuda", "cpu"])
+    ap.add_argument(
+        "--device", choices=["cuda", "cpu"], help="default: cuda (without one: a message, exit 0)"
+    )
     ap.add_argument(
         "--quick", action="store_true", help="tiny shapes and few steps (a CPU run of the same code)"
     )
@@ -438,6 +463,7 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.device == "cuda" and not cuda:
         ap.error("--device cuda but torch.cuda.is_available() is False; use --device cpu --quick")
+    args.device = args.device or ("cuda" if cuda else None)
     args.steps = args.steps or (20 if args.quick else 250)
     args.repeats = args.repeats or 2
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -446,6 +472,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.device is None:
+        print(NO_CUDA)
+        return 0
     if args.device == "cpu":
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     report, t0 = Report(), time.perf_counter()

@@ -30,6 +30,7 @@ from steerlit.models.loading import ModelLoadError, load_adapter, load_model
 from steerlit.study import stages
 from steerlit.study.estimate import estimate_for_study, format_estimate
 from steerlit.study.evaluation import Evaluation
+from steerlit.study.jobs import job_logger, log_extracted, log_fitted, log_generated, use_directions
 from steerlit.study.launch import (
     RUN_DIR_ENV,
     global_rank,
@@ -91,9 +92,12 @@ def cmd_extract(args) -> int:
     stages.check_model_settings(settings)
     layout = start_run(settings)
     adapter = load_adapter(settings.model)
-    for concept in settings.probe.concepts:
-        probe_set = stages.load_concept(concept, settings.probe)
-        stages.extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+    with job_logger(settings, layout, "extract") as logger:
+        stage = (settings.extract, settings.probe, settings.trainer)
+        for concept in settings.probe.concepts:
+            probe_set = stages.load_concept(concept, settings.probe)
+            stages.extract(layout, probe_set, adapter, *stage, model=settings.model)
+        log_extracted(logger, layout, _concept_names(settings.probe))
     print(layout.root)
     return 0
 
@@ -119,8 +123,13 @@ def _concept_names(probe) -> list[str]:
 
 def cmd_fit(args) -> int:
     settings, layout = _run_settings(args)
-    for name in _concept_names(settings.probe):
-        print(stages.fit(layout, name, settings.fit, settings.trainer, seed=settings.seed))
+    concepts = _concept_names(settings.probe)
+    with job_logger(settings, layout, "fit") as logger:
+        run = logger.experiment if logger is not None else None
+        logging = {"wandb_run": run, "logger": logger}  # the probes' training curves go to the fit run
+        for name in concepts:
+            print(stages.fit(layout, name, settings.fit, settings.trainer, seed=settings.seed, **logging))
+        log_fitted(logger, layout, concepts)
     return 0
 
 
@@ -187,8 +196,10 @@ def cmd_steer(args) -> int:
         adapter, settings.metrics, logger=settings.logger, model=settings.model, trainer=settings.trainer
     )
     plan = stages.grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
-    with evaluation:
-        print(format_summary(evaluation.run(plan, directions, layout.evaluation())), flush=True)
+    with evaluation, job_logger(settings, layout, "steer") as logger:
+        run, inputs = (logger.experiment if logger is not None else None), use_directions(logger, concepts)
+        summary = evaluation.run(plan, directions, layout.evaluation(), wandb_run=run, inputs=inputs)
+    print(format_summary(summary), flush=True)
     print(layout.root)
     return 0
 
@@ -243,6 +254,13 @@ def cmd_generate(args) -> int:
     path = Path(args.out)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), out.audio[0].numpy(), out.sample_rate, format=(path.suffix[1:] or "wav").upper())
+    # One W&B run beside the clip (``<folder of --out>/wandb``), named after it, with the clip's settings.
+    named = dataclasses.replace(settings.logger, name=settings.logger.name or path.stem)
+    clip = {k: v for k, v in vars(args).items() if k not in ("fn", "overrides", "config", "command")}
+    with job_logger(
+        dataclasses.replace(settings, logger=named), RunLayout(path.parent), "generate", {"generate": clip}
+    ) as logger:
+        log_generated(logger, path, args.prompt)
     print(f"wrote {args.out} ({out.audio.shape[-1] / out.sample_rate:.2f} s at {out.sample_rate} Hz)")
     return 0
 

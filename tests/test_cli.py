@@ -90,6 +90,7 @@ def test_generate_subcommand_writes_a_wav(wandb_env, tiny_model_dir, tmp_path):
     assert (
         main(
             ["generate", "a calm folk song", "--out", str(wav), "--seconds", "0.5", f"model={tiny_model_dir}"]
+            + ["logger=none"]
         )
         == 0
     )
@@ -112,6 +113,7 @@ def test_generate_with_directions_steers_the_clip(wandb_env, tiny_model_dir, tmp
             "--seconds",
             "0.3",
             f"model={tiny_model_dir}",
+            "logger=none",
         ]
         args += [
             "--directions",

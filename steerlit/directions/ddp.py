@@ -54,6 +54,12 @@ def num_processes(devices) -> int:
     return n if n > 0 else 1
 
 
+def spawns_ranks(trainer: TrainerSettings) -> bool:
+    """True when ``trainer`` starts several ranks by spawning (``ddp_spawn``): they cannot receive a loaded model,
+    so each must load it from its settings."""
+    return START_METHODS.get(trainer.strategy) == "spawn" and num_processes(trainer.devices) > 1
+
+
 def loop_strategy(trainer: TrainerSettings, *, shares_loaded_model: bool = False) -> str | DDPStrategy:
     """The Lightning strategy for a loop without gradients (activation caching) under ``trainer``.
 

@@ -119,6 +119,9 @@ class ActivationCacheModule(L.LightningModule):
     def attach(self, adapter: MusicGenAdapter) -> None:
         self.adapter = adapter
         self.musicgen = adapter.model  # registered so Lightning moves it to the device
+        # Taken now, before the strategy's set-up touches the parameters in place (a DDP broadcast bumps their
+        # versions, after which the fingerprint would be the parameters' instead of the loaded files').
+        self.weights_fingerprint = weights_fingerprint(adapter)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -145,7 +148,7 @@ class ActivationCacheModule(L.LightningModule):
         return {
             "version": C.CACHE_VERSION,
             "model_id": self.adapter.model_id,
-            "weights_fingerprint": weights_fingerprint(self.adapter),
+            "weights_fingerprint": self.weights_fingerprint,
             "model_dtype": str(self.adapter.dtype).removeprefix("torch."),
             "hidden_size": self.adapter.hidden_size,
             "num_layers": self.adapter.num_layers,

@@ -29,7 +29,7 @@ from steerlit.models.musicgen_shapes import (
     decoder_shape_from_config,
     size_of,
 )
-from steerlit.study.settings import StudySettings
+from steerlit.study.settings import StudySettings, steered_methods
 from steerlit.study.step_costs import METRICS_S_PER_AUDIO_S as METRICS_COST
 from steerlit.study.step_costs import (
     FixedCosts,
@@ -265,7 +265,8 @@ def grid_shape_for(settings: StudySettings, eval_prompts: int) -> GridShape:
         prompts=prompts,
         seeds=len(set(steer.seeds)),
         concepts=len(set(settings.probe.concepts)),
-        methods=len(set(steer.methods)),
+        # the steered methods and controls that have directions (the grid skips the others, as GridPlan does)
+        methods=len([m for m in steered_methods(steer) if m in settings.fit.methods]),
         layers=len(set(steer.layers)) if steer.layers else 1,
         strategies=len(set(steer.strategies)),
         steered_alphas=len({float(a) for a in steer.alphas if float(a) != 0.0}),

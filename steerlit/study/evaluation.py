@@ -299,8 +299,12 @@ class Evaluation:
         *,
         stage: str = FINAL_STAGE,
         wandb_run=None,
+        inputs: Sequence[str] | None = None,
     ) -> list[SummaryRow]:
-        """Generate ``plan``'s grid, measure, write ``paths`` and log ``stage`` to ``wandb_run``; the summary."""
+        """Generate ``plan``'s grid, measure, write ``paths`` and log ``stage`` to ``wandb_run``; the summary.
+
+        ``inputs``: the artifacts this grid used, logged by earlier runs (``steerlit steer``); None: the final
+        stage logs the concepts' artifacts itself (:func:`finish_run_folder`)."""
         rows = plan.rows(directions)
         results = steer(
             self.adapter,
@@ -333,7 +337,7 @@ class Evaluation:
         if stage == FINAL_STAGE and RunLayout(paths.folder).config.exists():
             layout = RunLayout(paths.folder)
             compare_layers(layout, tables, results, directions, wandb_run)
-            finish_run_folder(layout, plan.concepts, wandb_run)
+            finish_run_folder(layout, plan.concepts, wandb_run, inputs)
         return tables.summary
 
 
@@ -350,10 +354,14 @@ def compare_layers(
     return rows
 
 
-def finish_run_folder(layout: RunLayout, concepts: Sequence[str], wandb_run=None) -> None:
+def finish_run_folder(
+    layout: RunLayout, concepts: Sequence[str], wandb_run=None, inputs: Sequence[str] | None = None
+) -> None:
     """The run's last stage: ``report.html`` (:func:`steerlit.study.report.write_report`); with a W&B run, the
-    concepts' artifacts (activation index, directions, probes) and the report (page and artifact)."""
+    concepts' artifacts (activation index, directions, probes; unless ``inputs`` names those the grid used,
+    logged by earlier runs) and the report (page and artifact, its metadata naming the inputs)."""
     write_report(layout.root)
     if wandb_run is not None:
-        inputs = log_run_artifacts(wandb_run, layout, concepts)
+        if inputs is None:
+            inputs = log_run_artifacts(wandb_run, layout, concepts)
         log_report(wandb_run, layout.root, inputs)

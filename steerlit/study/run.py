@@ -188,7 +188,15 @@ def evaluate_concepts(
             every = settings.steer.every_n_epochs
             steering = ProbeSteering(evaluation, plan, layout, name, probe_directions(name), every, wandb_run)
             callbacks = list(probe_callbacks(steering))
-        extract(layout, probe_set, adapter, settings.extract, settings.probe, settings.trainer)
+        extract(
+            layout,
+            probe_set,
+            adapter,
+            settings.extract,
+            settings.probe,
+            settings.trainer,
+            model=settings.model,
+        )
         # Every rank fits the same probes on the same cache (their metrics sync over the process group, so all
         # ranks must take part); the files are identical, written atomically; only rank 0 logs.
         fit(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from steerlit.data.probe_set import ProbeSet, load_eval_prompts, load_probe_set
 from steerlit.data.settings import ProbeSettings
+from steerlit.directions.ddp import spawns_ranks
 from steerlit.directions.extraction import extract_activations
 from steerlit.directions.fit import fit_directions
 from steerlit.directions.io import DirectionSet, load_directions
@@ -89,16 +90,19 @@ def extract(
     trainer: TrainerSettings,
     *,
     callbacks: Sequence = (),
+    model: ModelSettings | None = None,
 ) -> Path:
     """Cache ``probe_set``'s activations into its concept folder (resumable); returns the cache folder.
 
-    ``settings.layers=None`` records ``settings.site_kind`` at every layer of the model."""
+    ``settings.layers=None`` records ``settings.site_kind`` at every layer of the model. ``model``: the settings
+    ``adapter`` was loaded with; spawned ranks (``ddp_spawn``), which cannot receive a loaded model, load these."""
     if settings.layers is None:
         settings = dataclasses.replace(settings, layers=tuple(range(adapter.num_layers)))
     n_prompts = len(probe_set.positive_prompts) + len(probe_set.negative_prompts)
     progress(f"{probe_set.name}: caching {len(settings.layers)} sites for {n_prompts} prompts")
+    source = model if model is not None and spawns_ranks(trainer) else adapter
     return extract_activations(
-        layout.concept(probe_set.name), probe_set, adapter, settings, probe, trainer, callbacks=callbacks
+        layout.concept(probe_set.name), probe_set, source, settings, probe, trainer, callbacks=callbacks
     )
 
 

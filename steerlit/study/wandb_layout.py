@@ -157,9 +157,14 @@ def artifact_name(concept: str, kind: str) -> str:
     return f"{safe}-{kind}"
 
 
-def log_run_artifacts(run, layout: RunLayout, concepts: Sequence[str]) -> list[str]:
+ARTIFACT_KINDS = ("activations", "directions", "probes")  # a concept's artifacts, in the order they are made
+
+
+def log_run_artifacts(
+    run, layout: RunLayout, concepts: Sequence[str], kinds: Sequence[str] = ARTIFACT_KINDS
+) -> list[str]:
     """Log each concept's ``activations`` (the cache index), ``directions`` (file + comparison table) and
-    ``probes`` (probe weights) as W&B Artifacts; returns their names.
+    ``probes`` (probe weights), those of ``kinds``, as W&B Artifacts; returns their names.
 
     Lineage extract → fit → steer: each artifact's metadata names its inputs (``inputs``), and with a server
     the consumers ``use_artifact`` their inputs (offline runs cannot: wandb refuses ``use_artifact`` offline)."""
@@ -183,7 +188,7 @@ def log_run_artifacts(run, layout: RunLayout, concepts: Sequence[str]) -> list[s
         }
         for name, (kind, paths, inputs) in files.items():
             existing = [p for p in paths if p.is_file()]
-            if not existing:
+            if kind not in kinds or not existing:
                 continue
             artifact = wandb.Artifact(
                 name, type=kind, metadata={"concept": concept, "stage": kind, "inputs": inputs}

@@ -1,5 +1,6 @@
-"""Multi-GPU from the CLI (issue 19), on CPU: `steerlit run trainer.strategy=ddp trainer.devices=2` re-runs the
-command line per rank (Lightning's ddp launcher, as on GPUs); one run folder, results equal to one process."""
+"""Multi-GPU from the CLI (issue 19), on CPU: `steerlit run trainer.strategy=S trainer.devices=2` under each of
+Lightning's launchers: ``ddp`` re-runs the command line per rank (as on GPUs), ``ddp_spawn`` and ``ddp_fork`` start
+the ranks from the first process. One run folder, results equal to one process (in bfloat16)."""
 
 import csv
 import os
@@ -21,7 +22,7 @@ CHEAP = [
     "steer.seconds=0.3",
     "trainer.enable_progress_bar=false",
 ]
-DDP = ["trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+DDP = ["trainer.accelerator=cpu", "trainer.devices=2"]
 
 
 def steerlit_run(args, env_extra=None, timeout=500):
@@ -36,16 +37,24 @@ def metrics(folder):
         return sorted(csv.DictReader(f), key=lambda r: r["key"])
 
 
-@pytest.mark.slow
-def test_ddp_cli_makes_one_folder_equal_to_one_process(tmp_path, tiny_model_dir):
-    base = [*CHEAP, f"model={tiny_model_dir}"]
-    two = steerlit_run([*base, *DDP, f"output_dir={tmp_path / 'ddp'}"])  # default (timestamped) name
-    assert two.returncode == 0, two.stderr[-3000:]
-    folders = list((tmp_path / "ddp").iterdir())
-    assert len(folders) == 1, folders
-    one = steerlit_run([*base, f"output_dir={tmp_path / 'one'}", "run_name=one"])
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_model_dir):
+    """The metrics of the cheap study in one process (what every launcher must reproduce)."""
+    out = tmp_path_factory.mktemp("one")
+    one = steerlit_run([*CHEAP, f"model={tiny_model_dir}", f"output_dir={out}", "run_name=one"])
     assert one.returncode == 0, one.stderr[-3000:]
-    got, want = metrics(folders[0]), metrics(tmp_path / "one" / "one")
+    return metrics(out / "one")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn", "ddp_fork"])
+def test_ddp_cli_makes_one_folder_equal_to_one_process(strategy, tmp_path, tiny_model_dir, one_process):
+    base = [*CHEAP, f"model={tiny_model_dir}"]
+    two = steerlit_run([*base, *DDP, f"trainer.strategy={strategy}", f"output_dir={tmp_path / 'ddp'}"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    folders = list((tmp_path / "ddp").iterdir())  # the default (timestamped) name: one folder for both ranks
+    assert len(folders) == 1, folders
+    got, want = metrics(folders[0]), one_process
     assert [r["codes_sha1"] for r in got] == [r["codes_sha1"] for r in want]
     drop = {"wav"}
     assert [{k: v for k, v in r.items() if k not in drop} for r in got] == [

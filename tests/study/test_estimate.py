@@ -53,6 +53,14 @@ def test_grid_shape_of_composed_settings():
     assert grid.prompts == min(100, settings.steer.n_prompts or 100)
 
 
+def test_grid_shape_counts_the_controls_that_have_directions():
+    base = ["model=tiny", "steer.methods=[diffmean,regression]", "steer.controls=[random]"]
+    with_random = compose([*base, "fit.methods=[diffmean,regression,random]"])
+    assert grid_shape_for(with_random, eval_prompts=4).methods == 3  # random is steered as a control
+    without = compose([*base, "fit.methods=[diffmean,regression]"])
+    assert grid_shape_for(without, eval_prompts=4).methods == 2  # no random directions: the grid skips it
+
+
 def estimate(rows_prompts=4, seconds=2.0, devices=1, device="cuda", engine="hf", batch=4, extraction=None):
     grid = GridShape(prompts=rows_prompts, seeds=1, steered_alphas=3)
     generation = GenerationSettings(seconds=seconds, batch_size=batch, engine=engine)
