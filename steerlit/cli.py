@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 
 import soundfile as sf
@@ -24,7 +22,7 @@ from steerlit.directions.io import load_directions
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
-from steerlit.files import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from steerlit.files import atomic_path
 from steerlit.intervene.injection import STRATEGIES
 from steerlit.models.loading import ModelLoadError, load_adapter, load_model
 from steerlit.study import stages
@@ -42,6 +40,7 @@ from steerlit.study.launch import (
 from steerlit.study.layout import RunLayout
 from steerlit.study.patch_run import format_patch_outputs, run_patch_study
 from steerlit.study.report import write_report
+from steerlit.study.resteer import link_source_run, steer_target
 from steerlit.study.run import run_study, start_run
 from steerlit.study.settings import check_clip_length, load_run_config
 from steerlit.study.tables import format_summary
@@ -131,54 +130,6 @@ def cmd_fit(args) -> int:
             print(stages.fit(layout, name, settings.fit, settings.trainer, seed=settings.seed, **logging))
         log_fitted(logger, layout, concepts)
     return 0
-
-
-SOURCE_FILE = "source.json"  # a re-steered run folder: its source run and directions hashes
-TABLE_FILES = ("summary.csv", "per_alpha.csv", "metrics.csv")  # a finished grid's tables: never overwritten
-
-
-def finished_tables(root: Path) -> list[str]:
-    return [name for name in TABLE_FILES if (root / name).exists()]
-
-
-def steer_target(source: Path, out: str | None) -> Path:
-    """Where ``steer --run source`` writes: ``--out`` (a folder without finished tables); else the run itself
-    while it has no finished tables (extract → fit → steer, or resuming an interrupted grid); else a new sibling
-    ``<run>-steer-<timestamp>``, so that re-steering never overwrites a result."""
-    if out is not None:
-        target = Path(out)
-        if finished_tables(target):
-            raise SystemExit(
-                f"error: --out {target} already holds a finished grid ({', '.join(finished_tables(target))}); "
-                "pass a new folder to --out."
-            )
-        return target
-    if not finished_tables(source):
-        return source
-    target = source.parent / f"{source.name}-steer-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"{source} already has its tables; writing this grid to {target} (choose the folder with --out)")
-    return target
-
-
-def link_source_run(settings, source: RunLayout, concepts: list[str]) -> RunLayout:
-    """Make the new run folder of a re-steer: ``config.yaml`` (the new settings, headed by the source run),
-    each concept's directions copied from the source, and ``source.json`` (the source run and the sha256 of
-    every directions file), so the folder can be steered again on its own."""
-    target = RunLayout.create(settings.output_dir, settings.run_name)
-    origin = str(source.root.resolve())
-    atomic_write_text(
-        target.config, f"# re-steered from source_run: {origin} (see source.json)\n" + to_yaml(settings)
-    )
-    files = {}
-    for concept in concepts:
-        data = source.directions(concept).read_bytes()
-        atomic_write_bytes(target.directions(concept), data)
-        files[concept] = {
-            "path": str(source.directions(concept).resolve()),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        }
-    atomic_write_json(target.root / SOURCE_FILE, {"source_run": origin, "directions": files})
-    return target
 
 
 def cmd_steer(args) -> int:

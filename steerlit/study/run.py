@@ -171,6 +171,30 @@ def run_stages(settings: StudySettings, layout: RunLayout, probe_callbacks, logg
         return evaluate_concepts(settings, layout, probe_callbacks, logger, evaluation)
 
 
+def prepare_concept(
+    settings: StudySettings, layout: RunLayout, concept: str, probe_callbacks, logger, evaluation: Evaluation
+) -> tuple[str, DirectionSet]:
+    """Extract and fit one concept (probe-epoch grids steered through ``probe_callbacks``); its probe set's
+    name and directions."""
+    adapter, wandb_run = evaluation.adapter, logger.experiment if logger is not None else None
+    probe_set = load_concept(concept, settings.probe)
+    name = probe_set.name
+    callbacks = []
+    if settings.steer.every_n_epochs:
+        plan = grid_plan(settings.steer, settings.probe, [name], adapter.num_layers, methods=PROBE_METHODS)
+        every = settings.steer.every_n_epochs
+        steering = ProbeSteering(evaluation, plan, layout, name, probe_directions(name), every, wandb_run)
+        callbacks = list(probe_callbacks(steering))
+    stage = (settings.extract, settings.probe, settings.trainer)
+    extract(layout, probe_set, adapter, *stage, model=settings.model)
+    # Every rank fits the same probes on the same cache (their metrics sync over the process group, so all
+    # ranks must take part); the files are identical, written atomically; only rank 0 logs.
+    tracking = {"callbacks": callbacks, "wandb_run": wandb_run, "logger": logger}
+    fit(layout, name, settings.fit, settings.trainer, seed=settings.seed, **tracking)
+    wait_for_rank_zero()
+    return name, load_concept_directions(layout, [name], adapter, settings.steer)[name]
+
+
 def evaluate_concepts(
     settings: StudySettings, layout: RunLayout, probe_callbacks, logger, evaluation: Evaluation
 ) -> list[SummaryRow]:
@@ -178,39 +202,8 @@ def evaluate_concepts(
     adapter, wandb_run = evaluation.adapter, logger.experiment if logger is not None else None
     directions: dict[str, DirectionSet] = {}
     for concept in settings.probe.concepts:
-        probe_set = load_concept(concept, settings.probe)
-        name = probe_set.name
-        callbacks = []
-        if settings.steer.every_n_epochs:
-            plan = grid_plan(
-                settings.steer, settings.probe, [name], adapter.num_layers, methods=PROBE_METHODS
-            )
-            every = settings.steer.every_n_epochs
-            steering = ProbeSteering(evaluation, plan, layout, name, probe_directions(name), every, wandb_run)
-            callbacks = list(probe_callbacks(steering))
-        extract(
-            layout,
-            probe_set,
-            adapter,
-            settings.extract,
-            settings.probe,
-            settings.trainer,
-            model=settings.model,
-        )
-        # Every rank fits the same probes on the same cache (their metrics sync over the process group, so all
-        # ranks must take part); the files are identical, written atomically; only rank 0 logs.
-        fit(
-            layout,
-            name,
-            settings.fit,
-            settings.trainer,
-            seed=settings.seed,
-            callbacks=callbacks,
-            wandb_run=wandb_run,
-            logger=logger,
-        )
-        wait_for_rank_zero()
-        directions.update(load_concept_directions(layout, [name], adapter, settings.steer))
+        name, direction_set = prepare_concept(settings, layout, concept, probe_callbacks, logger, evaluation)
+        directions[name] = direction_set
     plan = grid_plan(settings.steer, settings.probe, list(directions), adapter.num_layers)
     if global_rank() > 0:  # this rank's share of the grid; rank 0 gathers, measures and writes
         steer(
