@@ -22,6 +22,7 @@ with spawned ranks) load it with every setting, on their own device.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,12 @@ from steerlit.directions.ddp import loop_strategy
 from steerlit.directions.diffmean import ClassSums, save_class_sums
 from steerlit.intervene.record import ActivationRecorder, PooledReduction
 from steerlit.models.adapter import MusicGenAdapter
-from steerlit.models.loading import load_adapter, resolve_dtype, weights_fingerprint
+from steerlit.models.loading import (
+    load_adapter,
+    resolve_dtype,
+    weights_fingerprint,
+    weights_rewritten_unchanged,
+)
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings, quiet_lightning
 
@@ -346,5 +352,8 @@ def extract_activations(
         enable_progress_bar=trainer.enable_progress_bar,
         enable_model_summary=False,
     )
-    predictor.predict(module, datamodule=datamodule, return_predictions=False)
+    # Under DDP the loaded model's weights are broadcast from rank 0 in place: the same values (every rank loaded
+    # the same files), so the model keeps its files' fingerprint and the directions fitted here match it.
+    with weights_rewritten_unchanged(module.adapter.model) if preloaded else contextlib.nullcontext():
+        predictor.predict(module, datamodule=datamodule, return_predictions=False)
     return C.activations_dir(run_dir)

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,6 +309,19 @@ def parameter_versions(model: nn.Module) -> tuple[int, ...]:
 def remember_files(model: nn.Module, folder: str | Path) -> None:
     """Record that ``model`` was just loaded from ``folder`` (see :func:`weights_fingerprint`)."""
     _LOADED_FROM[model] = LoadedFrom(Path(folder), parameter_versions(model))
+
+
+@contextlib.contextmanager
+def weights_rewritten_unchanged(module: nn.Module) -> Iterator[None]:
+    """A block that writes every weight in place with its own value, e.g. DDP's broadcast of rank 0's parameters
+    when every rank loaded the same files: a model unmodified before it keeps its files' fingerprint after it
+    (the in-place writes bump torch's version counters, which :func:`weights_fingerprint` would read as a
+    change)."""
+    loaded = _LOADED_FROM.get(module)
+    unmodified = loaded is not None and loaded.versions == parameter_versions(module)
+    yield
+    if unmodified:
+        loaded.versions = parameter_versions(module)
 
 
 def hub_snapshot(model_id: str, hub_cache: str) -> Path | None:
