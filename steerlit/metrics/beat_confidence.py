@@ -12,8 +12,9 @@ from typing import Literal, get_args
 import numpy as np
 
 # The ``metrics.tempo.estimator`` choice (declared here, the lowest beat module, so that metrics.settings can
-# import it without a cycle); the estimators are in steerlit.metrics.beat_trackers.
-TempoEstimator = Literal["librosa", "madmom", "beat_this"]
+# import it without a cycle); the estimators are in steerlit.metrics.beat_trackers. ``auto``: madmom where the
+# ``beat`` extra is installed, else librosa (with a warning naming the extra).
+TempoEstimator = Literal["auto", "librosa", "madmom", "beat_this"]
 TEMPO_ESTIMATORS: tuple[str, ...] = get_args(TempoEstimator)
 
 # Beat periods the confidence looks at: 0.2-2 s. Wider than any tempo range, so an octave-folded tempo keeps its

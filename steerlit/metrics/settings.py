@@ -19,7 +19,8 @@ class TempoSettings:
     max_bpm: float = 240.0
     # The default stays librosa although madmom measured better on real music (octave-aware within 4 %: madmom
     # 100 %, librosa with std_bpm 1.5 87 %): madmom is an optional extra whose bundled models are CC BY-NC-SA 4.0,
-    # so a default run must not depend on what is installed. Real-music configs choose estimator=madmom.
+    # so a default run must not depend on what is installed. The real-music config (configs/metrics/default.yaml)
+    # chooses estimator=auto: madmom where the beat extra is installed, else librosa with std_bpm 1.5.
     estimator: TempoEstimator = "librosa"
     beat_this_checkpoint: str | None = None  # local Beat This! checkpoint file (estimator=beat_this only)
     min_confidence: float | None = (

@@ -21,7 +21,7 @@ def test_musicgen_small_config_is_a_musicgen_study(tmp_path):
     assert steer["seconds"] == 10 and steer["top_k"] == 250 and len(steer["seeds"]) >= 3
     assert len(steer["layers"]) == 6 and max(steer["layers"]) >= 20 and min(steer["layers"]) <= 4
     assert steer["methods"] == ["diffmean", "regression"]
-    assert config["metrics"]["tempo"]["std_bpm"] == 1.0
+    assert config["metrics"]["tempo"]["std_bpm"] == 1.5 and config["metrics"]["tempo"]["estimator"] == "auto"
 
 
 def test_every_musicgen_model_brings_the_study_and_follows_the_trainer():

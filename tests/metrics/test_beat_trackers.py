@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from steerlit.metrics import beat_trackers
 from steerlit.metrics.beat_confidence import TEMPO_ESTIMATORS, beat_confidence, beat_periodicity
 from steerlit.metrics.beat_trackers import (
     BEAT_EXTRA_INSTALL,
@@ -92,8 +94,21 @@ def test_beat_this_without_weights_is_one_clear_error(tmp_path):
             make_beat_tracker("beat_this", beat_this_checkpoint=checkpoint)
 
 
+def test_auto_runs_madmom_where_installed_else_librosa_with_one_warning(monkeypatch, caplog):
+    assert make_beat_tracker("auto").name == ("madmom" if madmom_available() else "librosa")
+    monkeypatch.setitem(
+        sys.modules, "madmom", None
+    )  # blocks the import, as if the beat extra were not installed
+    monkeypatch.setattr(beat_trackers, "AUTO_FALLBACK_WARNED", [])
+    with caplog.at_level(logging.WARNING, logger=beat_trackers.__name__):
+        trackers = [make_beat_tracker("auto", TempoSettings(std_bpm=1.5)) for _ in range(2)]
+    assert [t.name for t in trackers] == ["librosa", "librosa"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and BEAT_EXTRA_INSTALL in warnings[0] and "estimator=librosa" in warnings[0]
+
+
 def test_unknown_estimator():
-    assert TEMPO_ESTIMATORS == ("librosa", "madmom", "beat_this")
+    assert TEMPO_ESTIMATORS == ("auto", "librosa", "madmom", "beat_this")
     with pytest.raises(ValueError, match="choose one of"):
         make_beat_tracker("essentia")
 
