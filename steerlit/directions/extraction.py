@@ -12,7 +12,7 @@
 Resuming: shards that read back complete (same content key and ids, tensors matching their checksum, not
 marked ``partial``; see :mod:`steerlit.directions.cache`) are not recomputed -- they are only read to add them
 to the streaming class sums. The content key covers the model's weights
-(:func:`~steerlit.models.loading.weights_fingerprint`) and each example's text, so a retrained checkpoint
+(:func:`~steerlit.models.fingerprint.weights_fingerprint`) and each example's text, so a retrained checkpoint
 recomputes every shard and an edited prompt exactly the shard it is in. Under DDP each rank writes its own
 shards; class sums (:class:`~steerlit.directions.diffmean.ClassSums`, per split) are all-reduced at
 the end, and rank 0 writes ``class_sums.safetensors`` and the final ``index.json``. Ranks that load the
@@ -39,12 +39,8 @@ from steerlit.directions.ddp import loop_strategy
 from steerlit.directions.diffmean import ClassSums, save_class_sums
 from steerlit.intervene.record import ActivationRecorder, PooledReduction
 from steerlit.models.adapter import MusicGenAdapter
-from steerlit.models.loading import (
-    load_adapter,
-    resolve_dtype,
-    weights_fingerprint,
-    weights_rewritten_unchanged,
-)
+from steerlit.models.fingerprint import weights_fingerprint, weights_rewritten_unchanged
+from steerlit.models.loading import load_adapter, resolve_dtype
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings, quiet_lightning
 

@@ -2,7 +2,7 @@
 
 Tensor names are ``<method>/<site>`` (e.g. ``diffmean/resid_post.12``), each (H,) float32.
 Metadata (strings, as safetensors requires): ``model_id``, ``weights_fingerprint``
-(:func:`~steerlit.models.loading.weights_fingerprint` of the model the directions were fitted on; may be
+(:func:`~steerlit.models.fingerprint.weights_fingerprint` of the model the directions were fitted on; may be
 empty), ``hidden_size``, ``methods`` (JSON list), ``concept``, ``position`` (reduction used when caching),
 ``n_per_class`` (JSON {label: n}), ``norms`` (JSON {name: float}), ``steerlit_version``, and any extra keys
 given (fitted files add ``activation_norms``, JSON {site: mean ‖h‖}: :attr:`DirectionSet.activation_norms`).
@@ -25,7 +25,7 @@ from safetensors import safe_open
 import steerlit
 from steerlit.files import atomic_save_safetensors
 from steerlit.intervene.vector import SteeringVector
-from steerlit.models.loading import weights_fingerprint
+from steerlit.models.fingerprint import weights_fingerprint
 from steerlit.models.sites import check_site, layer_site, width_mismatch
 
 

@@ -8,7 +8,7 @@ what a :class:`~steerlit.engines.results.ResultStore` resumes by, also covers
   orthogonalisation and injection, as :func:`~steerlit.engines.grid.row_steering` builds them), so refitted
   directions regenerate the rows that use them and nothing else; a reference row (no terms) has none;
 * the generation (:func:`generation_digest`): model id, dtype and weights fingerprint
-  (:func:`~steerlit.models.loading.weights_fingerprint`), decoding steps, guidance, temperature, top-k and
+  (:func:`~steerlit.models.fingerprint.weights_fingerprint`), decoding steps, guidance, temperature, top-k and
   engine. The batch size (it changes no codes) and the grid's seed axis (each row's own seed is in the row
   key) are left out.
 
@@ -24,7 +24,7 @@ from steerlit.engines.grid import KEY_LENGTH, GridRow, canonical_json, row_steer
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import tensors_sha256
 from steerlit.intervene.steer import Intervention
-from steerlit.models.loading import weights_fingerprint
+from steerlit.models.fingerprint import weights_fingerprint
 
 NO_STEERING = ""  # the steering digest of a reference row
 

@@ -21,7 +21,8 @@ from steerlit.directions.diffmean import load_class_sums
 from steerlit.directions.extraction import ActivationCacheModule, extract_activations
 from steerlit.directions.settings import ExtractSettings
 from steerlit.intervene.record import ActivationRecorder
-from steerlit.models.loading import load_model, weights_fingerprint
+from steerlit.models.fingerprint import weights_fingerprint
+from steerlit.models.loading import load_model
 from steerlit.models.settings import ModelSettings
 from steerlit.models.tiny import install_in_hub_cache
 from steerlit.runtime import TrainerSettings

@@ -31,7 +31,7 @@ from steerlit.directions.extraction import extract_activations
 from steerlit.directions.fit import METHOD_FITTERS, METHODS, Method, fit_directions
 from steerlit.directions.io import load_directions
 from steerlit.directions.settings import ExtractSettings, FitSettings, ProbeTrainSettings
-from steerlit.models.loading import weights_fingerprint
+from steerlit.models.fingerprint import weights_fingerprint
 from steerlit.runtime import TrainerSettings
 
 CPU = TrainerSettings(enable_progress_bar=False)

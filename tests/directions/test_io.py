@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from steerlit.directions.io import DirectionFileError, DirectionSet, load_directions, save_directions
-from steerlit.models.loading import weights_fingerprint
+from steerlit.models.fingerprint import weights_fingerprint
 from steerlit.models.sites import attention_shape, head_site
 
 

@@ -7,16 +7,14 @@ import pytest
 import torch
 
 from steerlit.files import sha256_file
-from steerlit.models.loading import (
+from steerlit.models.fingerprint import (
     DIGESTS_FILE,
-    ModelLoadError,
     folder_fingerprint,
-    load_adapter,
-    load_model,
     model_files,
     parameters_fingerprint,
     weights_fingerprint,
 )
+from steerlit.models.loading import ModelLoadError, load_adapter, load_model
 from steerlit.models.settings import ModelSettings
 from steerlit.models.tiny import build_tiny_musicgen, install_in_hub_cache, tiny_musicgen_config
 
