@@ -67,7 +67,6 @@ from steerlit.metrics.settings import TempoSettings
 from steerlit.metrics.tempo import estimate_tempo
 
 BEAT_EXTRA_INSTALL = 'pip install -e ".[beat]"'
-AUTO_FALLBACK_WARNED: list[bool] = []  # the auto estimator's librosa fallback is announced once per process
 log = logging.getLogger(__name__)
 MADMOM_SR = 44_100
 MADMOM_FPS = 100
@@ -200,15 +199,19 @@ def resolve_auto_estimator() -> TempoEstimator:
     on real music, BENCHMARKS.md), else librosa, with one warning that names the extra."""
     if madmom_available():
         return "madmom"
-    if not AUTO_FALLBACK_WARNED:
-        AUTO_FALLBACK_WARNED.append(True)
-        log.warning(
-            "metrics.tempo.estimator=auto: madmom is not installed, so tempo uses librosa (octave-aware within "
-            "4 %%: librosa 75-87 %%, madmom 100 %% on real music). For madmom: %s (its models are CC BY-NC-SA "
-            "4.0, non-commercial); metrics.tempo.estimator=librosa silences this.",
-            BEAT_EXTRA_INSTALL,
-        )
+    warn_auto_fallback()
     return "librosa"
+
+
+@functools.cache
+def warn_auto_fallback() -> None:
+    """The one warning (once per process; ``cache_clear()`` re-arms it) that ``auto`` fell back to librosa."""
+    log.warning(
+        "metrics.tempo.estimator=auto: madmom is not installed, so tempo uses librosa (octave-aware within "
+        "4 %%: librosa 75-87 %%, madmom 100 %% on real music). For madmom: %s (its models are CC BY-NC-SA "
+        "4.0, non-commercial); metrics.tempo.estimator=librosa silences this.",
+        BEAT_EXTRA_INSTALL,
+    )
 
 
 @functools.lru_cache(maxsize=1)

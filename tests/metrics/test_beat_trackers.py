@@ -99,7 +99,7 @@ def test_auto_runs_madmom_where_installed_else_librosa_with_one_warning(monkeypa
     monkeypatch.setitem(
         sys.modules, "madmom", None
     )  # blocks the import, as if the beat extra were not installed
-    monkeypatch.setattr(beat_trackers, "AUTO_FALLBACK_WARNED", [])
+    beat_trackers.warn_auto_fallback.cache_clear()  # re-arm the once-per-process warning
     with caplog.at_level(logging.WARNING, logger=beat_trackers.__name__):
         trackers = [make_beat_tracker("auto", TempoSettings(std_bpm=1.5)) for _ in range(2)]
     assert [t.name for t in trackers] == ["librosa", "librosa"]
