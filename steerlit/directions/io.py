@@ -26,7 +26,7 @@ import steerlit
 from steerlit.files import atomic_save_safetensors
 from steerlit.intervene.vector import SteeringVector
 from steerlit.models.fingerprint import weights_fingerprint
-from steerlit.models.sites import check_site, layer_site, width_mismatch
+from steerlit.models.sites import layer_site, width_mismatch
 
 
 class DirectionFileError(ValueError):
@@ -73,9 +73,7 @@ class DirectionSet:
         site (:func:`~steerlit.models.sites.site_width`: head_dim for ``attn_head.L.H``, the hidden size
         otherwise), site names and finiteness against a loaded model; ``where`` names the file in messages."""
         for (method, site), vec in self.vectors.items():
-            mismatch = width_mismatch(
-                adapter.decoder_layers, check_site(adapter.decoder_layers, site), vec.shape
-            )
+            mismatch = width_mismatch(adapter.decoder_layers, adapter.parse_site(site), vec.shape)
             if mismatch:
                 raise DirectionFileError(
                     f"Direction {method}/{site} has size {tuple(vec.shape)} but site {site} of model "

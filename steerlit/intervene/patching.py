@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.record import ActivationRecorder
-from steerlit.intervene.steer import CfgHalf
-from steerlit.models.sites import Site, attention_shape, parse_sites
+from steerlit.models.sites import Site
+
+PatchHalf = Literal["both", "cond"]  # the CfgHalf choices patching takes: an exact interchange, or cond only
+PATCH_HALVES: tuple[PatchHalf, ...] = get_args(PatchHalf)
 
 
 class PatchingError(ValueError):
@@ -107,15 +110,14 @@ class Patching(SiteHookContext):
         sources: Mapping[str, torch.Tensor],
         rows: Sequence[PatchRow],
         *,
-        half: CfgHalf = "both",
+        half: PatchHalf = "both",
     ):
-        if half not in ("both", "cond"):
+        if half not in PATCH_HALVES:
             raise PatchingError(f"Patching half {half!r}: use 'both' or 'cond'.")
         self.adapter, self.rows, self.half = adapter, list(rows), half
         if not self.rows:
             raise PatchingError("Patching needs at least one row.")
-        heads = attention_shape(adapter.decoder_layers)[0]
-        named = {s.name: s for s in parse_sites(list(sources), adapter.num_layers, heads)} if sources else {}
+        named = {s.name: s for s in adapter.parse_sites(list(sources))} if sources else {}
         wanted = sorted({name for row in self.rows for name in row.sites})
         missing = [n for n in wanted if n not in named]
         if missing:

@@ -15,7 +15,7 @@ import torch
 
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.steer import CFG_HALVES, CfgHalf
-from steerlit.models.sites import Site, attention_shape, parse_sites
+from steerlit.models.sites import Site
 
 Reduction = Literal["first", "mean", "last", "all"]
 REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
@@ -101,7 +101,7 @@ class ActivationRecorder(SiteHookContext):
         if half not in CFG_HALVES:
             raise ValueError(f"Unknown CFG half {half!r}; use one of {CFG_HALVES}.")
         self.adapter = adapter
-        self.sites = parse_sites(list(sites), adapter.num_layers, attention_shape(adapter.decoder_layers)[0])
+        self.sites = adapter.parse_sites(list(sites))
         self.reduction, self.half = reduction, half
         self.buffers = {s: _SiteBuffer(reduction, dtype) for s in self.sites}
 

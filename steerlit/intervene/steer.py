@@ -28,7 +28,7 @@ from steerlit.intervene.gate import GateBank, ProbeGate, load_probe_gate
 from steerlit.intervene.hooks import DecodeState, SiteHookContext
 from steerlit.intervene.operators import OPERATORS, Operator, apply_operator
 from steerlit.intervene.schedules import Constant, ProbeGated, Schedule, make_schedule
-from steerlit.models.sites import Site, UnknownSiteError, check_site, site_width, split_site, width_mismatch
+from steerlit.models.sites import Site, UnknownSiteError, site_width, split_site, width_mismatch
 
 CfgHalf = Literal["both", "cond", "uncond"]
 CFG_HALVES: tuple[CfgHalf, ...] = get_args(CfgHalf)
@@ -69,7 +69,7 @@ RowSteering = Sequence[Intervention]  # empty: the row is not steered
 def parse_model_site(adapter, name: str | Site) -> Site:
     """A site of this adapter's model (layers and heads range-checked), or :class:`SteeringError`."""
     try:
-        return check_site(adapter.decoder_layers, name)
+        return adapter.parse_site(name)
     except UnknownSiteError as err:
         raise SteeringError(str(err)) from None
 
@@ -177,8 +177,9 @@ class Steering(SiteHookContext):
     ``rows``: one :class:`RowSteering` per batch row (in prompt order), or a single RowSteering
     applied to every row (``broadcast``). ``tables``: per target site, its :class:`SiteTable` slots (a row
     with two interventions of the same operator at one site uses two slots). ``gates``: per gate site, the
-    :class:`~steerlit.intervene.gate.GateBank` of the rows it gates (a row takes at most one gate). Hooks are removed on exit, also when generation raises. Other decode loops
-    (the fast engine) read ``tables`` without hooks.
+    :class:`~steerlit.intervene.gate.GateBank` of the rows it gates (a row takes at most one gate). Hooks are
+    removed on exit, also when generation raises. Other decode loops (the fast engine) read ``tables`` without
+    hooks.
     """
 
     def __init__(self, adapter, rows: Sequence[RowSteering] | RowSteering):
@@ -278,25 +279,24 @@ class Steering(SiteHookContext):
     def sites(self) -> list[str]:
         return sorted(s.name for s in self.tables)
 
-    def gate_multipliers(self, site: str) -> np.ndarray:
-        """The gate log at ``site`` after a generation: each prompt's multiplier per decoding position (P, B)
-        (NaN where the prompt is not gated there); one host read."""
+    def _gate_bank(self, site: str | None) -> GateBank:
+        """The gate bank at the site named ``site``, or :class:`SteeringError` naming the gate sites there are."""
         banks = {s.name: b for s, b in self.gates.items()}
         if site not in banks:
             raise SteeringError(
                 f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
             )
-        return banks[site].multipliers().numpy()
+        return banks[site]
+
+    def gate_multipliers(self, site: str) -> np.ndarray:
+        """The gate log at ``site`` after a generation: each prompt's multiplier per decoding position (P, B)
+        (NaN where the prompt is not gated there); one host read."""
+        return self._gate_bank(site).multipliers().numpy()
 
     def gate_openness(self, site: str | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
         """Mean gate multiplier over the prompts ``rows`` (None: all) gated at ``site`` (None: the only gate site)
         per decoding position (P,) after a generation (NaN: not read); one host read. :class:`SteeringError`
         without such a gate."""
-        banks = {s.name: b for s, b in self.gates.items()}
-        if site is None and len(banks) == 1:
-            site = next(iter(banks))
-        if site not in banks:
-            raise SteeringError(
-                f"This steering has no probe gate at {site!r}; its gate sites: {sorted(banks)}."
-            )
-        return banks[site].openness(rows).numpy()
+        if site is None and len(self.gates) == 1:
+            site = next(iter(self.gates)).name
+        return self._gate_bank(site).openness(rows).numpy()

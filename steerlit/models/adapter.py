@@ -35,6 +35,7 @@ class MusicGenAdapter:
     hidden_size = config_fact("decoder.hidden_size", int)
     num_layers = config_fact("decoder.num_hidden_layers", int)
     num_codebooks = config_fact("decoder.num_codebooks", int)
+    num_heads = config_fact("decoder.num_attention_heads", int)
     max_positions = config_fact("decoder.max_position_embeddings", int)
     sample_rate = config_fact("audio_encoder.sampling_rate", int)
     frame_rate = config_fact("audio_encoder.frame_rate", float)
@@ -64,10 +65,11 @@ class MusicGenAdapter:
         return dict(SITE_KINDS)
 
     def parse_site(self, name: str | Site) -> Site:
-        return parse_site(name, self.num_layers)
+        """One site of this model, its layer and attention head range-checked (:func:`.sites.parse_site`)."""
+        return parse_site(name, self.num_layers, self.num_heads)
 
     def parse_sites(self, names) -> list[Site]:
-        return parse_sites(names, self.num_layers)
+        return parse_sites(names, self.num_layers, self.num_heads)
 
     def site_module(self, name: str | Site) -> nn.Module:
         return site_module(self.decoder_layers, self.parse_site(name))
