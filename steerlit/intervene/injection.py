@@ -22,9 +22,8 @@ from steerlit.models.sites import layer_site, split_site
 
 Strategy = Literal["one_to_one", "one_to_all", "top_heads"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
-LAYER_STRATEGIES: tuple[Strategy, ...] = tuple(
-    s for s in STRATEGIES if s != "top_heads"
-)  # one vector suffices
+# The strategies one source vector suffices for (top_heads needs per-head directions and probe accuracies).
+LAYER_STRATEGIES: tuple[Strategy, ...] = tuple(s for s in STRATEGIES if s != "top_heads")
 
 
 def _get(directions: Mapping[str, torch.Tensor], site: str) -> torch.Tensor:

@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 
+from steerlit.intervene.gate import GateMode
+
 
 @dataclass(frozen=True)
 class Constant:
@@ -73,12 +75,12 @@ class EveryK:
 class ProbeGated:
     """Constant α, gated by the logistic probe saved at ``probe`` (a :class:`LinearProbeModule` file) for
     ``site``: ``mode`` ``stop`` (α → 0 once p > ``threshold``) or ``proportional`` (α·(1 − p)), on readings
-    averaged with ``smoothing``; see
-    :mod:`steerlit.intervene.gate`. ``values`` is the ungated base (1 everywhere)."""
+    averaged with ``smoothing``; see :mod:`steerlit.intervene.gate`. ``values`` is the ungated base (1
+    everywhere)."""
 
     probe: str = ""
     site: str = ""
-    mode: str = "stop"
+    mode: GateMode = "stop"
     threshold: float = 0.5
     smoothing: float = 0.0
 

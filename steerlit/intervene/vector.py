@@ -153,10 +153,10 @@ class SteeringVector:
         tensor (B', T, H) of each target layer, B' = B prompts or 2B under guidance.
 
         ``options`` are :meth:`intervention`'s: ``strategy``: ``one_to_all`` (every layer) or ``one_to_one``
-        (the source layer only); ``operator``: ``add | norm_add | ablate``; ``schedule``: over decoding positions (``constant``, ``{"kind":
-        "exp_decay", ...}``); ``half``: the CFG halves steered (``both | cond | uncond``). Bad options, a
-        wrong hidden size or a non-finite ``alpha`` raise :class:`SteeringError` here, before any hook.
-        Returns the :class:`Steering` context; hooks are removed on exit, also on exceptions.
+        (the source layer only); ``operator``: ``add | norm_add | ablate``; ``schedule``: over decoding positions
+        (``constant``, ``{"kind": "exp_decay", ...}``); ``half``: the CFG halves steered (``both | cond |
+        uncond``). Bad options, a wrong hidden size or a non-finite ``alpha`` raise :class:`SteeringError` here,
+        before any hook. Returns the :class:`Steering` context; hooks are removed on exit, also on exceptions.
         """
         adapter = adapter_for(model)
         return Steering(adapter, [self.intervention(adapter.num_layers, alpha=alpha, **options)])
