@@ -2,8 +2,12 @@
 configs, tokenizer), or its parameters once they changed in memory. Activation shards, grid rows and direction files
 carry it, so results of another model are never reused (:func:`weights_fingerprint`).
 
-File digests are the blob names in a Hugging Face hub cache, else sha256s remembered by file stamp in
-``<cache_dir>/file-sha256.json``, so a model's files are hashed once.
+A model loaded from files (a folder or a hub snapshot) is identified by its files: sha256 over each file's name,
+size and content digest. The content digest of a file in a Hugging Face cache is the name of the blob it links to
+(the hub's sha256 of LFS files, git's hash of the others: free); of any other file, its sha256, computed once and
+remembered by size, mtime, ctime and inode in ``<steerlit cache>/file-sha256.json`` (a retrained checkpoint saved
+into the same folder is hashed again). A model built in memory, or whose parameters were modified in place after
+loading, is identified by a sha256 of its parameters' and buffers' bytes instead.
 """
 
 from __future__ import annotations

@@ -5,14 +5,8 @@ Short names: ``testbed`` (the shipped trained model in ``checkpoints/testbed``),
 or a hub id such as ``facebook/musicgen-small``. Hub ids are looked up in the local HF cache only,
 unless ``allow_download=True``: offline machines get one clear error at once, never a retry loop.
 
-:func:`weights_fingerprint` identifies what a loaded model computes (weights, configs, tokenizer), for the
-content keys of activation caches, grid rows and direction files. A model loaded from files (a folder or a
-hub snapshot) is identified by its files: sha256 over each file's name, size and content digest. The content
-digest of a file in a Hugging Face cache is the name of the blob it links to (the hub's sha256 of LFS files,
-git's hash of the others: free); of any other file, its sha256, computed once and remembered by size, mtime,
-ctime and inode in ``<steerlit cache>/file-sha256.json`` (a retrained checkpoint saved into the same folder is
-hashed again). A model built in memory, or whose parameters were modified in place after loading, is
-identified by a sha256 of its parameters' and buffers' bytes instead.
+Every model loaded here is remembered with the folder it came from, so that
+:func:`~steerlit.models.fingerprint.weights_fingerprint` can identify it by its files.
 """
 
 from __future__ import annotations
@@ -249,9 +243,6 @@ def load_adapter(settings: ModelSettings, device: str | torch.device | None = No
         attn_implementation=settings.attn_implementation,
         hf_cache_dir=settings.hf_cache_dir,
     )
-
-
-# ------------------------------------------------------------------------------------ weights fingerprint
 
 
 def hub_snapshot(model_id: str, hub_cache: str) -> Path | None:
