@@ -167,6 +167,17 @@ def read_index(run_dir: str | Path) -> dict | None:
         return None  # a torn index (should not happen: it is written atomically) is rebuilt
 
 
+def require_index(run_dir: str | Path) -> dict:
+    """The cache's index, or :class:`CacheError` saying how to make the cache."""
+    index = read_index(run_dir)
+    if index is None:
+        raise CacheError(
+            f"No activation cache in {activations_dir(run_dir)}: run extraction first (`steerlit extract ...`, "
+            "or `steerlit run ...`, which resumes)."
+        )
+    return index
+
+
 def write_index(run_dir: str | Path, index: dict) -> None:
     atomic_write_text(activations_dir(run_dir) / INDEX_FILE, json.dumps(index, indent=1))
 
@@ -194,11 +205,7 @@ def load_activation_cache(
     order (train, val, test; within a split the probe-set split order), which does not depend on how
     many processes wrote the cache. ``split``: one split name, several, or None for all.
     """
-    index = read_index(run_dir)
-    if index is None:
-        raise CacheError(
-            f"No activation cache in {activations_dir(run_dir)}: run extraction first (`steerlit extract ...`, or `steerlit run ...`, which resumes)."
-        )
+    index = require_index(run_dir)
     wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
     sites = list(index["sites"] if sites is None else sites)
     unknown = [s for s in sites if s not in index["sites"]]

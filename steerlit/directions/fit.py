@@ -11,9 +11,9 @@ Reads ``<run>/activations`` (see :mod:`steerlit.directions.cache`), computes
 
 and writes ``<run>/directions.safetensors`` (tensor names ``<method>/<site>``; metadata
 ``activation_norms``: the mean ‖h‖ per site over the fitting rows, :func:`activation_norms`, the scale α·‖v‖ is
-compared with) plus the comparison table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by ``fit.probe.scale``: ``diffmean``
-(default: the diff-mean norm of the same site, so one coefficient means the same for every method) or
-``unit``.
+compared with) plus the comparison table and plot in ``<run>/plots/``. Non-diffmean directions are scaled by
+``fit.probe.scale``: ``diffmean`` (default: the diff-mean norm of the same site, so one coefficient means the same
+for every method) or ``unit``.
 
 Each method is one entry of the registry :data:`METHOD_FITTERS`, keyed by the :data:`Method` choices, with
 its function in :mod:`steerlit.directions.methods`. To add a method: write its function there, add its name
@@ -123,11 +123,7 @@ def method_inputs(
     run_dir: Path, settings: FitSettings, trainer: TrainerSettings, *, seed: int, callbacks: Sequence, logger
 ) -> MethodInputs:
     """Read the cache of ``run_dir`` and gather what every method needs (fitting rows, diff-mean vectors)."""
-    index = C.read_index(run_dir)
-    if index is None:
-        raise C.CacheError(
-            f"No activation cache in {C.activations_dir(run_dir)}: run extraction first (`steerlit extract ...`, or `steerlit run ...`, which resumes)."
-        )
+    index = C.require_index(run_dir)
     acts, meta = C.load_activation_cache(run_dir)
     labels = C.labels_of(meta)
     fit_rows = _rows(meta, FIT_SPLITS)
