@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from steerlit.directions.io import DirectionSet
 from steerlit.engines.distributed import run_grid_distributed
 from steerlit.engines.grid import GridRow, build_grid
 from steerlit.engines.results import ResultStore
@@ -46,7 +45,7 @@ from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
 from steerlit.study.layer_comparison import layer_comparison_rows, write_layer_comparison
 from steerlit.study.layout import FINAL_STAGE, EvaluationPaths, RunLayout
-from steerlit.study.perturbation import add_perturbation
+from steerlit.study.perturbation import Directions, add_perturbation
 from steerlit.study.records import AlphaRow, GridResult, SummaryRow
 from steerlit.study.report import write_report
 from steerlit.study.settings import LoggerSettings, SteerSettings
@@ -61,7 +60,6 @@ from steerlit.study.tables import (
 from steerlit.study.tracking import log_evaluation
 from steerlit.study.wandb_layout import layer_comparison_layout, log_report, log_run_artifacts
 
-Directions = Mapping[str, DirectionSet]  # concept -> its directions
 ONE_PROCESS = TrainerSettings()  # the grid in this process
 DEFAULT_LOGGER = LoggerSettings()
 

@@ -18,8 +18,9 @@ torchrun / SLURM)::
     metrics.csv                          one row per clip: settings, codes_sha1, measurements, wav
     per_alpha.csv, summary.csv           per (concept, method, layer, strategy) group: per α, and steerability
     plots/attribute_vs_alpha.png         median target attribute vs α
-    layer_comparison.csv                 per layer and method: held-out AUROC / Cohen's d (CIs), cosine with diff-mean,
-    plots/layer_comparison_<concept>.png steering slope (CI), quality cost (steerlit.study.layer_comparison)
+    layer_comparison.csv                 per steered group: held-out AUROC / Cohen's d (CIs), cosine with
+                                         diff-mean, steering slope (CI), quality cost
+    plots/layer_comparison_<concept>.png those columns vs layer (both: steerlit.study.layer_comparison)
     wandb/                               every W&B file (offline: `wandb sync <run>/wandb/wandb/offline-run-*`)
 
 :class:`RunLayout` owns these paths; :class:`EvaluationPaths` are the files of one evaluation (the final grid
@@ -54,6 +55,11 @@ class GridFiles:
     metrics_csv = child("metrics.csv")
     per_alpha_csv = child("per_alpha.csv")
     summary_csv = child("summary.csv")
+
+    @property
+    def tables(self) -> tuple[Path, Path, Path]:
+        """The finished grid's tables: ``summary.csv``, ``per_alpha.csv``, ``metrics.csv``."""
+        return self.summary_csv, self.per_alpha_csv, self.metrics_csv
 
     def wav(self, key: str) -> Path:
         """A grid row's clip."""

@@ -28,10 +28,10 @@ import yaml
 
 from steerlit.files import atomic_write_csv, atomic_write_text
 from steerlit.study.layout import RunLayout
+from steerlit.study.records import GROUP_COLUMNS
 from steerlit.study.thumbnails import THUMBNAIL_SIZE, ThumbnailError, write_thumbnails
 
 REQUIRED_FILES = ("summary.csv", "metrics.csv")
-GROUP_COLUMNS = ("concept", "method", "layer", "strategy")
 METRICS_COLUMNS = ("key", "prompt", "prompt_index", "seed", *GROUP_COLUMNS, "alpha", "wav")
 ATTRIBUTES_BY_NAME = (("tempo", "bpm"), ("timbre", "centroid_hz"), ("bright", "centroid_hz"))
 REPORT_NAME = "report.html"

@@ -12,11 +12,11 @@ from steerlit.study.layout import RunLayout
 from steerlit.study.settings import ConfigError, StudySettings, to_yaml
 
 SOURCE_FILE = "source.json"  # a re-steered run folder: its source run and directions hashes
-TABLE_FILES = ("summary.csv", "per_alpha.csv", "metrics.csv")  # a finished grid's tables: never overwritten
 
 
 def finished_tables(root: Path) -> list[str]:
-    return [name for name in TABLE_FILES if (root / name).exists()]
+    """The names of the finished grid's tables in ``root`` (:attr:`RunLayout.tables`: never overwritten)."""
+    return [path.name for path in RunLayout(Path(root)).tables if path.exists()]
 
 
 def steer_target(source: Path, out: str | None) -> Path:

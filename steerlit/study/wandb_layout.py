@@ -223,7 +223,8 @@ def log_report(run, root: Path, inputs: Sequence[str] = ()) -> None:
     for folder in ("samples", "report_assets", "plots"):
         if (Path(root) / folder).is_dir():
             artifact.add_dir(str(Path(root) / folder), name=folder)
-    for name in ("summary.csv", "per_alpha.csv", "metrics.csv", "layer_comparison.csv", "config.yaml"):
-        if (Path(root) / name).is_file():
-            artifact.add_file(str(Path(root) / name))
+    layout = RunLayout(Path(root))
+    for path in (*layout.tables, layout.layer_comparison_csv, layout.config):
+        if path.is_file():
+            artifact.add_file(str(path))
     run.log_artifact(artifact)
