@@ -125,9 +125,9 @@ def cmd_fit(args) -> int:
     concepts = _concept_names(settings.probe)
     with job_logger(settings, layout, "fit") as logger:
         run = logger.experiment if logger is not None else None
-        logging = {"wandb_run": run, "logger": logger}  # the probes' training curves go to the fit run
+        tracking = {"wandb_run": run, "logger": logger}  # the probes' training curves go to the fit run
         for name in concepts:
-            print(stages.fit(layout, name, settings.fit, settings.trainer, seed=settings.seed, **logging))
+            print(stages.fit(layout, name, settings.fit, settings.trainer, seed=settings.seed, **tracking))
         log_fitted(logger, layout, concepts)
     return 0
 
@@ -160,6 +160,11 @@ def generate_clip(adapter, prompt: str, generation: GenerationSettings, seed: in
     return generate(adapter, [prompt], generation, seeds=[seed], steering=[steering] if steering else None)
 
 
+def audio_format(path: Path) -> str:
+    """The soundfile format an ``--out`` file is written in: its suffix, upper-case (no suffix: WAV)."""
+    return (path.suffix[1:] or "wav").upper()
+
+
 def check_generate_args(args) -> None:
     """Refuse, before any model loads, an empty prompt and an ``--out`` that is a folder, an existing file or
     not an audio format soundfile writes."""
@@ -174,7 +179,7 @@ def check_generate_args(args) -> None:
         raise ConfigError(
             f"--out {out} exists; remove it or choose another file (generate never overwrites)."
         )
-    if (out.suffix[1:] or "wav").upper() not in sf.available_formats():
+    if audio_format(out) not in sf.available_formats():
         raise ConfigError(f"--out {out}: {out.suffix!r} is not an audio format; use .wav or .flac.")
 
 
@@ -204,7 +209,7 @@ def cmd_generate(args) -> int:
     out = generate_clip(adapter, args.prompt, generation, args.seed, steering)
     path = Path(args.out)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), out.audio[0].numpy(), out.sample_rate, format=(path.suffix[1:] or "wav").upper())
+        sf.write(str(tmp), out.audio[0].numpy(), out.sample_rate, format=audio_format(path))
     # One W&B run beside the clip (``<folder of --out>/wandb``), named after it, with the clip's settings.
     named = dataclasses.replace(settings.logger, name=settings.logger.name or path.stem)
     clip = {k: v for k, v in vars(args).items() if k not in ("fn", "overrides", "config", "command")}
