@@ -126,7 +126,7 @@ class BatchCommitter:
         self.measurer, self.keep_codes, self.bar = measurer, keep_codes, bar
         self.token = uuid.uuid4().hex  # this grid's clip keys in a measurer shared by several grids
 
-    def submit(self, index: int, records, audios) -> None:
+    def submit(self, index: int, audios) -> None:
         """Queue the batch's measurable clips in the measurer (a no-op without one)."""
         if self.measurer is None:
             return
@@ -194,7 +194,7 @@ def run_grid(
                 orthogonalize=orthogonalize,
                 keys=plan.keys,
             )
-            committer.submit(index, records, audios)
+            committer.submit(index, audios)
             if waiting is not None:
                 committer.commit(*waiting)
             waiting = (index, records, audios, codes)
