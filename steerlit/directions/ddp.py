@@ -54,6 +54,11 @@ def num_processes(devices) -> int:
     return n if n > 0 else 1
 
 
+def uses_ddp(trainer: TrainerSettings) -> bool:
+    """Whether ``trainer``'s strategy is of Lightning's DDP family (``ddp``, ``ddp_spawn``, ``ddp_fork``)."""
+    return str(trainer.strategy).startswith("ddp")
+
+
 def spawns_ranks(trainer: TrainerSettings) -> bool:
     """True when ``trainer`` starts several ranks by spawning (``ddp_spawn``): they cannot receive a loaded model,
     so each must load it from its settings."""

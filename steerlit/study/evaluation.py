@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from steerlit.directions.ddp import uses_ddp
 from steerlit.engines.distributed import run_grid_distributed
 from steerlit.engines.grid import GridRow, build_grid
 from steerlit.engines.results import ResultStore
@@ -114,9 +115,9 @@ def measure_clip(audio: np.ndarray, sr: int, tempo: TempoSettings) -> dict[str, 
 
 
 def grid_devices(trainer: TrainerSettings) -> int:
-    """Processes for the steering grid: ``trainer.devices`` under a DDP strategy (ddp, ddp_fork, ddp_spawn), else 1."""
+    """Processes for the steering grid: ``trainer.devices`` under DDP (:func:`uses_ddp`), else 1."""
     devices = trainer.devices
-    if not str(trainer.strategy).startswith("ddp") or not isinstance(devices, int):
+    if not uses_ddp(trainer) or not isinstance(devices, int):
         return 1
     if devices == -1:
         return max(1, torch.cuda.device_count())

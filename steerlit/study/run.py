@@ -20,7 +20,7 @@ import lightning as L
 import torch.distributed as dist
 from omegaconf import OmegaConf
 
-from steerlit.directions.ddp import num_processes
+from steerlit.directions.ddp import num_processes, uses_ddp
 from steerlit.directions.io import DirectionSet
 from steerlit.engines.results import ResultStore
 from steerlit.files import atomic_write_text
@@ -143,7 +143,7 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
             "(steerlit.callbacks.steered_generation; `steerlit run` does), or set steer.every_n_epochs=0."
         )
     check_model_settings(settings)  # layers and clip length, from config.json: before loading weights
-    if num_processes(settings.trainer.devices) > 1 and settings.trainer.strategy.startswith("ddp"):
+    if num_processes(settings.trainer.devices) > 1 and uses_ddp(settings.trainer):
         warm_metrics()  # compile numba once, before any rank or worker starts
     L.seed_everything(settings.seed, verbose=False)
     layout = start_run(settings)
