@@ -227,10 +227,8 @@ def _nested(key: str, value) -> DictConfig:
     return node
 
 
-MEASURABLE = (
-    *ATTRIBUTE_NAMES,
-    "clap_score",
-)  # what a concept's attribute can be (clap_score: with a CLAP model)
+# What a concept's attribute can be (clap_score: with a CLAP model).
+MEASURABLE = (*ATTRIBUTE_NAMES, "clap_score")
 
 
 def validate(settings: StudySettings) -> None:

@@ -23,6 +23,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 from steerlit.study.layout import EvaluationPaths, RunLayout
 from steerlit.study.records import GridResult
@@ -157,11 +158,13 @@ def artifact_name(concept: str, kind: str) -> str:
     return f"{safe}-{kind}"
 
 
-ARTIFACT_KINDS = ("activations", "directions", "probes")  # a concept's artifacts, in the order they are made
+# A concept's artifacts, in the order they are made.
+ArtifactKind = Literal["activations", "directions", "probes"]
+ARTIFACT_KINDS: tuple[ArtifactKind, ...] = get_args(ArtifactKind)
 
 
 def log_run_artifacts(
-    run, layout: RunLayout, concepts: Sequence[str], kinds: Sequence[str] = ARTIFACT_KINDS
+    run, layout: RunLayout, concepts: Sequence[str], kinds: Sequence[ArtifactKind] = ARTIFACT_KINDS
 ) -> list[str]:
     """Log each concept's ``activations`` (the cache index), ``directions`` (file + comparison table) and
     ``probes`` (probe weights), those of ``kinds``, as W&B Artifacts; returns their names.

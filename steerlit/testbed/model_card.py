@@ -123,9 +123,8 @@ def _quality_text(group: dict) -> str:
 def _steering_limitations(ev: dict) -> list[str]:
     """The steering study's acceptance and each concept's best group (rows of ``ev["steering"]``)."""
     out = []
-    st = [
-        g for g in ev.get("steering", {}).get("groups", []) if g["method"] != RANDOM_METHOD
-    ]  # not the control
+    groups = ev.get("steering", {}).get("groups", [])
+    st = [g for g in groups if g["method"] != RANDOM_METHOD]  # the random control is no candidate
     if st and not any(g.get("passes") for g in st):
         out.append(
             "- No steering group meets the acceptance (Spearman >= 0.9 and >= 30% change); see the table above."
