@@ -32,7 +32,7 @@ from steerlit.metrics.beat_trackers import BeatTracker, make_beat_tracker
 from steerlit.metrics.brightness import spectral_centroid, spectral_rolloff
 from steerlit.metrics.loudness import clipping_ratio, peak_dbfs, rms_dbfs, silence_ratio
 from steerlit.metrics.settings import TempoSettings
-from steerlit.metrics.tempo import estimate_tempo
+from steerlit.metrics.tempo import estimate_tempo_for
 
 ATTRIBUTE_NAMES: tuple[str, ...] = (
     "bpm",
@@ -81,16 +81,7 @@ def beat_tracker_for(tempo: TempoSettings) -> BeatTracker:
 
 
 def _onset_rate(y: np.ndarray, sr: int, tempo: TempoSettings, extra: Mapping[str, Any]) -> float:
-    est = estimate_tempo(
-        y,
-        sr,
-        start_bpm=tempo.start_bpm,
-        std_bpm=tempo.std_bpm,
-        min_bpm=tempo.min_bpm,
-        max_bpm=tempo.max_bpm,
-        **extra,
-    )
-    return float(est.onset_rate)
+    return float(estimate_tempo_for(y, sr, tempo, **extra).onset_rate)
 
 
 def _beat_attributes(y: np.ndarray, sr: int, tempo: TempoSettings) -> dict[str, float]:

@@ -64,7 +64,7 @@ from steerlit.metrics.beat_confidence import (
     silent_estimate,
 )
 from steerlit.metrics.settings import TempoSettings
-from steerlit.metrics.tempo import estimate_tempo
+from steerlit.metrics.tempo import estimate_tempo_for
 
 BEAT_EXTRA_INSTALL = 'pip install -e ".[beat]"'
 log = logging.getLogger(__name__)
@@ -132,10 +132,7 @@ class LibrosaBeatTracker:
         y = as_mono(audio)
         if _no_beat_input(y, sr):
             return silent_estimate(self.name)
-        t = self.tempo
-        raw = estimate_tempo(
-            y, sr, start_bpm=t.start_bpm, std_bpm=t.std_bpm, min_bpm=t.min_bpm, max_bpm=t.max_bpm
-        )
+        raw = estimate_tempo_for(y, sr, self.tempo)
         # TODO(after the metrics split): take the envelope estimate_tempo already computed instead of a second one.
         envelope = librosa.onset.onset_strength(y=y, sr=sr, hop_length=LIBROSA_HOP)
         confidence = beat_confidence(envelope, sr / LIBROSA_HOP, salience_ref=self.salience_ref)

@@ -18,6 +18,7 @@ import numpy as np
 
 from steerlit.metrics.audio_input import as_mono, check_sample_rate
 from steerlit.metrics.numba_cache import import_librosa, register_warmup, warmup_clip
+from steerlit.metrics.settings import TempoSettings
 
 # Clips shorter than this, or whose peak is below SILENCE_PEAK, get bpm = nan.
 MIN_DURATION_S = 1.0
@@ -109,6 +110,14 @@ def estimate_tempo(
         )
     beats = _beat_times(oenv, sr, hop_length, start_bpm, bpm)
     return TempoEstimate(bpm=bpm, beat_times=beats, onset_rate=onset_rate)
+
+
+def estimate_tempo_for(audio: np.ndarray, sr: int, tempo: TempoSettings, **options) -> TempoEstimate:
+    """:func:`estimate_tempo` with the prior and range of ``tempo`` (``options``: ``hop_length``)."""
+    prior = dict(
+        start_bpm=tempo.start_bpm, std_bpm=tempo.std_bpm, min_bpm=tempo.min_bpm, max_bpm=tempo.max_bpm
+    )
+    return estimate_tempo(audio, sr, **prior, **options)
 
 
 def _onset_envelope(y: np.ndarray, sr: int, hop_length: int, duration: float) -> tuple[np.ndarray, float]:
