@@ -66,6 +66,11 @@ class Intervention:
 RowSteering = Sequence[Intervention]  # empty: the row is not steered
 
 
+def is_broadcast(steering: Sequence[RowSteering] | RowSteering) -> bool:
+    """Whether ``steering`` is one :data:`RowSteering` for every row (interventions), not one per row."""
+    return bool(steering) and all(isinstance(r, Intervention) for r in steering)
+
+
 def parse_model_site(adapter, name: str | Site) -> Site:
     """A site of this adapter's model (layers and heads range-checked), or :class:`SteeringError`."""
     try:
@@ -106,7 +111,7 @@ def hook_only_reason(steering: Sequence[RowSteering] | RowSteering | None) -> st
     """Why a steering can only run through :class:`Steering`'s hooks (None: its tables say everything): head
     sites (``attn_head.L.h``) and probe gates have no table form that another decode loop could read."""
     rows = steering or []
-    rows = [rows] if rows and all(isinstance(r, Intervention) for r in rows) else rows
+    rows = [rows] if is_broadcast(rows) else rows
     for row in rows:
         for iv in row:
             if any(split_site(name).is_head for name in iv.vectors):
@@ -184,7 +189,7 @@ class Steering(SiteHookContext):
 
     def __init__(self, adapter, rows: Sequence[RowSteering] | RowSteering):
         self.adapter = adapter
-        if rows and all(isinstance(r, Intervention) for r in rows):
+        if is_broadcast(rows):
             rows, self.broadcast = [list(rows)], True
         else:
             self.broadcast = False
