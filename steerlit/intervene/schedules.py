@@ -73,10 +73,10 @@ class EveryK:
 
 @dataclass(frozen=True)
 class ProbeGated:
-    """Constant α, gated by the logistic probe saved at ``probe`` (a :class:`LinearProbeModule` file) for
-    ``site``: ``mode`` ``stop`` (α → 0 once p > ``threshold``) or ``proportional`` (α·(1 − p)), on readings
-    averaged with ``smoothing``; see :mod:`steerlit.intervene.gate`. ``values`` is the ungated base (1
-    everywhere)."""
+    """Constant α, gated by the logistic probe saved at ``probe`` (a
+    :class:`~steerlit.directions.probes.LinearProbeModule` file) for ``site``: ``mode`` ``stop`` (α → 0 once
+    p > ``threshold``) or ``proportional`` (α·(1 − p)), on readings averaged with ``smoothing``; see
+    :mod:`steerlit.intervene.gate`. ``values`` is the ungated base (1 everywhere)."""
 
     probe: str = ""
     site: str = ""

@@ -164,8 +164,9 @@ def parameters_fingerprint(model: nn.Module) -> str:
 
 def weights_fingerprint(model: MusicGenAdapter | nn.Module) -> str:
     """16 hex digits identifying what ``model`` (an adapter or its module) computes: its files' fingerprint
-    when it was loaded by :func:`load_model` and not modified since, else its parameters' (the latter start
-    with ``p``). The same files give the same fingerprint in every process, dtype and device."""
+    when it was loaded by :func:`~steerlit.models.loading.load_model` and not modified since, else its
+    parameters' (the latter start with ``p``). The same files give the same fingerprint in every process, dtype
+    and device."""
     module = model.model if isinstance(model, MusicGenAdapter) else model
     loaded = _LOADED_FROM.get(module)
     if loaded is None or loaded.versions != parameter_versions(module):
