@@ -21,7 +21,13 @@ torchrun / SLURM)::
     layer_comparison.csv                 per steered group: held-out AUROC / Cohen's d (CIs), cosine with
                                          diff-mean, steering slope (CI), quality cost
     plots/layer_comparison_<concept>.png those columns vs layer (both: steerlit.study.layer_comparison)
+    report.html, report_assets/          the listening report and its thumbnails; samples/index.csv names the
+                                         clips (steerlit.study.report)
+    source.json                          a re-steered folder's source run and directions hashes
+                                         (steerlit.study.resteer)
     wandb/                               every W&B file (offline: `wandb sync <run>/wandb/wandb/offline-run-*`)
+    wandb/run_id                         the folder's one W&B run id, resumed by every invocation
+                                         (steerlit.study.tracking.folder_run_id)
 
 :class:`RunLayout` owns these paths; :class:`EvaluationPaths` are the files of one evaluation (the final grid
 in the run folder itself, or one probe-training stage under ``<concept>/epochs/<stage>/``).
