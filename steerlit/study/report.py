@@ -29,11 +29,13 @@ import yaml
 from steerlit.files import atomic_write_csv, atomic_write_text
 from steerlit.study.layout import RunLayout
 from steerlit.study.records import GROUP_COLUMNS
+from steerlit.study.tables import DEFAULT_ATTRIBUTES
 from steerlit.study.thumbnails import THUMBNAIL_SIZE, ThumbnailError, write_thumbnails
 
 REQUIRED_FILES = ("summary.csv", "metrics.csv")
 METRICS_COLUMNS = ("key", "prompt", "prompt_index", "seed", *GROUP_COLUMNS, "alpha", "wav")
-ATTRIBUTES_BY_NAME = (("tempo", "bpm"), ("timbre", "centroid_hz"), ("bright", "centroid_hz"))
+# The tables' attribute of a concept by name, and also ``*bright*`` (a report only reads a column, never fails).
+ATTRIBUTES_BY_NAME = (*DEFAULT_ATTRIBUTES.items(), ("bright", "centroid_hz"))
 REPORT_NAME = "report.html"
 SAMPLE_INDEX = "samples/index.csv"
 LINKED_FILES = ("config.yaml", "summary.csv", "per_alpha.csv", "metrics.csv", "results.jsonl", SAMPLE_INDEX)
