@@ -11,7 +11,8 @@ import difflib
 
 from omegaconf import DictConfig, OmegaConf
 
-# The codec's sizes: the arguments of ``codec.make_encodec_config`` (a codec section must set them all).
+# The codec's sizes: the keys of ``codec.TESTBED_CODEC_SIZES``, which ``codec.make_encodec_config`` takes (a codec
+# section must set them all).
 CODEC_SIZE_KEYS = ("num_filters", "hidden_size", "codebook_size", "num_codebooks", "num_lstm_layers")
 # Optional keyword arguments of the stage modules that a config may set (their defaults hold otherwise);
 # the stages pass exactly these through :func:`given_options`.
