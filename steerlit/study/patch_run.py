@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from steerlit.data.probe_set import load_eval_prompts, load_probe_set
 from steerlit.intervene.patching import StepWindow
@@ -34,7 +35,7 @@ PATCH_SUMMARY = "summary.json"  # run_patching's summary: a folder holding it ha
 
 
 def validate_patch_axes(patch: PatchSettings, num_layers: int) -> None:
-    """Pairs, windows, site kinds, layers and the bootstrap of ``patch`` (ConfigError naming the key)."""
+    """Pairs, windows, site kinds, layers, the bootstrap and threads of ``patch`` (ConfigError naming the key)."""
     if not patch.concepts:
         raise ConfigError(
             "patch.concepts is empty: name at least one probe set with pairs (e.g. testbed_tempo)."
@@ -59,6 +60,8 @@ def validate_patch_axes(patch: PatchSettings, num_layers: int) -> None:
             raise ConfigError(
                 f"{key} has layers {bad} out of range: the model has layers 0..{num_layers - 1}."
             )
+    if patch.threads is not None and patch.threads < 1:
+        raise ConfigError(f"patch.threads must be >= 1 (or null: torch's default), got {patch.threads}.")
     if not 0 < patch.ci < 1 or patch.n_boot < 1:
         raise ConfigError(
             f"patch.ci must be in (0, 1) and patch.n_boot >= 1, got {patch.ci} and {patch.n_boot}."
@@ -131,7 +134,9 @@ def run_patch_study(
     report(f"run folder {layout.root}")
     logger = make_wandb_logger(settings.logger, layout, as_dict(settings), job_type=PATCH_JOB_TYPE)
     wandb_run = logger.experiment if logger is not None else None
+    threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(settings.patch.threads or threads)
         adapter = load_adapter(settings.model)
         generation = settings.steer.generation()
         summary = run_patching(
@@ -139,6 +144,7 @@ def run_patch_study(
         )
         log_patching(summary, wandb_run)
     finally:
+        torch.set_num_threads(threads)
         if wandb_run is not None:
             wandb_run.finish()
         end_run(layout)
