@@ -10,11 +10,13 @@ its top level, W&B under ``wandb/``), logging to W&B with job type ``patch`` whe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import torch
+from threadpoolctl import threadpool_limits
 
 from steerlit.data.probe_set import load_eval_prompts, load_probe_set
 from steerlit.intervene.patching import StepWindow
@@ -118,6 +120,22 @@ def validate_patch(settings: StudySettings) -> None:
     validate_patch_files(settings.patch)
 
 
+@contextmanager
+def limited_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (threadpoolctl) at ``threads``
+    inside the block, restored after it (None: left as they are)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_patch_study(
     settings: StudySettings, *, report: Callable[[str], None] = progress
 ) -> tuple[RunLayout, dict]:
@@ -134,17 +152,15 @@ def run_patch_study(
     report(f"run folder {layout.root}")
     logger = make_wandb_logger(settings.logger, layout, as_dict(settings), job_type=PATCH_JOB_TYPE)
     wandb_run = logger.experiment if logger is not None else None
-    threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(settings.patch.threads or threads)
-        adapter = load_adapter(settings.model)
-        generation = settings.steer.generation()
-        summary = run_patching(
-            adapter, layout.root, settings.patch, generation, settings.metrics, progress=report
-        )
+        with limited_threads(settings.patch.threads):
+            adapter = load_adapter(settings.model)
+            generation = settings.steer.generation()
+            summary = run_patching(
+                adapter, layout.root, settings.patch, generation, settings.metrics, progress=report
+            )
         log_patching(summary, wandb_run)
     finally:
-        torch.set_num_threads(threads)
         if wandb_run is not None:
             wandb_run.finish()
         end_run(layout)
@@ -166,5 +182,14 @@ def format_patch_outputs(summary: Mapping, root: Path) -> str:
     ]
     lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()))
     lines.append(f"files in {root}:")
-    lines += [f"  {Path(f).name}" for f in [*summary["files"], PATCH_SUMMARY]]
+    lines += [f"  {relative_name(f, root)}" for f in [*summary["files"], PATCH_SUMMARY]]
     return "\n".join(lines)
+
+
+def relative_name(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (e.g. ``testbed_tempo/directions.safetensors``); as given when outside it."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -9,6 +9,7 @@ from support.offline_runs import read_offline_run
 
 from steerlit.cli import main
 from steerlit.config import compose
+from steerlit.directions.io import load_directions
 from steerlit.study.patch_run import (
     run_patch_study,
     validate_gate,
@@ -143,6 +144,9 @@ def test_patch_command_writes_a_run_folder_and_logs_to_wandb(tmp_path, tiny_mode
     for stem in ("patching_testbed_tempo_xattn_out_attribute", "head_probes_testbed_tempo", "gate_tradeoff"):
         assert (run / f"{stem}.png").read_bytes()[:4] == b"\x89PNG", stem
         assert (run / f"{stem}.csv").exists() or stem == "gate_tradeoff"
+    heads = load_directions(run / "testbed_tempo" / "directions.safetensors")  # what top_heads steers from
+    assert heads.methods == ["logistic"] and "head_accuracy" in heads.metadata
+    assert "testbed_tempo/directions.safetensors" in done.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert {r["mode"] for r in summary["tradeoff"]} == {"constant", "stop", "proportional"}
     offline = list((run / "wandb").rglob("offline-run-*"))
