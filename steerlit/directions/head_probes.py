@@ -124,15 +124,25 @@ def save_head_directions(
     accuracy: Mapping[str, float],
     *,
     model_id: str,
+    weights_fingerprint: str = "",
     concept: str = "",
     method: str = "head_probe",
     scale: str = "diffmean",
 ) -> Path:
-    """A direction file of every head's probe direction (``<method>/attn_head.L.h``, (head_dim,), ``scale`` as in
-    :meth:`LinearProbeModule.directions`) with ``head_accuracy`` metadata (JSON {site: accuracy})."""
+    """A direction file (atomic) of every head's probe direction (``<method>/attn_head.L.h``, (head_dim,),
+    ``scale`` as in :meth:`LinearProbeModule.directions`) with ``head_accuracy`` metadata (JSON {site: accuracy});
+    ``weights_fingerprint``: the model's (:func:`~steerlit.models.fingerprint.weights_fingerprint`, "" unknown)."""
     vectors = {(method, site): vec for site, vec in module.directions(scale).items()}
     extra = {HEAD_ACCURACY_KEY: {s: float(a) for s, a in accuracy.items()}}
-    return save_directions(path, vectors, model_id=model_id, concept=concept, position="mean", extra=extra)
+    return save_directions(
+        path,
+        vectors,
+        model_id=model_id,
+        weights_fingerprint=weights_fingerprint,
+        concept=concept,
+        position="mean",
+        extra=extra,
+    )
 
 
 def save_heatmap(

@@ -3,7 +3,8 @@
 :func:`run_head_probe_maps` records, for every twin of each probe set, the mean over ``head_steps`` decoding
 steps of every attention head and every layer's ``resid_post`` (conditional half), trains the per-head logistic
 probes (:mod:`steerlit.directions.head_probes`, vectorised over heads) and a layer probe of every
-``resid_post`` (the gate probes), and writes the head x layer accuracy map. It also returns each concept's
+``resid_post`` (the gate probes), and writes the head x layer accuracy map and the head directions
+(``<concept>/directions.safetensors``: what a ``top_heads`` grid steers from). It also returns each concept's
 diff-mean direction (train split) at every layer, which the trade-off steers with.
 
 :func:`run_gate_tradeoff` steers the neutral prompts towards each concept's target pole (``poles``) at ``alphas``
@@ -31,6 +32,7 @@ from steerlit.directions.head_probes import (
     accuracy_map,
     head_accuracy,
     record_head_activations,
+    save_head_directions,
     save_heatmap,
     train_head_probes,
 )
@@ -44,22 +46,27 @@ from steerlit.intervene.steer import Intervention, Steering
 from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings
+from steerlit.models.fingerprint import weights_fingerprint
 from steerlit.models.sites import attention_shape, layer_site
+from steerlit.study.layout import RunLayout
 from steerlit.study.patch_settings import GateSettings, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
+HEAD_METHOD = "logistic"  # the head probes are logistic probes: their direction files' method name
 TRADEOFF_COLUMNS = ("concept", "mode", "alpha", "effect", "frechet", "openness", "frechet_constant_at_effect")
 
 
 @dataclass
 class ConceptProbes:
-    """What the head-probe stage gives one concept: head accuracies, the layer-probe file and accuracies, and
-    the diff-mean direction at every layer ({resid_post.L: (H,)})."""
+    """What the head-probe stage gives one concept: head accuracies, the layer-probe file and accuracies, the
+    diff-mean direction at every layer ({resid_post.L: (H,)}) and the head-direction file ``top_heads`` steers
+    from (``<concept>/directions.safetensors``, method :data:`HEAD_METHOD`)."""
 
     head_accuracy: dict[str, float]
     layer_accuracy: dict[str, float]
     probe_file: Path
     directions: dict[str, torch.Tensor]
+    head_directions: Path
 
 
 def _concept_probes(adapter, ps: ProbeSet, generation, settings: GateSettings, out_dir: Path, seed: int):
@@ -77,6 +84,16 @@ def _concept_probes(adapter, ps: ProbeSet, generation, settings: GateSettings, o
     module, dm = train_head_probes(
         {s: acts[s] for s in acts if s not in layer_sites}, labels, splits, settings.probe, seed=seed
     )
+    accuracy = head_accuracy(module, dm)
+    head_file = save_head_directions(
+        RunLayout(out_dir).directions(ps.name),
+        module,
+        accuracy,
+        model_id=adapter.model_id,
+        weights_fingerprint=weights_fingerprint(adapter),
+        concept=ps.name,
+        method=HEAD_METHOD,
+    )
     steps = settings.head_steps
     per_step = {s: acts[s].flatten(0, 1) for s in layer_sites}  # (N * steps, H)
     step_splits = [split for split in splits for _ in range(steps)]
@@ -89,7 +106,7 @@ def _concept_probes(adapter, ps: ProbeSet, generation, settings: GateSettings, o
         s: means[s][train & (labels == 1)].mean(0) - means[s][train & (labels == 0)].mean(0)
         for s in layer_sites
     }
-    return ConceptProbes(head_accuracy(module, dm), head_accuracy(layer_probe, layer_dm), path, directions)
+    return ConceptProbes(accuracy, head_accuracy(layer_probe, layer_dm), path, directions, head_file)
 
 
 def run_head_probe_maps(
@@ -102,7 +119,9 @@ def run_head_probe_maps(
     seed: int = 0,
 ) -> tuple[dict[str, ConceptProbes], list[Path]]:
     """Per concept: head probes, layer (gate) probes, diff-mean directions; writes ``head_probes_<concept>``
-    (layers x heads test accuracy, last column the layer probe's) as CSV + PNG."""
+    (layers x heads test accuracy, last column the layer probe's) as CSV + PNG and the head directions with
+    their test accuracies as ``<concept>/directions.safetensors`` (the file a run folder's ``top_heads``
+    strategy steers from: ``steerlit steer --run`` on this folder)."""
     heads = attention_shape(adapter.decoder_layers)[0]
     out, paths = {}, []
     for concept, ps in probe_sets.items():
@@ -122,6 +141,7 @@ def run_head_probe_maps(
             vmax=1.0,
         )
         out[concept] = probes
+        paths.append(probes.head_directions)
     return out, paths
 
 

@@ -10,10 +10,13 @@ its top level, W&B under ``wandb/``), logging to W&B with job type ``patch`` whe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
+from threadpoolctl import threadpool_limits
 
 from steerlit.data.probe_set import load_eval_prompts, load_probe_set
 from steerlit.intervene.patching import StepWindow
@@ -34,7 +37,7 @@ PATCH_SUMMARY = "summary.json"  # run_patching's summary: a folder holding it ha
 
 
 def validate_patch_axes(patch: PatchSettings, num_layers: int) -> None:
-    """Pairs, windows, site kinds, layers and the bootstrap of ``patch`` (ConfigError naming the key)."""
+    """Pairs, windows, site kinds, layers, the bootstrap and threads of ``patch`` (ConfigError naming the key)."""
     if not patch.concepts:
         raise ConfigError(
             "patch.concepts is empty: name at least one probe set with pairs (e.g. testbed_tempo)."
@@ -59,6 +62,8 @@ def validate_patch_axes(patch: PatchSettings, num_layers: int) -> None:
             raise ConfigError(
                 f"{key} has layers {bad} out of range: the model has layers 0..{num_layers - 1}."
             )
+    if patch.threads is not None and patch.threads < 1:
+        raise ConfigError(f"patch.threads must be >= 1 (or null: torch's default), got {patch.threads}.")
     if not 0 < patch.ci < 1 or patch.n_boot < 1:
         raise ConfigError(
             f"patch.ci must be in (0, 1) and patch.n_boot >= 1, got {patch.ci} and {patch.n_boot}."
@@ -115,6 +120,22 @@ def validate_patch(settings: StudySettings) -> None:
     validate_patch_files(settings.patch)
 
 
+@contextmanager
+def limited_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (threadpoolctl) at ``threads``
+    inside the block, restored after it (None: left as they are)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_patch_study(
     settings: StudySettings, *, report: Callable[[str], None] = progress
 ) -> tuple[RunLayout, dict]:
@@ -132,11 +153,12 @@ def run_patch_study(
     logger = make_wandb_logger(settings.logger, layout, as_dict(settings), job_type=PATCH_JOB_TYPE)
     wandb_run = logger.experiment if logger is not None else None
     try:
-        adapter = load_adapter(settings.model)
-        generation = settings.steer.generation()
-        summary = run_patching(
-            adapter, layout.root, settings.patch, generation, settings.metrics, progress=report
-        )
+        with limited_threads(settings.patch.threads):
+            adapter = load_adapter(settings.model)
+            generation = settings.steer.generation()
+            summary = run_patching(
+                adapter, layout.root, settings.patch, generation, settings.metrics, progress=report
+            )
         log_patching(summary, wandb_run)
     finally:
         if wandb_run is not None:
@@ -160,5 +182,14 @@ def format_patch_outputs(summary: Mapping, root: Path) -> str:
     ]
     lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()))
     lines.append(f"files in {root}:")
-    lines += [f"  {Path(f).name}" for f in [*summary["files"], PATCH_SUMMARY]]
+    lines += [f"  {relative_name(f, root)}" for f in [*summary["files"], PATCH_SUMMARY]]
     return "\n".join(lines)
+
+
+def relative_name(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (e.g. ``testbed_tempo/directions.safetensors``); as given when outside it."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -48,7 +48,10 @@ class PatchSettings:
     of ``site_kinds`` at ``layers`` (None: all; one map per kind), decoding-step ``windows`` (``"start-stop"``,
     ``"start-end"``: to the end), CFG ``half`` patched; maps summarise pairs by ``statistic`` (median | mean) with a ``ci`` bootstrap
     interval (``n_boot`` resamples); pairs whose |log source / target| attribute gap is below ``min_gap`` are
-    dropped; ``gate``: the head-probe maps and the gated trade-off."""
+    dropped; ``gate``: the head-probe maps and the gated trade-off; ``threads``: torch's intra-op threads and
+    the BLAS pools while ``steerlit patch`` runs (:func:`steerlit.study.patch_run.limited_threads`; None:
+    left as they are, one per core; the testbed experiments use 1: its small matrices gain little from a
+    second thread, and on a shared machine two spinning threads run several times slower)."""
 
     concepts: tuple[str, ...] = ("testbed_tempo", "testbed_timbre")
     n_pairs: int = 8
@@ -62,6 +65,7 @@ class PatchSettings:
     min_gap: float = 0.05
     seed: int = 0
     gate: GateSettings = field(default_factory=GateSettings)
+    threads: int | None = None
 
 
 def check_gate_alignment(gate: GateSettings, concepts: Sequence[str]) -> None:

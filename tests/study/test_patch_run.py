@@ -4,12 +4,16 @@ import csv
 import json
 
 import pytest
+import torch
 from support.journeys import cli_env, steerlit
 from support.offline_runs import read_offline_run
+from threadpoolctl import threadpool_info
 
 from steerlit.cli import main
 from steerlit.config import compose
+from steerlit.directions.io import load_directions
 from steerlit.study.patch_run import (
+    limited_threads,
     run_patch_study,
     validate_gate,
     validate_patch,
@@ -64,11 +68,24 @@ def test_patch_keys_are_typed():
         (["patch.concepts=[nope,testbed_timbre]"], "patch.concepts 'nope'"),
         (["patch.gate.eval_set=nope"], "patch.gate.eval_set 'nope'"),
         (["patch.gate.split=[0.5,0.5,0.5]"], "summing to 1"),
+        (["patch.threads=0"], "patch.threads must be >= 1"),
     ],
 )
 def test_bad_patch_settings_fail_with_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate_patch(compose(["experiment=patching_testbed", *overrides]))
+
+
+def test_limited_threads_sets_torch_and_blas_threads_and_restores_them():
+    before, blas_before = torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]
+    with limited_threads(1):
+        assert torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    assert torch.get_num_threads() == before
+    assert [p["num_threads"] for p in threadpool_info()] == blas_before
+    with limited_threads(None):
+        assert torch.get_num_threads() == before
+    assert compose(["experiment=patching_testbed"]).patch.threads == 1 and compose([]).patch.threads is None
 
 
 def test_patch_help_lists_the_command(capsys):
@@ -143,6 +160,9 @@ def test_patch_command_writes_a_run_folder_and_logs_to_wandb(tmp_path, tiny_mode
     for stem in ("patching_testbed_tempo_xattn_out_attribute", "head_probes_testbed_tempo", "gate_tradeoff"):
         assert (run / f"{stem}.png").read_bytes()[:4] == b"\x89PNG", stem
         assert (run / f"{stem}.csv").exists() or stem == "gate_tradeoff"
+    heads = load_directions(run / "testbed_tempo" / "directions.safetensors")  # what top_heads steers from
+    assert heads.methods == ["logistic"] and "head_accuracy" in heads.metadata
+    assert "testbed_tempo/directions.safetensors" in done.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert {r["mode"] for r in summary["tradeoff"]} == {"constant", "stop", "proportional"}
     offline = list((run / "wandb").rglob("offline-run-*"))
