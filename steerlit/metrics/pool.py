@@ -77,6 +77,19 @@ def shut_down_broken(pool: cf.ProcessPoolExecutor) -> str:
     return f"metric worker died ({', '.join(sorted(set(names))) or 'unknown cause'})"
 
 
+@dataclasses.dataclass(frozen=True)
+class MeasurerSpec:
+    """What a :class:`ClipMeasurer` is built from, for another process to build it (a DDP rank): this pickles
+    (``measure`` must be a module-level callable or a ``functools.partial`` of one), a measurer does not."""
+
+    measure: MeasureFn
+    workers: int = 1
+    value_names: tuple[str, ...] = ATTRIBUTE_NAMES
+
+    def open(self) -> ClipMeasurer:
+        return ClipMeasurer(workers=self.workers, measure=self.measure, value_names=self.value_names)
+
+
 @dataclasses.dataclass
 class _Clip:
     audio: np.ndarray

@@ -212,7 +212,7 @@ def evaluate_concepts(
             directions,
             plan.steer.generation(),
             layout.evaluation(),
-            tempo=settings.metrics.tempo,
+            metrics=settings.metrics,
             model=settings.model,
             trainer=settings.trainer,
         )
