@@ -25,6 +25,7 @@ from steerlit.directions.io import DirectionSet
 from steerlit.engines.results import ResultStore
 from steerlit.files import atomic_write_text
 from steerlit.metrics import warm_metrics
+from steerlit.metrics.pool import exit_if_reimported_by_a_worker
 from steerlit.models.loading import load_adapter
 from steerlit.study.evaluation import Directions, Evaluation, GridPlan, steer
 from steerlit.study.launch import RunLock, global_rank
@@ -135,6 +136,7 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
 
     ``probe_callbacks``: needed with ``steer.every_n_epochs > 0`` (see the module docstring). In a
     multi-process run every rank calls it; rank 0 writes and logs, and returns the summary (others: ``[]``)."""
+    exit_if_reimported_by_a_worker()  # a metric worker re-running an unguarded script: the work is the parent's
     every = settings.steer.every_n_epochs
     if every and probe_callbacks is None:
         raise ConfigError(
