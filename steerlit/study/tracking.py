@@ -2,7 +2,9 @@
 
 All W&B files (run data, staged media, cache, logs) are kept inside the run folder by setting
 ``WANDB_DIR``, ``WANDB_DATA_DIR`` and ``WANDB_CACHE_DIR`` (audio inside tables is otherwise staged
-under ``~/.local/share/wandb``). Offline runs are uploaded later with ``wandb sync <run>/wandb/wandb/offline-run-*``.
+under ``~/.local/share/wandb``). A run folder is one W&B run (:func:`folder_run_id`); each invocation on it leaves
+an offline fragment, uploaded into that run, in order, with
+``wandb sync --id "$(cat <run>/wandb/run_id)" <run>/wandb/wandb/offline-run-*`` (README).
 :func:`log_evaluation` logs one evaluation stage under ``steer/<stage>/``: a samples table, the per-α and summary
 tables, the plot, the summary scalars and, per (concept, method, layer, strategy) group, a pivot table of clips
 across α (:mod:`steerlit.study.wandb_layout`). :func:`run_options` states how config and ``WANDB_*`` variables
