@@ -51,7 +51,7 @@ from steerlit.study.stages import (
     progress,
 )
 from steerlit.study.tables import format_summary
-from steerlit.study.tracking import make_wandb_logger
+from steerlit.study.tracking import wandb_logger
 
 
 @dataclass(frozen=True)
@@ -152,13 +152,10 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
     lead = global_rank() == 0
     if lead:
         progress(f"run folder {layout.root}")
-    logger = make_wandb_logger(settings.logger, layout, as_dict(settings)) if lead else None
-    wandb_run = logger.experiment if logger is not None else None
     try:
-        return run_stages(settings, layout, probe_callbacks, logger)
+        with wandb_logger(settings.logger, layout, as_dict(settings), lead=lead) as logger:
+            return run_stages(settings, layout, probe_callbacks, logger)
     finally:
-        if wandb_run is not None:
-            wandb_run.finish()
         end_run(layout)
 
 

@@ -13,11 +13,12 @@ combine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import netrc
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,25 @@ def make_wandb_logger(
     )
     logger.experiment  # noqa: B018  (start the run now, so its folder exists)
     return logger
+
+
+@contextlib.contextmanager
+def wandb_logger(
+    settings: LoggerSettings,
+    layout: RunLayout,
+    config: Mapping[str, Any],
+    *,
+    job_type: str = "study",
+    lead: bool = True,
+) -> Iterator[Any]:
+    """The W&B logger of one job (:func:`make_wandb_logger`) for a ``with`` block, its run finished on leaving,
+    also after an error; None when logging is off or on a process that is not the ``lead`` (DDP rank 0)."""
+    logger = make_wandb_logger(settings, layout, config, job_type=job_type) if lead else None
+    try:
+        yield logger
+    finally:
+        if logger is not None:
+            logger.experiment.finish()
 
 
 def rows_table(rows: Sequence[Mapping[str, Any]]):

@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 from steerlit.study.layout import RunLayout
 from steerlit.study.settings import LoggerSettings
-from steerlit.study.tracking import make_wandb_logger
+from steerlit.study.tracking import wandb_logger
 
 layout = RunLayout(Path(sys.argv[1]))
 for n in (3, 2):  # a run, then a resume of its folder
-    logger = make_wandb_logger(LoggerSettings(mode="offline"), layout, {"n": n})
-    for i in range(n):
-        logger.experiment.log({"x": 10 * n + i})
-    logger.experiment.finish()
+    with wandb_logger(LoggerSettings(mode="offline"), layout, {"n": n}) as logger:
+        for i in range(n):
+            logger.experiment.log({"x": 10 * n + i})
 """
 
 
