@@ -28,6 +28,7 @@ import faulthandler
 import functools
 import logging
 import multiprocessing
+import multiprocessing.context
 import shutil
 import signal
 import sys
@@ -52,10 +53,28 @@ BOOTSTRAP_EXIT = 87  # the exit status of a worker that was re-running the main 
 UNGUARDED = {"warned": False}  # this process's workers re-ran its script: measure here from now on
 
 
+WORKER_NAME = "steerlit-metric-worker"  # the name prefix of the measurer's processes
+
+
+class MetricWorkerProcess(multiprocessing.context.SpawnProcess):
+    """A spawned process named :data:`WORKER_NAME`-<n>: spawn sets the name before it imports the main module
+    again, so a worker knows what it is while it starts."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = f"{WORKER_NAME}-{self.name}"
+
+
+class MetricWorkerContext(multiprocessing.context.SpawnContext):
+    Process = MetricWorkerProcess
+
+
 def reimported_by_a_worker() -> bool:
-    """Whether this process is a spawned child still importing its parent's main module (multiprocessing's own
-    bootstrap flag, the one behind its "start a new process before ... bootstrapping" error)."""
-    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+    """Whether this process is a metric worker still importing its parent's main module (multiprocessing's own
+    bootstrap flag, the one behind its "start a new process before ... bootstrapping" error). Other spawned
+    processes (DDP ranks, a user's own pools) are left to multiprocessing's error."""
+    process = multiprocessing.current_process()
+    return bool(getattr(process, "_inheriting", False)) and process.name.startswith(WORKER_NAME)
 
 
 def exit_if_reimported_by_a_worker() -> None:
@@ -237,7 +256,7 @@ class ClipMeasurer:
     def _new_pool(self, workers: int, cache_dir: Path) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=MetricWorkerContext(),
             initializer=init_worker,
             initargs=(str(cache_dir),),
         )
