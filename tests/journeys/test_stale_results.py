@@ -143,7 +143,8 @@ def kill_after_a_steered_row(args: list[str], env: dict, cwd: Path, results: Pat
     )
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
-        if results.exists() and any(line["n_terms"] for line in result_lines(results.parent)):
+        lines = results.read_text().splitlines(keepends=True) if results.exists() else []
+        if any(line.endswith("\n") and json.loads(line)["n_terms"] for line in lines):  # complete lines
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
