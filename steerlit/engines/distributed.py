@@ -18,6 +18,10 @@ How it works:
   (no shuffling): every rank runs the same number of ``predict_step`` calls, so a per-step
   ``all_gather_object`` cannot deadlock; a padded (repeated) batch is generated twice and
   dropped on rank 0;
+* each rank measures its clips through a :class:`~steerlit.metrics.pool.ClipMeasurer` of its own, built from
+  a :class:`~steerlit.metrics.pool.MeasurerSpec` (its spawned workers, as in one process: a native crash in a
+  metric gives that clip ``nan`` values and a reason after a retry, and never takes the rank down); or, with
+  ``metrics_fn`` alone, in the rank itself;
 * after each step rank 0 receives every rank's records and audio and commits them to the
   :class:`ResultStore` (the only writer, :func:`~steerlit.engines.plan.commit_batch`), so an interrupted
   DDP sweep resumes like a local one;
@@ -39,9 +43,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from steerlit.engines.grid import GridRow
 from steerlit.engines.plan import GridPlan, commit_batch, dtype_name, plan_grid, records_in_row_order
 from steerlit.engines.results import ResultStore
-from steerlit.engines.runner import MetricsFn, generate_rows
+from steerlit.engines.runner import MetricsFn, add_measurements, generate_rows, submit_clips
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_write_json
+from steerlit.metrics.pool import ClipMeasurer, MeasurerSpec
 from steerlit.models.loading import load_adapter
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import quiet_lightning
@@ -80,6 +85,7 @@ class GridPredictor(pl.LightningModule):
         *,
         out_dir: str | Path,
         metrics_fn: MetricsFn | None = None,
+        measurer: MeasurerSpec | None = None,
         orthogonalize: bool = False,
     ):
         super().__init__()
@@ -89,7 +95,9 @@ class GridPredictor(pl.LightningModule):
         self.directions = directions
         self.out_dir = Path(out_dir)
         self.metrics_fn, self.orthogonalize = metrics_fn, orthogonalize
+        self.measurer_spec = measurer
         self._adapter = _Holder()
+        self._measurer = _Holder()  # this rank's ClipMeasurer, started at its first clip
         self.plan: GridPlan | None = None
         self.done: set[str] = set()
 
@@ -100,6 +108,23 @@ class GridPredictor(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.adapter is None:  # every model setting (dtype, hub cache, attention) on this rank's device
             self._adapter.value = load_adapter(self.model_settings, device=self.trainer.strategy.root_device)
+
+    def clip_measurer(self) -> ClipMeasurer:
+        """This rank's measurer (its worker processes start once, at the first batch)."""
+        if self._measurer.value is None:
+            self._measurer.value = self.measurer_spec.open()
+        return self._measurer.value
+
+    def close_measurer(self) -> None:
+        if self._measurer.value is not None:
+            self._measurer.value.close()
+            self._measurer.value = None
+
+    def on_predict_end(self) -> None:
+        self.close_measurer()
+
+    def teardown(self, stage: str) -> None:
+        self.close_measurer()
 
     def _world(self) -> tuple[int, int]:
         return self.trainer.world_size, self.trainer.global_rank
@@ -139,15 +164,19 @@ class GridPredictor(pl.LightningModule):
         return DataLoader(pending, batch_size=1, sampler=sampler, collate_fn=_first, num_workers=0)
 
     def predict_step(self, batch_index: int, *args) -> list[dict]:
+        index = int(batch_index)
         records, audios, _ = generate_rows(
             self.adapter,
-            self.plan.batches[int(batch_index)],
+            self.plan.batches[index],
             self.directions,
             self.generation,
-            metrics_fn=self.metrics_fn,
+            metrics_fn=self.metrics_fn if self.measurer_spec is None else None,
             orthogonalize=self.orthogonalize,
             keys=self.plan.keys,
         )
+        if self.measurer_spec is not None:
+            submit_clips(self.clip_measurer(), (index,), audios, self.adapter.sample_rate)
+            add_measurements(self.clip_measurer(), (index,), records, audios)
         gathered = self._gather((records, audios))
         if self._world()[1] != 0:
             return []
@@ -180,6 +209,7 @@ def run_grid_distributed(
     accelerator: str = "cpu",
     strategy: str | None = None,
     metrics_fn: MetricsFn | None = None,
+    measurer: MeasurerSpec | None = None,
     orthogonalize: bool = False,
     progress: bool = False,
 ) -> list[dict]:
@@ -190,6 +220,9 @@ def run_grid_distributed(
     implementation included). ``strategy`` defaults to :func:`default_strategy`; fork and spawn both work
     from scripts, notebooks and tests, and give identical results (spawn pickles the module: ``metrics_fn``
     must be a module-level function). ``ddp`` (popen: re-runs the script per rank) suits multi-GPU CLI runs.
+    ``measurer``: each rank measures its clips in a ClipMeasurer of its own (``workers`` spawned processes, or
+    in the rank with ``workers=0``), as :func:`~steerlit.engines.runner.run_grid` does with one; else
+    ``metrics_fn`` measures them in the rank. The values are the same.
     """
     module = GridPredictor(
         model,
@@ -198,6 +231,7 @@ def run_grid_distributed(
         generation,
         out_dir=out_dir,
         metrics_fn=metrics_fn,
+        measurer=measurer,
         orthogonalize=orthogonalize,
     )
     launch = {

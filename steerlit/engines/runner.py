@@ -112,6 +112,20 @@ def generate_rows(
     return records, audios, out.codes
 
 
+def submit_clips(measurer: ClipMeasurer, tag: tuple, audios: Sequence[np.ndarray | None], sr: int) -> None:
+    """Queue a batch's measurable clips in ``measurer``, keyed ``(*tag, i)`` (``tag`` names the batch)."""
+    for i, audio in enumerate(audios):
+        if measurable(audio):
+            measurer.submit((*tag, i), audio, sr)
+
+
+def add_measurements(measurer: ClipMeasurer, tag: tuple, records: Sequence[dict], audios) -> None:
+    """The values of a batch's clips queued by :func:`submit_clips` into its records (waits for them)."""
+    for i, (rec, audio) in enumerate(zip(records, audios)):
+        if measurable(audio):
+            add_metrics(rec, measurer.result((*tag, i)))
+
+
 def progress_bar(total: int, initial: int, enabled: bool, desc: str):
     """A row-counting tqdm bar (disabled unless ``enabled``)."""
     return tqdm(total=total, initial=initial, disable=not enabled, unit="row", desc=desc, dynamic_ncols=True)
@@ -128,18 +142,13 @@ class BatchCommitter:
 
     def submit(self, index: int, audios) -> None:
         """Queue the batch's measurable clips in the measurer (a no-op without one)."""
-        if self.measurer is None:
-            return
-        for i, audio in enumerate(audios):
-            if measurable(audio):
-                self.measurer.submit((self.token, index, i), audio, self.sample_rate)
+        if self.measurer is not None:
+            submit_clips(self.measurer, (self.token, index), audios, self.sample_rate)
 
     def commit(self, index: int, records, audios, codes) -> None:
         """Add the batch's measurements (waiting for them), commit it and keep its records."""
         if self.measurer is not None:
-            for i, (rec, audio) in enumerate(zip(records, audios)):
-                if measurable(audio):
-                    add_metrics(rec, self.measurer.result((self.token, index, i)))
+            add_measurements(self.measurer, (self.token, index), records, audios)
         if self.store is not None:
             stored = {
                 r["key"]: r for r in commit_batch(self.store, records, audios, self.sample_rate, self.done)

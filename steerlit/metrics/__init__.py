@@ -36,7 +36,7 @@ from steerlit.metrics.quality import (
     frechet_distance,
     pooled_features,
 )
-from steerlit.metrics.pool import ClipMeasurer
+from steerlit.metrics.pool import ClipMeasurer, MeasurerSpec
 from steerlit.metrics.tempo import TempoEstimate, estimate_tempo, tempo_accuracy1, tempo_accuracy2
 
 # deferred: torch (the torchmetrics wrappers load on first use; metric workers need no torch)
@@ -58,6 +58,7 @@ __all__ = [
     "ClipMeasurer",
     "DSPFrechetDistance",
     "MeanAttribute",
+    "MeasurerSpec",
     "TempoAccuracy",
     "TempoEstimate",
     "clipping_ratio",

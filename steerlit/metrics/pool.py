@@ -12,6 +12,12 @@ raised again by ``result`` / ``results`` (a bug or bad input must stay loud).
 Call :func:`~steerlit.metrics.numba_cache.warm_metrics` once before creating the measurer, so that its workers
 load a checked numba cache instead of compiling it. ``workers=0`` measures synchronously in this process (tests
 and debugging; a native crash then ends the process).
+
+Spawned workers import the main module again. A script that calls steerlit at its top level, without an
+``if __name__ == "__main__":`` guard, would re-run its work in every worker: steerlit's entry points call
+:func:`exit_if_reimported_by_a_worker`, which ends such a worker at once with :data:`BOOTSTRAP_EXIT`, and the
+measurer then measures in this process for the rest of the run (one warning names the guard and
+``metrics.workers=0``) instead of giving every clip ``nan``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import faulthandler
 import functools
 import logging
 import multiprocessing
+import multiprocessing.context
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -41,6 +49,54 @@ log = logging.getLogger(__name__)
 
 MeasureFn = Callable[[np.ndarray, int], Mapping[str, Any]]
 ERROR_FIELD = "metric_error"
+BOOTSTRAP_EXIT = 87  # the exit status of a worker that was re-running the main script while it started
+UNGUARDED = {"warned": False}  # this process's workers re-ran its script: measure here from now on
+
+
+WORKER_NAME = "steerlit-metric-worker"  # the name prefix of the measurer's processes
+
+
+class MetricWorkerProcess(multiprocessing.context.SpawnProcess):
+    """A spawned process named :data:`WORKER_NAME`-<n>: spawn sets the name before it imports the main module
+    again, so a worker knows what it is while it starts."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.name = f"{WORKER_NAME}-{self.name}"
+
+
+class MetricWorkerContext(multiprocessing.context.SpawnContext):
+    Process = MetricWorkerProcess
+
+
+def reimported_by_a_worker() -> bool:
+    """Whether this process is a metric worker still importing its parent's main module (multiprocessing's own
+    bootstrap flag, the one behind its "start a new process before ... bootstrapping" error). Other spawned
+    processes (DDP ranks, a user's own pools) are left to multiprocessing's error."""
+    process = multiprocessing.current_process()
+    return bool(getattr(process, "_inheriting", False)) and process.name.startswith(WORKER_NAME)
+
+
+def exit_if_reimported_by_a_worker() -> None:
+    """End this process quietly with :data:`BOOTSTRAP_EXIT` when it is a spawned worker re-running the main
+    script's top level (a script without an ``if __name__ == "__main__":`` guard): its work is the parent's."""
+    if reimported_by_a_worker():
+        raise SystemExit(BOOTSTRAP_EXIT)
+
+
+def warn_unguarded_script() -> None:
+    """Log, once per process, that the workers re-ran the main script and clips are measured in this process."""
+    if UNGUARDED["warned"]:
+        return
+    UNGUARDED["warned"] = True
+    script = getattr(sys.modules.get("__main__"), "__file__", None) or "the main module"
+    log.warning(
+        "The metric workers could not start: spawned workers import the main module again, and %s calls "
+        'steerlit at its top level, outside an `if __name__ == "__main__":` guard. Measuring the clips in this '
+        "process instead (no crash isolation, no overlap with generating). Put the script's work under the "
+        "guard, or set metrics.workers=0 to measure in this process without this warning.",
+        script,
+    )
 
 
 def attribute_measure(settings: MetricsSettings) -> MeasureFn:
@@ -58,16 +114,22 @@ def measure_in_worker(measure: MeasureFn, audio: np.ndarray, sample_rate: int) -
     return dict(measure(audio, sample_rate))
 
 
-def shut_down_broken(pool: cf.ProcessPoolExecutor) -> str:
-    """Shut a pool down whose worker died; how its workers ended (e.g. ``SIGSEGV``), best effort.
-
-    The exit codes are read after the shutdown has joined the workers; the ones the pool itself stopped
-    (SIGTERM) are left out unless nothing else is known.
-    """
+def shut_down_broken_codes(pool: cf.ProcessPoolExecutor) -> list[int]:
+    """Shut a pool down whose worker died; the exit codes of its workers, read after the shutdown joined them."""
     processes = list((getattr(pool, "_processes", None) or {}).values())  # private; None after shutdown
     pool.shutdown(wait=True, cancel_futures=True)
-    codes = [p.exitcode for p in processes if p.exitcode is not None]
-    crashed = [c for c in codes if c != -signal.SIGTERM] or codes
+    return [p.exitcode for p in processes if p.exitcode is not None]
+
+
+def shut_down_broken(pool: cf.ProcessPoolExecutor) -> str:
+    """Shut a pool down whose worker died; how its workers ended (e.g. ``SIGSEGV``), best effort."""
+    return death_reason(shut_down_broken_codes(pool))
+
+
+def death_reason(codes: Sequence[int]) -> str:
+    """How workers with exit ``codes`` ended; the ones the pool itself stopped (SIGTERM) are left out unless
+    nothing else is known."""
+    crashed = [c for c in codes if c != -signal.SIGTERM] or list(codes)
     names = []
     for code in crashed:
         try:
@@ -75,6 +137,19 @@ def shut_down_broken(pool: cf.ProcessPoolExecutor) -> str:
         except ValueError:
             names.append(f"signal {-code}")
     return f"metric worker died ({', '.join(sorted(set(names))) or 'unknown cause'})"
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurerSpec:
+    """What a :class:`ClipMeasurer` is built from, for another process to build it (a DDP rank): this pickles
+    (``measure`` must be a module-level callable or a ``functools.partial`` of one), a measurer does not."""
+
+    measure: MeasureFn
+    workers: int = 1
+    value_names: tuple[str, ...] = ATTRIBUTE_NAMES
+
+    def open(self) -> ClipMeasurer:
+        return ClipMeasurer(workers=self.workers, measure=self.measure, value_names=self.value_names)
 
 
 @dataclasses.dataclass
@@ -113,8 +188,9 @@ class ClipMeasurer:
     ):
         if workers < 0 or max_pending < 1:
             raise ValueError(f"need workers >= 0 and max_pending >= 1, got {workers} and {max_pending}")
+        exit_if_reimported_by_a_worker()
         self.measure = measure or attribute_measure(settings or MetricsSettings())
-        self.workers = int(workers)
+        self.workers = 0 if UNGUARDED["warned"] else int(workers)
         self.value_names = tuple(value_names)
         self.max_pending = int(max_pending)
         self._pool: cf.ProcessPoolExecutor | None = None
@@ -180,7 +256,7 @@ class ClipMeasurer:
     def _new_pool(self, workers: int, cache_dir: Path) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=MetricWorkerContext(),
             initializer=init_worker,
             initargs=(str(cache_dir),),
         )
@@ -228,8 +304,12 @@ class ClipMeasurer:
         """A worker died: retry every clip that was in flight, each alone, then start a new pool."""
         pool, self._pool = self._pool, None
         # A broken pool has failed all its futures once it is shut down.
-        reason = shut_down_broken(pool) if pool is not None else "metric worker died"
+        codes = shut_down_broken_codes(pool) if pool is not None else []
         self._harvest_finished()
+        if BOOTSTRAP_EXIT in codes:
+            self._measure_here()
+            return
+        reason = death_reason(codes) if pool is not None else "metric worker died"
         lost = [k for k, c in self._clips.items() if c.future is None or _died(c.future)]
         log.warning(
             "%s while measuring %d clip(s) %s; each is retried once, alone, in a fresh process with a fresh "
@@ -239,6 +319,14 @@ class ClipMeasurer:
             lost[:8],
         )
         self._retry_alone(lost, reason)
+
+    def _measure_here(self) -> None:
+        """The workers re-ran an unguarded main script: measure the clips in flight, and all later ones, here."""
+        warn_unguarded_script()
+        self.workers = 0
+        for key, clip in list(self._clips.items()):
+            del self._clips[key]
+            self._done[key] = measure_in_worker(self.measure, clip.audio, clip.sample_rate)
 
     def _harvest_finished(self) -> None:
         for key, clip in list(self._clips.items()):

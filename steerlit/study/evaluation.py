@@ -39,7 +39,7 @@ from steerlit.metrics.attributes import compute_attributes
 from steerlit.metrics.clap import ClapScorer
 from steerlit.metrics.kernel_distance import kernel_distance
 from steerlit.metrics.numba_cache import warm_metrics
-from steerlit.metrics.pool import ClipMeasurer
+from steerlit.metrics.pool import ClipMeasurer, MeasurerSpec
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings, TempoSettings
 from steerlit.models.settings import ModelSettings
@@ -131,7 +131,7 @@ def steer(
     generation: GenerationSettings,
     paths: EvaluationPaths,
     *,
-    tempo: TempoSettings,
+    metrics: MetricsSettings,
     model: ModelSettings | None = None,
     trainer: TrainerSettings = ONE_PROCESS,
     measurer: ClipMeasurer | None = None,
@@ -139,9 +139,9 @@ def steer(
     """Generate and measure every row into ``paths.folder`` (resumable); one result per unique row, in order.
 
     Under a DDP ``trainer`` the rows are sharded over processes, each loading ``model`` with every setting
-    (each rank measures its clips itself). In one process, ``measurer`` measures the clips in its workers while
-    the grid generates (None: in this process)."""
-    metrics_fn = functools.partial(measure_clip, tempo=tempo)
+    and measuring its clips in ``metrics.workers`` processes of its own. In one process, ``measurer`` measures
+    the clips in its workers while the grid generates (None: in this process)."""
+    metrics_fn = functools.partial(measure_clip, tempo=metrics.tempo)
     devices = grid_devices(trainer)
     if devices > 1:  # rank 0 gathers and writes the store
         if model is None:
@@ -155,7 +155,7 @@ def steer(
             devices=devices,
             accelerator=trainer.accelerator,
             strategy=trainer.strategy,  # ddp: joins the ranks the command line was re-run as
-            metrics_fn=metrics_fn,
+            measurer=MeasurerSpec(metrics_fn, workers=metrics.workers),
             progress=trainer.enable_progress_bar,
         )
     else:
@@ -311,7 +311,7 @@ class Evaluation:
             directions,
             plan.steer.generation(),
             paths,
-            tempo=self.metrics.tempo,
+            metrics=self.metrics,
             model=self.model,
             trainer=self.trainer,
             measurer=self.measurer() if grid_devices(self.trainer) == 1 else None,

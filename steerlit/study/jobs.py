@@ -1,7 +1,7 @@
 """W&B runs of the stage subcommands (``steerlit extract`` / ``fit`` / ``steer`` / ``generate``), and their lineage.
 
 Each subcommand is one W&B run whose job type names it (``steerlit run`` is one run of job type ``study``, the
-default of :func:`steerlit.study.tracking.make_wandb_logger`). The artifacts chain the stages: ``extract`` logs
+default of :func:`steerlit.study.tracking.wandb_logger`). The artifacts chain the stages: ``extract`` logs
 each concept's ``activations`` (the cache index), ``fit`` uses them and logs the ``directions`` and ``probes``,
 ``steer`` uses the directions and logs the grid's ``report`` (its tables, clips and page). Each artifact's
 metadata names its inputs, so the chain shows offline too; with a server the consumers also ``use_artifact``
@@ -11,33 +11,25 @@ them (:func:`steerlit.study.wandb_layout.use_artifacts`), and W&B draws extract 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from steerlit.study.launch import global_rank
 from steerlit.study.layout import RunLayout
 from steerlit.study.settings import StudySettings, as_dict
-from steerlit.study.tracking import make_wandb_logger
+from steerlit.study.tracking import wandb_logger
 from steerlit.study.wandb_layout import artifact_name, log_run_artifacts, use_artifacts
 
 
-@contextlib.contextmanager
 def job_logger(
     settings: StudySettings, layout: RunLayout, job_type: str, extra_config: Mapping[str, Any] | None = None
-) -> Iterator[Any]:
-    """The Lightning ``WandbLogger`` of one subcommand (None when the logger is off, and on ranks other than
-    0); its files live in ``layout``'s folder, its config is the resolved settings (plus ``extra_config``), and
-    its run is finished on leaving, also after an error."""
-    logger = None
-    if global_rank() == 0:
-        config = {**as_dict(settings), **dict(extra_config or {})}
-        logger = make_wandb_logger(settings.logger, layout, config, job_type=job_type)
-    try:
-        yield logger
-    finally:
-        if logger is not None:
-            logger.experiment.finish()
+) -> contextlib.AbstractContextManager[Any]:
+    """The Lightning ``WandbLogger`` of one subcommand, for a ``with`` block (None when the logger is off, and on
+    ranks other than 0); its files live in ``layout``'s folder, its config is the resolved settings (plus
+    ``extra_config``), and its run is finished on leaving, also after an error (:func:`wandb_logger`)."""
+    config = {**as_dict(settings), **dict(extra_config or {})}
+    return wandb_logger(settings.logger, layout, config, job_type=job_type, lead=global_rank() == 0)
 
 
 def artifact_names(concepts: Sequence[str], kind: str) -> list[str]:

@@ -30,7 +30,7 @@ from steerlit.study.run import end_run, start_run
 from steerlit.study.settings import ConfigError, StudySettings, as_dict
 from steerlit.study.stages import model_num_layers, progress
 from steerlit.study.tables import attribute_for
-from steerlit.study.tracking import make_wandb_logger
+from steerlit.study.tracking import wandb_logger
 
 PATCH_JOB_TYPE = "patch"  # the W&B job type of `steerlit patch`
 PATCH_SUMMARY = "summary.json"  # run_patching's summary: a folder holding it has a finished patching study
@@ -150,19 +150,18 @@ def run_patch_study(
     L.seed_everything(settings.seed, verbose=False)
     layout = start_run(settings)
     report(f"run folder {layout.root}")
-    logger = make_wandb_logger(settings.logger, layout, as_dict(settings), job_type=PATCH_JOB_TYPE)
-    wandb_run = logger.experiment if logger is not None else None
     try:
-        with limited_threads(settings.patch.threads):
+        with (
+            limited_threads(settings.patch.threads),
+            wandb_logger(settings.logger, layout, as_dict(settings), job_type=PATCH_JOB_TYPE) as logger,
+        ):
             adapter = load_adapter(settings.model)
             generation = settings.steer.generation()
             summary = run_patching(
                 adapter, layout.root, settings.patch, generation, settings.metrics, progress=report
             )
-        log_patching(summary, wandb_run)
+            log_patching(summary, logger.experiment if logger is not None else None)
     finally:
-        if wandb_run is not None:
-            wandb_run.finish()
         end_run(layout)
     return layout, summary
 

@@ -25,6 +25,7 @@ from steerlit.directions.io import DirectionSet
 from steerlit.engines.results import ResultStore
 from steerlit.files import atomic_write_text
 from steerlit.metrics import warm_metrics
+from steerlit.metrics.pool import exit_if_reimported_by_a_worker
 from steerlit.models.loading import load_adapter
 from steerlit.study.evaluation import Directions, Evaluation, GridPlan, steer
 from steerlit.study.launch import RunLock, global_rank
@@ -50,7 +51,7 @@ from steerlit.study.stages import (
     progress,
 )
 from steerlit.study.tables import format_summary
-from steerlit.study.tracking import make_wandb_logger
+from steerlit.study.tracking import wandb_logger
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
 
     ``probe_callbacks``: needed with ``steer.every_n_epochs > 0`` (see the module docstring). In a
     multi-process run every rank calls it; rank 0 writes and logs, and returns the summary (others: ``[]``)."""
+    exit_if_reimported_by_a_worker()  # a metric worker re-running an unguarded script: the work is the parent's
     every = settings.steer.every_n_epochs
     if every and probe_callbacks is None:
         raise ConfigError(
@@ -150,13 +152,10 @@ def run_study(settings: StudySettings, *, probe_callbacks: ProbeCallbacks | None
     lead = global_rank() == 0
     if lead:
         progress(f"run folder {layout.root}")
-    logger = make_wandb_logger(settings.logger, layout, as_dict(settings)) if lead else None
-    wandb_run = logger.experiment if logger is not None else None
     try:
-        return run_stages(settings, layout, probe_callbacks, logger)
+        with wandb_logger(settings.logger, layout, as_dict(settings), lead=lead) as logger:
+            return run_stages(settings, layout, probe_callbacks, logger)
     finally:
-        if wandb_run is not None:
-            wandb_run.finish()
         end_run(layout)
 
 
@@ -212,7 +211,7 @@ def evaluate_concepts(
             directions,
             plan.steer.generation(),
             layout.evaluation(),
-            tempo=settings.metrics.tempo,
+            metrics=settings.metrics,
             model=settings.model,
             trainer=settings.trainer,
         )

@@ -2,7 +2,9 @@
 
 All W&B files (run data, staged media, cache, logs) are kept inside the run folder by setting
 ``WANDB_DIR``, ``WANDB_DATA_DIR`` and ``WANDB_CACHE_DIR`` (audio inside tables is otherwise staged
-under ``~/.local/share/wandb``). Offline runs are uploaded later with ``wandb sync <run>/wandb/wandb/offline-run-*``.
+under ``~/.local/share/wandb``). A run folder is one W&B run (:func:`folder_run_id`); each invocation on it leaves
+an offline fragment, uploaded into that run, in order, with
+``wandb sync --id "$(cat <run>/wandb/run_id)" <run>/wandb/wandb/offline-run-*`` (README).
 :func:`log_evaluation` logs one evaluation stage under ``steer/<stage>/``: a samples table, the per-α and summary
 tables, the plot, the summary scalars and, per (concept, method, layer, strategy) group, a pivot table of clips
 across α (:mod:`steerlit.study.wandb_layout`). :func:`run_options` states how config and ``WANDB_*`` variables
@@ -11,11 +13,12 @@ combine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import netrc
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +141,25 @@ def make_wandb_logger(
     )
     logger.experiment  # noqa: B018  (start the run now, so its folder exists)
     return logger
+
+
+@contextlib.contextmanager
+def wandb_logger(
+    settings: LoggerSettings,
+    layout: RunLayout,
+    config: Mapping[str, Any],
+    *,
+    job_type: str = "study",
+    lead: bool = True,
+) -> Iterator[Any]:
+    """The W&B logger of one job (:func:`make_wandb_logger`) for a ``with`` block, its run finished on leaving,
+    also after an error; None when logging is off or on a process that is not the ``lead`` (DDP rank 0)."""
+    logger = make_wandb_logger(settings, layout, config, job_type=job_type) if lead else None
+    try:
+        yield logger
+    finally:
+        if logger is not None:
+            logger.experiment.finish()
 
 
 def rows_table(rows: Sequence[Mapping[str, Any]]):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,7 @@ from .crashing_metric import CRASH_MARK, LEVEL_NAMES, levels, levels_or_segfault
 from .synth_audio import click_track, sine, white_noise
 
 SR = 16000
+TESTS = Path(__file__).parents[1]
 
 
 def clips() -> dict[str, np.ndarray]:
@@ -98,3 +104,37 @@ def test_a_metric_exception_is_raised_by_result_not_swallowed():
             measurer.result("nan")
         assert measurer.result("ok") == levels(sine(440.0, SR, 0.5), SR)
     assert not multiprocessing.active_children()
+
+
+UNGUARDED_MEASURING = """
+import json, sys
+import numpy as np
+from steerlit.metrics.pool import ClipMeasurer
+from metrics.synth_audio import white_noise
+
+audio = white_noise(16000, 0.5, seed=1, amplitude=0.2)
+for attempt in range(2):  # a second measurer in the same process measures here at once, without a warning
+    with ClipMeasurer(workers=1) as measurer:
+        measurer.submit("a", audio, 16000)
+        measurer.submit("b", audio[::-1].copy(), 16000)
+        print(json.dumps(measurer.results()), flush=True)
+"""
+
+
+def test_an_unguarded_script_measures_in_its_own_process_with_one_warning(tmp_path):
+    """Issue 23: a script without an ``if __name__ == "__main__":`` guard: its spawned workers re-run it and
+    end at once; the clips are measured in the script's process with their real values and one warning."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_MEASURING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    audio = white_noise(SR, 0.5, seed=1, amplitude=0.2)
+    want = {"a": compute_attributes(audio, SR), "b": compute_attributes(audio[::-1].copy(), SR)}
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(json.loads(line) == json.loads(json.dumps(want)) for line in lines)
+    assert done.stderr.count("metric workers could not start") == 1, done.stderr[-3000:]
+    assert 'if __name__ == "__main__":' in done.stderr and "metrics.workers=0" in done.stderr
+    assert str(script) in done.stderr and "Traceback" not in done.stderr

@@ -1,6 +1,7 @@
 """The evaluation as plain code: grid -> generations -> measurements -> tables -> run folder, no Lightning."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -76,22 +77,31 @@ def test_grid_devices_follow_a_ddp_trainer():
 
 @pytest.mark.slow
 def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, tmp_path):
-    """Two CPU processes (gloo) with a non-default dtype give the codes of one process with that dtype."""
+    """Two CPU processes (gloo) with a non-default dtype give the codes of one process with that dtype, and each
+    rank measures its clips in a metric worker of its own, with the values of one process measuring in itself."""
     model = ModelSettings(name=str(tiny_model_dir), dtype="bfloat16")
     adapter = load_adapter(model)
     rows = GridPlan(STEER, ("a calm folk song",), ("tempo",), (1,)).rows({"tempo": big_directions()})
     directions = {"tempo": big_directions()}
-    generation, tempo = STEER.generation(), MetricsSettings().tempo
+    generation, metrics = STEER.generation(), MetricsSettings(workers=1)
     layout = RunLayout(tmp_path)
-    one = steer(adapter, rows, directions, generation, layout.evaluation("one"), tempo=tempo)
+    one = steer(adapter, rows, directions, generation, layout.evaluation("one"), metrics=metrics)
     ddp = TrainerSettings(devices=2, strategy="ddp_fork", enable_progress_bar=False)
     with pytest.raises(ValueError, match="needs the model settings"):
-        steer(adapter, rows, directions, generation, layout.evaluation("two"), tempo=tempo, trainer=ddp)
+        steer(adapter, rows, directions, generation, layout.evaluation("two"), metrics=metrics, trainer=ddp)
     two = steer(
-        adapter, rows, directions, generation, layout.evaluation("two"), tempo=tempo, model=model, trainer=ddp
+        adapter,
+        rows,
+        directions,
+        generation,
+        layout.evaluation("two"),
+        metrics=metrics,
+        model=model,
+        trainer=ddp,
     )
     assert [r.codes_sha1 for r in two] == [r.codes_sha1 for r in one]
     assert [r.key for r in two] == [r.key for r in one]
+    assert json.dumps([r.measures for r in two]) == json.dumps([r.measures for r in one])  # NaN too
 
 
 def test_degenerate_rows_are_left_out_of_the_tables_and_counted(tiny_adapter, tmp_path, capsys):
