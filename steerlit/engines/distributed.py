@@ -20,11 +20,11 @@ How it works:
   dropped on rank 0;
 * each rank measures its clips through a :class:`~steerlit.metrics.pool.ClipMeasurer` of its own, built from
   a :class:`~steerlit.metrics.pool.MeasurerSpec` (its spawned workers, as in one process: a native crash in a
-  metric gives that clip ``nan`` values and a reason after a retry, and never takes the rank down); or, with
-  ``metrics_fn`` alone, in the rank itself;
-* after each step rank 0 receives every rank's records and audio and commits them to the
-  :class:`ResultStore` (the only writer, :func:`~steerlit.engines.plan.commit_batch`), so an interrupted
-  DDP sweep resumes like a local one;
+  metric gives that clip ``nan`` values and a reason after a retry, and never takes the rank down), while the
+  rank generates its next batch; or, with ``metrics_fn`` alone, in the rank itself;
+* after each step rank 0 receives every rank's records and audio (those of the step before, when measuring
+  overlaps) and commits them to the :class:`ResultStore` (the only writer,
+  :func:`~steerlit.engines.plan.commit_batch`), so an interrupted DDP sweep resumes like a local one;
 * the model is loaded in ``setup()`` on each rank's device, never pickled (``ddp_spawn`` cannot
   pickle EnCodec's weight-norm parametrisations), and is kept out of the module tree so Lightning
   neither moves nor broadcasts it.
@@ -98,6 +98,7 @@ class GridPredictor(pl.LightningModule):
         self.measurer_spec = measurer
         self._adapter = _Holder()
         self._measurer = _Holder()  # this rank's ClipMeasurer, started at its first clip
+        self._measuring = _Holder()  # (index, records, audios) of the batch whose clips are being measured
         self.plan: GridPlan | None = None
         self.done: set[str] = set()
 
@@ -121,6 +122,10 @@ class GridPredictor(pl.LightningModule):
             self._measurer.value = None
 
     def on_predict_end(self) -> None:
+        """Commit the last measured batch (every rank has one pending: the sampler pads the shards evenly)."""
+        if self._measuring.value is not None:
+            last, self._measuring.value = self._measuring.value, None
+            self._commit_measured(last)
         self.close_measurer()
 
     def teardown(self, stage: str) -> None:
@@ -164,6 +169,8 @@ class GridPredictor(pl.LightningModule):
         return DataLoader(pending, batch_size=1, sampler=sampler, collate_fn=_first, num_workers=0)
 
     def predict_step(self, batch_index: int, *args) -> list[dict]:
+        """Generate batch ``batch_index``; with a measurer, queue its clips and commit the previous batch,
+        whose clips the workers measured while this one generated (the last one commits in ``on_predict_end``)."""
         index = int(batch_index)
         records, audios, _ = generate_rows(
             self.adapter,
@@ -174,9 +181,19 @@ class GridPredictor(pl.LightningModule):
             orthogonalize=self.orthogonalize,
             keys=self.plan.keys,
         )
-        if self.measurer_spec is not None:
-            submit_clips(self.clip_measurer(), (index,), audios, self.adapter.sample_rate)
-            add_measurements(self.clip_measurer(), (index,), records, audios)
+        if self.measurer_spec is None:
+            return self._commit(records, audios)
+        submit_clips(self.clip_measurer(), (index,), audios, self.adapter.sample_rate)
+        previous, self._measuring.value = self._measuring.value, (index, records, audios)
+        return self._commit_measured(previous) if previous is not None else []
+
+    def _commit_measured(self, batch: tuple[int, list[dict], list]) -> list[dict]:
+        index, records, audios = batch
+        add_measurements(self.clip_measurer(), (index,), records, audios)
+        return self._commit(records, audios)
+
+    def _commit(self, records: list[dict], audios: list) -> list[dict]:
+        """Gather every rank's batch (a collective: each rank calls it once per step) and commit on rank 0."""
         gathered = self._gather((records, audios))
         if self._world()[1] != 0:
             return []
