@@ -10,9 +10,9 @@ from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.intervene.gate import GateMode
 from steerlit.intervene.injection import Strategy
 from steerlit.intervene.steer import CfgHalf
+from steerlit.study.statistics import Statistic  # how a map cell summarises its pairs
 
 Pole = Literal["positive", "negative"]  # the pole a concept is steered towards
-Statistic = Literal["median", "mean"]  # how a map cell summarises its pairs
 
 
 def _gate_probe_training() -> ProbeTrainSettings:
