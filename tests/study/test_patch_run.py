@@ -54,6 +54,8 @@ def test_patch_keys_are_typed():
         compose(["patch.gate.poles=[up,down]"])
     with pytest.raises(ConfigError, match="patch.statistic"):
         compose(["patch.statistic=mode"])
+    with pytest.raises(ConfigError, match=r"patch.half.*expected one of \['both', 'cond'\]"):
+        compose(["patch.half=uncond"])  # a steering half that patching refuses
 
 
 @pytest.mark.parametrize(
