@@ -22,12 +22,13 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 
 from steerlit.data.probe_set import ProbeSet, load_eval_prompts
-from steerlit.data.splits import split_examples
+from steerlit.data.splits import SPLIT_NAMES, split_examples
 from steerlit.directions.head_probes import (
     accuracy_map,
     head_accuracy,
@@ -47,9 +48,9 @@ from steerlit.metrics.attributes import compute_attribute
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.fingerprint import weights_fingerprint
-from steerlit.models.sites import attention_shape, layer_site
+from steerlit.models.sites import layer_site
 from steerlit.study.layout import RunLayout
-from steerlit.study.patch_settings import GateSettings, check_gate_alignment
+from steerlit.study.patch_settings import GateSettings, Pole, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
 HEAD_METHOD = "logistic"  # the head probes are logistic probes: their direction files' method name
@@ -73,7 +74,7 @@ def _concept_probes(adapter, ps: ProbeSet, generation, settings: GateSettings, o
     """Head probes (mean over steps), gate probes of every resid_post trained on single steps (each step of each
     prompt one example: a gate reads one step) and the diff-mean directions of the step means."""
     examples = split_examples(ps.examples("pairs"), settings.split, seed)
-    ordered = [ex for split in ("train", "val", "test") for ex in examples[split]]
+    ordered = [ex for split in SPLIT_NAMES for ex in examples[split]]
     splits = ["train" if ex in examples["train"] else "test" for ex in ordered]  # val joins test
     labels = torch.tensor([ex.label for ex in ordered])
     layer_sites = [layer_site("resid_post", L) for L in range(adapter.num_layers)]
@@ -122,7 +123,7 @@ def run_head_probe_maps(
     (layers x heads test accuracy, last column the layer probe's) as CSV + PNG and the head directions with
     their test accuracies as ``<concept>/directions.safetensors`` (the file a run folder's ``top_heads``
     strategy steers from: ``steerlit steer --run`` on this folder)."""
-    heads = attention_shape(adapter.decoder_layers)[0]
+    heads = adapter.num_heads
     out, paths = {}, []
     for concept, ps in probe_sets.items():
         probes = _concept_probes(adapter, ps, generation, settings, out_dir, seed)
@@ -159,8 +160,8 @@ class TradeoffRow:
 def pole_sign(settings: GateSettings, k: int) -> float:
     """+1 when concept ``k`` is steered towards its positive pole, -1 towards its negative one."""
     pole = settings.poles[k]
-    if pole not in ("positive", "negative"):
-        raise ValueError(f"gate.poles entries are 'positive' or 'negative', got {pole!r}.")
+    if pole not in get_args(Pole):
+        raise ValueError(f"gate.poles entries are one of {get_args(Pole)}, got {pole!r}.")
     return 1.0 if pole == "positive" else -1.0
 
 
