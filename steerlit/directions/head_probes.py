@@ -13,7 +13,6 @@ direction ((head_dim,) each) with the accuracies, the file a grid's ``top_heads`
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -49,7 +48,7 @@ def record_head_activations(
     ``seed`` for every prompt; HF engine (the recorders' hooks need it)."""
     heads, _ = attention_shape(adapter.decoder_layers)
     pooled = [*list_head_sites(adapter.num_layers, heads), *extra_sites]
-    settings = dataclasses.replace(generation.generation(), engine="hf")
+    settings = generation.on_hf_engine()
     size = generation.batch_size or 16
     chunks: dict[str, list[torch.Tensor]] = {s: [] for s in [*pooled, *step_sites]}
     for i in range(0, len(prompts), size):

@@ -204,7 +204,7 @@ def generate_tradeoff_rows(
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Generate every row (batches of ``generation.batch_size``): the clips and each row's gate multipliers (N,)."""
     steps = adapter.seconds_to_steps(generation.seconds)
-    hf = dataclasses.replace(generation.generation(), engine="hf")
+    hf = generation.on_hf_engine()
     size, cache = generation.batch_size or 64, {}
     clips, gates = [], []
     for start in range(0, len(rows), size):

@@ -83,11 +83,6 @@ def clip_attribute(audio: np.ndarray, sr: int, attribute: str, metrics: MetricsS
     return compute_attribute(audio, sr, attribute, tempo_kwargs=dataclasses.asdict(metrics.tempo))
 
 
-def hf_settings(generation: GenerationSettings) -> GenerationSettings:
-    """The generation settings on the HF engine (patching and gates are hooks)."""
-    return dataclasses.replace(generation.generation(), engine="hf")
-
-
 def readout_site(adapter) -> str:
     return layer_site("resid_post", adapter.num_layers - 1)
 
@@ -115,7 +110,8 @@ def run_pair_runs(
         adapter,
         sites,
         lambda: out.setdefault(
-            "gen", generate(adapter, prompts, hf_settings(generation), seeds=all_seeds, max_new_tokens=steps)
+            "gen",
+            generate(adapter, prompts, generation.on_hf_engine(), seeds=all_seeds, max_new_tokens=steps),
         ),
     )
     concept_of = concepts + concepts
@@ -172,7 +168,7 @@ def run_patch_rows(
         with ExitStack() as stack:
             stack.enter_context(Patching(adapter, runs.sources, rows, half=settings.half))
             rec = stack.enter_context(ActivationRecorder(adapter, [readout_site(adapter)], reduction="mean"))
-            out = generate(adapter, prompts, hf_settings(generation), seeds=seeds, max_new_tokens=steps)
+            out = generate(adapter, prompts, generation.on_hf_engine(), seeds=seeds, max_new_tokens=steps)
         for i, c in enumerate(chunk):
             attribute = attribute_for(runs.concepts[c.source])
             attrs.append(clip_attribute(out.audio[i].numpy(), adapter.sample_rate, attribute, metrics))
