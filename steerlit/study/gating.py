@@ -17,7 +17,6 @@ the same effect (linear interpolation: the comparison "at matched effect").
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from steerlit.files import atomic_save_figure, atomic_write_csv
 from steerlit.intervene.gate import ProbeGate, load_probe_gate
 from steerlit.intervene.injection import inject
 from steerlit.intervene.steer import Intervention, Steering
-from steerlit.metrics.attributes import compute_attribute
+from steerlit.metrics.attributes import clip_attribute
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.fingerprint import weights_fingerprint
@@ -262,8 +261,7 @@ def summarise_tradeoff(
     """Per (concept, mode, α): effect (median over prompts of ``sign x log(steered / unsteered attribute)``,
     ``signs[concept]`` = +1 towards the positive pole, -1 towards the negative one), Fréchet distance, openness
     and the constant curve's Fréchet at that effect; and the per-step openness of each gated configuration."""
-    tempo = dataclasses.asdict(metrics.tempo)
-    value = functools.cache(lambda i, attr: compute_attribute(clips[i], sr, attr, tempo_kwargs=tempo))
+    value = functools.cache(lambda i, attr: clip_attribute(clips[i], sr, attr, metrics.tempo))
     base = {r.prompt: i for i, r in enumerate(rows) if r.concept is None}
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):

@@ -21,7 +21,6 @@ map is the ``statistic`` (median or mean) over pairs with a percentile bootstrap
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -38,7 +37,7 @@ from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_write_csv, atomic_write_json
 from steerlit.intervene.patching import Patching, PatchRow, StepWindow, normalised_effect, record_sources
 from steerlit.intervene.record import ActivationRecorder
-from steerlit.metrics.attributes import compute_attribute
+from steerlit.metrics.attributes import clip_attribute
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.sites import layer_site, split_site
 from steerlit.study.gating import run_gate_tradeoff, run_head_probe_maps
@@ -78,11 +77,6 @@ class PairRuns:
         return len(self.concepts)
 
 
-def clip_attribute(audio: np.ndarray, sr: int, attribute: str, metrics: MetricsSettings) -> float:
-    """One clip's attribute with the metrics' tempo prior."""
-    return compute_attribute(audio, sr, attribute, tempo_kwargs=dataclasses.asdict(metrics.tempo))
-
-
 def readout_site(adapter) -> str:
     return layer_site("resid_post", adapter.num_layers - 1)
 
@@ -118,7 +112,7 @@ def run_pair_runs(
     attrs = np.array(
         [
             clip_attribute(
-                out["gen"].audio[i].numpy(), adapter.sample_rate, attribute_for(concept_of[i]), metrics
+                out["gen"].audio[i].numpy(), adapter.sample_rate, attribute_for(concept_of[i]), metrics.tempo
             )
             for i in range(len(prompts))
         ]
@@ -171,7 +165,7 @@ def run_patch_rows(
             out = generate(adapter, prompts, generation.on_hf_engine(), seeds=seeds, max_new_tokens=steps)
         for i, c in enumerate(chunk):
             attribute = attribute_for(runs.concepts[c.source])
-            attrs.append(clip_attribute(out.audio[i].numpy(), adapter.sample_rate, attribute, metrics))
+            attrs.append(clip_attribute(out.audio[i].numpy(), adapter.sample_rate, attribute, metrics.tempo))
         readouts.append(rec.results[readout_site(adapter)].numpy())
         progress(f"patched rows {start + len(chunk)}/{len(cells)}")
     return np.array(attrs), np.concatenate(readouts)
