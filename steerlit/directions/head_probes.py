@@ -6,14 +6,13 @@ probe prompts (:func:`record_head_activations`: mean over decoding steps, condit
 exactly as the layer probes are across layers (weights (L·heads, head_dim)), trained with ``Trainer.fit``
 (:func:`train_head_probes`). :func:`head_accuracy` scores each head on a split; :func:`accuracy_map` lays the
 scores out as (layers, heads) and :func:`save_heatmap` writes any such map as CSV and PNG (atomic writes).
-:func:`top_k_heads` picks the k most accurate heads; :func:`save_head_directions` writes every head's probe
-direction ((head_dim,) each) with the accuracies, the file a grid's ``top_heads`` strategy steers from
-(:func:`steerlit.engines.grid.top_head_targets`).
+:func:`save_head_directions` writes every head's probe direction ((head_dim,) each) with the accuracies, the
+file a grid's ``top_heads`` strategy steers from (:func:`steerlit.engines.grid.top_head_targets`, which picks
+the k most accurate heads with :func:`steerlit.intervene.injection.best_heads`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,14 +21,14 @@ import numpy as np
 import torch
 
 from steerlit.directions.io import save_directions
-from steerlit.directions.probes import QUIET_CPU, LinearProbeModule, ProbeDataModule, train_probe
+from steerlit.directions.probes import QUIET_CPU, LinearProbeModule, ProbeDataModule, ProbeScale, train_probe
 from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.engines.grid import HEAD_ACCURACY_KEY
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_save_figure, atomic_write_csv
 from steerlit.intervene.record import ActivationRecorder
-from steerlit.models.sites import attention_shape, list_head_sites, parse_site, split_site
+from steerlit.models.sites import list_head_sites, parse_site, split_site
 from steerlit.runtime import TrainerSettings
 
 
@@ -47,9 +46,8 @@ def record_head_activations(
     ``extra_sites`` averaged over the steps, ``{site: (N, W)}``; ``step_sites`` (e.g. a gate probe's
     ``resid_post.L``) at every step, ``{site: (N, steps, W)}``. Batches of ``generation.batch_size``, seed
     ``seed`` for every prompt; HF engine (the recorders' hooks need it)."""
-    heads, _ = attention_shape(adapter.decoder_layers)
-    pooled = [*list_head_sites(adapter.num_layers, heads), *extra_sites]
-    settings = dataclasses.replace(generation.generation(), engine="hf")
+    pooled = [*list_head_sites(adapter.num_layers, adapter.num_heads), *extra_sites]
+    settings = generation.on_hf_engine()
     size = generation.batch_size or 16
     chunks: dict[str, list[torch.Tensor]] = {s: [] for s in [*pooled, *step_sites]}
     for i in range(0, len(prompts), size):
@@ -111,13 +109,6 @@ def accuracy_map(accuracy: Mapping[str, float], num_layers: int, num_heads: int)
     return out
 
 
-def top_k_heads(accuracy: Mapping[str, float], k: int) -> list[str]:
-    """The ``k`` head sites with the highest accuracy (ties: lower layer, then lower head first)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
-    return sorted(accuracy, key=lambda s: (-accuracy[s], split_site(s)))[:k]
-
-
 def save_head_directions(
     path: str | Path,
     module: LinearProbeModule,
@@ -127,7 +118,7 @@ def save_head_directions(
     weights_fingerprint: str = "",
     concept: str = "",
     method: str = "head_probe",
-    scale: str = "diffmean",
+    scale: ProbeScale = "diffmean",
 ) -> Path:
     """A direction file (atomic) of every head's probe direction (``<method>/attn_head.L.h``, (head_dim,),
     ``scale`` as in :meth:`LinearProbeModule.directions`) with ``head_accuracy`` metadata (JSON {site: accuracy});

@@ -29,3 +29,7 @@ class GenerationSettings:
         """Only the generation fields (subclasses such as the study's steer settings add grid axes)."""
         names = [f.name for f in dataclasses.fields(GenerationSettings)]
         return GenerationSettings(**{n: getattr(self, n) for n in names})
+
+    def on_hf_engine(self) -> GenerationSettings:
+        """The generation fields on the HF engine: what recorders, patching and gates need (they are hooks)."""
+        return dataclasses.replace(self.generation(), engine="hf")

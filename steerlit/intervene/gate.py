@@ -40,6 +40,14 @@ class GateError(ValueError):
     """A probe gate that cannot be used: bad mode or threshold, wrong width, unreadable probe file."""
 
 
+def check_gate_levels(threshold: float, smoothing: float) -> None:
+    """A gate's ``threshold`` is a probability in (0, 1) and its ``smoothing`` β is in [0, 1) (GateError)."""
+    if not 0.0 < float(threshold) < 1.0:
+        raise GateError(f"Gate threshold {threshold} is not a probability in (0, 1).")
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise GateError(f"Gate smoothing {smoothing} is not in [0, 1).")
+
+
 @dataclass(frozen=True, eq=False)
 class ProbeGate:
     """A logistic probe at ``site``: ``weight`` (W,) and ``bias`` in activation space; ``mode``, ``threshold``
@@ -60,10 +68,7 @@ class ProbeGate:
             )
         if self.mode not in GATE_MODES:
             raise GateError(f"Unknown gate mode {self.mode!r}; use one of {GATE_MODES}.")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise GateError(f"Gate threshold {self.threshold} is not a probability in (0, 1).")
-        if not 0.0 <= float(self.smoothing) < 1.0:
-            raise GateError(f"Gate smoothing {self.smoothing} is not in [0, 1).")
+        check_gate_levels(self.threshold, self.smoothing)
         object.__setattr__(self, "weight", weight)
         object.__setattr__(self, "bias", float(self.bias))
 

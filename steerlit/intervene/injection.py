@@ -45,18 +45,23 @@ def one_to_all(
     return {layer_site(kind, L): vector for L in layers}
 
 
-def top_heads(
-    directions: Mapping[str, torch.Tensor], accuracy: Mapping[str, float], k: int
-) -> dict[str, torch.Tensor]:
-    """``{attn_head.L.h: directions[site]}`` for the ``k`` head sites of ``accuracy`` with the highest accuracy
-    (ties: lower layer, then lower head); every chosen head needs a direction ((head_dim,) each)."""
+def best_heads(accuracy: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` head sites of ``accuracy`` ({attn_head.L.h: accuracy}) with the highest accuracy (ties: lower
+    layer, then lower head), best first."""
     if k < 1:
         raise ValueError(f"top_heads needs k >= 1 heads, got {k}.")
     heads = [s for s in accuracy if split_site(s).is_head]
     if len(heads) < k:
         raise ValueError(f"top_heads asks for {k} heads but only {len(heads)} head accuracies are known.")
-    chosen = sorted(heads, key=lambda s: (-float(accuracy[s]), split_site(s)))[:k]
-    return {site: _get(directions, site) for site in chosen}
+    return sorted(heads, key=lambda s: (-float(accuracy[s]), split_site(s)))[:k]
+
+
+def top_heads(
+    directions: Mapping[str, torch.Tensor], accuracy: Mapping[str, float], k: int
+) -> dict[str, torch.Tensor]:
+    """``{attn_head.L.h: directions[site]}`` for the :func:`best_heads` of ``accuracy``; every chosen head
+    needs a direction ((head_dim,) each)."""
+    return {site: _get(directions, site) for site in best_heads(accuracy, k)}
 
 
 def explicit_map(directions: Mapping[str, torch.Tensor], mapping: Mapping[str, Sequence[str]]):

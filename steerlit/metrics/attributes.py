@@ -103,6 +103,11 @@ def compute_attribute(audio: Any, sr: int, name: str, *, tempo_kwargs: dict | No
     return float(_SIMPLE[name](y, sr))
 
 
+def clip_attribute(audio: Any, sr: int, name: str, tempo: TempoSettings) -> float:
+    """:func:`compute_attribute` with ``tempo``'s prior, range and estimator (a study's ``metrics.tempo``)."""
+    return compute_attribute(audio, sr, name, tempo_kwargs=dataclasses.asdict(tempo))
+
+
 def compute_attributes(audio: Any, sr: int, *, tempo_kwargs: dict | None = None) -> dict[str, float]:
     """Every attribute of :data:`ATTRIBUTE_NAMES` for one clip.
 

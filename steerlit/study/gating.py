@@ -17,17 +17,17 @@ the same effect (linear interpolation: the comparison "at matched effect").
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 
 from steerlit.data.probe_set import ProbeSet, load_eval_prompts
-from steerlit.data.splits import split_examples
+from steerlit.data.splits import SPLIT_NAMES, split_examples
 from steerlit.directions.head_probes import (
     accuracy_map,
     head_accuracy,
@@ -43,13 +43,13 @@ from steerlit.files import atomic_save_figure, atomic_write_csv
 from steerlit.intervene.gate import ProbeGate, load_probe_gate
 from steerlit.intervene.injection import inject
 from steerlit.intervene.steer import Intervention, Steering
-from steerlit.metrics.attributes import compute_attribute
+from steerlit.metrics.attributes import clip_attribute
 from steerlit.metrics.quality import dsp_frechet
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.fingerprint import weights_fingerprint
-from steerlit.models.sites import attention_shape, layer_site
+from steerlit.models.sites import layer_site
 from steerlit.study.layout import RunLayout
-from steerlit.study.patch_settings import GateSettings, check_gate_alignment
+from steerlit.study.patch_settings import GateSettings, Pole, check_gate_alignment
 from steerlit.study.tables import attribute_for
 
 HEAD_METHOD = "logistic"  # the head probes are logistic probes: their direction files' method name
@@ -73,7 +73,7 @@ def _concept_probes(adapter, ps: ProbeSet, generation, settings: GateSettings, o
     """Head probes (mean over steps), gate probes of every resid_post trained on single steps (each step of each
     prompt one example: a gate reads one step) and the diff-mean directions of the step means."""
     examples = split_examples(ps.examples("pairs"), settings.split, seed)
-    ordered = [ex for split in ("train", "val", "test") for ex in examples[split]]
+    ordered = [ex for split in SPLIT_NAMES for ex in examples[split]]
     splits = ["train" if ex in examples["train"] else "test" for ex in ordered]  # val joins test
     labels = torch.tensor([ex.label for ex in ordered])
     layer_sites = [layer_site("resid_post", L) for L in range(adapter.num_layers)]
@@ -122,7 +122,7 @@ def run_head_probe_maps(
     (layers x heads test accuracy, last column the layer probe's) as CSV + PNG and the head directions with
     their test accuracies as ``<concept>/directions.safetensors`` (the file a run folder's ``top_heads``
     strategy steers from: ``steerlit steer --run`` on this folder)."""
-    heads = attention_shape(adapter.decoder_layers)[0]
+    heads = adapter.num_heads
     out, paths = {}, []
     for concept, ps in probe_sets.items():
         probes = _concept_probes(adapter, ps, generation, settings, out_dir, seed)
@@ -159,8 +159,8 @@ class TradeoffRow:
 def pole_sign(settings: GateSettings, k: int) -> float:
     """+1 when concept ``k`` is steered towards its positive pole, -1 towards its negative one."""
     pole = settings.poles[k]
-    if pole not in ("positive", "negative"):
-        raise ValueError(f"gate.poles entries are 'positive' or 'negative', got {pole!r}.")
+    if pole not in get_args(Pole):
+        raise ValueError(f"gate.poles entries are one of {get_args(Pole)}, got {pole!r}.")
     return 1.0 if pole == "positive" else -1.0
 
 
@@ -203,7 +203,7 @@ def generate_tradeoff_rows(
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Generate every row (batches of ``generation.batch_size``): the clips and each row's gate multipliers (N,)."""
     steps = adapter.seconds_to_steps(generation.seconds)
-    hf = dataclasses.replace(generation.generation(), engine="hf")
+    hf = generation.on_hf_engine()
     size, cache = generation.batch_size or 64, {}
     clips, gates = [], []
     for start in range(0, len(rows), size):
@@ -261,8 +261,7 @@ def summarise_tradeoff(
     """Per (concept, mode, α): effect (median over prompts of ``sign x log(steered / unsteered attribute)``,
     ``signs[concept]`` = +1 towards the positive pole, -1 towards the negative one), Fréchet distance, openness
     and the constant curve's Fréchet at that effect; and the per-step openness of each gated configuration."""
-    tempo = dataclasses.asdict(metrics.tempo)
-    value = functools.cache(lambda i, attr: compute_attribute(clips[i], sr, attr, tempo_kwargs=tempo))
+    value = functools.cache(lambda i, attr: clip_attribute(clips[i], sr, attr, metrics.tempo))
     base = {r.prompt: i for i, r in enumerate(rows) if r.concept is None}
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):

@@ -19,6 +19,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from steerlit.data.probe_set import load_eval_prompts, load_probe_set
+from steerlit.intervene.gate import GateError, check_gate_levels
 from steerlit.intervene.patching import StepWindow
 from steerlit.models.loading import load_adapter
 from steerlit.models.sites import SITE_KINDS
@@ -79,11 +80,10 @@ def validate_gate(patch: PatchSettings) -> None:
         raise ConfigError(str(err)) from None
     if not gate.alphas or not gate.modes:
         raise ConfigError("patch.gate.alphas and patch.gate.modes need at least one entry each.")
-    if not 0 <= gate.threshold <= 1 or not 0 <= gate.smoothing < 1:
-        raise ConfigError(
-            f"patch.gate.threshold must be in [0, 1] and patch.gate.smoothing in [0, 1), got {gate.threshold} "
-            f"and {gate.smoothing}."
-        )
+    try:
+        check_gate_levels(gate.threshold, gate.smoothing)
+    except GateError as err:
+        raise ConfigError(f"patch.gate.threshold / patch.gate.smoothing: {err}") from None
     if gate.n_prompts < 1 or gate.head_steps < 1:
         raise ConfigError(
             f"patch.gate.n_prompts and patch.gate.head_steps must be >= 1, got {gate.n_prompts}, {gate.head_steps}."

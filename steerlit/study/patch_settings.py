@@ -9,10 +9,10 @@ from typing import Literal
 from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.intervene.gate import GateMode
 from steerlit.intervene.injection import Strategy
-from steerlit.intervene.steer import CfgHalf
+from steerlit.intervene.patching import PatchHalf
+from steerlit.study.statistics import Statistic  # how a map cell summarises its pairs
 
 Pole = Literal["positive", "negative"]  # the pole a concept is steered towards
-Statistic = Literal["median", "mean"]  # how a map cell summarises its pairs
 
 
 def _gate_probe_training() -> ProbeTrainSettings:
@@ -58,7 +58,7 @@ class PatchSettings:
     site_kinds: tuple[str, ...] = ("xattn_out",)  # cross-attention: where each layer reads the text
     layers: tuple[int, ...] | None = None
     windows: tuple[str, ...] = ("0-10", "0-50", "50-end", "0-end")
-    half: CfgHalf = "both"
+    half: PatchHalf = "both"  # both | cond: patching refuses uncond
     statistic: Statistic = "median"
     ci: float = 0.9
     n_boot: int = 2000

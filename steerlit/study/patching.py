@@ -21,7 +21,6 @@ map is the ``statistic`` (median or mean) over pairs with a percentile bootstrap
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -36,9 +35,16 @@ from steerlit.directions.head_probes import save_heatmap
 from steerlit.engines.select import generate
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_write_csv, atomic_write_json
-from steerlit.intervene.patching import Patching, PatchRow, StepWindow, normalised_effect, record_sources
+from steerlit.intervene.patching import (
+    Patching,
+    PatchRow,
+    StepWindow,
+    normalised_effect,
+    patch_grid,
+    record_sources,
+)
 from steerlit.intervene.record import ActivationRecorder
-from steerlit.metrics.attributes import compute_attribute
+from steerlit.metrics.attributes import clip_attribute
 from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.sites import layer_site, split_site
 from steerlit.study.gating import run_gate_tradeoff, run_head_probe_maps
@@ -78,16 +84,6 @@ class PairRuns:
         return len(self.concepts)
 
 
-def clip_attribute(audio: np.ndarray, sr: int, attribute: str, metrics: MetricsSettings) -> float:
-    """One clip's attribute with the metrics' tempo prior."""
-    return compute_attribute(audio, sr, attribute, tempo_kwargs=dataclasses.asdict(metrics.tempo))
-
-
-def hf_settings(generation: GenerationSettings) -> GenerationSettings:
-    """The generation settings on the HF engine (patching and gates are hooks)."""
-    return dataclasses.replace(generation.generation(), engine="hf")
-
-
 def readout_site(adapter) -> str:
     return layer_site("resid_post", adapter.num_layers - 1)
 
@@ -115,14 +111,15 @@ def run_pair_runs(
         adapter,
         sites,
         lambda: out.setdefault(
-            "gen", generate(adapter, prompts, hf_settings(generation), seeds=all_seeds, max_new_tokens=steps)
+            "gen",
+            generate(adapter, prompts, generation.on_hf_engine(), seeds=all_seeds, max_new_tokens=steps),
         ),
     )
     concept_of = concepts + concepts
     attrs = np.array(
         [
             clip_attribute(
-                out["gen"].audio[i].numpy(), adapter.sample_rate, attribute_for(concept_of[i]), metrics
+                out["gen"].audio[i].numpy(), adapter.sample_rate, attribute_for(concept_of[i]), metrics.tempo
             )
             for i in range(len(prompts))
         ]
@@ -131,51 +128,38 @@ def run_pair_runs(
     return PairRuns(prompts, all_seeds, concepts, pair, recorded, attrs, readouts)
 
 
-@dataclass(frozen=True)
-class PatchCell:
-    """One patched row: source row ``source`` of :class:`PairRuns` patched at ``site`` inside ``window``."""
-
-    source: int
-    site: str
-    window: StepWindow
-
-
 def patch_sites(adapter, settings: PatchSettings) -> list[str]:
     """``site_kinds`` x ``layers`` (None: every layer), kind-major."""
     layers = range(adapter.num_layers) if settings.layers is None else settings.layers
     return [layer_site(kind, L) for kind in settings.site_kinds for L in layers]
 
 
-def patch_cells(runs: PairRuns, sites: Sequence[str], windows: Sequence[StepWindow]) -> list[PatchCell]:
-    return [PatchCell(s, site, w) for s in range(runs.n_sources) for site in sites for w in windows]
-
-
 def run_patch_rows(
     adapter,
     runs: PairRuns,
-    cells: Sequence[PatchCell],
+    cells: Sequence[PatchRow],
     settings: PatchSettings,
     generation: GenerationSettings,
     metrics: MetricsSettings,
     *,
     progress: Callable[[str], None] = print,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate every cell's target with the source patched in, in batches: (attributes (C,), readouts (C, H))."""
+    """Generate every cell's target with the source patched in, in batches: (attributes (C,), readouts (C, H)).
+    ``cells``: one :class:`PatchRow` per (source row of ``runs``, site, window), one site each."""
     n, steps = runs.n_sources, adapter.seconds_to_steps(generation.seconds)
     size = generation.batch_size or 64
     attrs, readouts = [], []
     for start in range(0, len(cells), size):
         chunk = cells[start : start + size]
-        rows = [PatchRow(c.source, (c.site,), c.window) for c in chunk]
         prompts = [runs.prompts[n + c.source] for c in chunk]
         seeds = [runs.seeds[n + c.source] for c in chunk]
         with ExitStack() as stack:
-            stack.enter_context(Patching(adapter, runs.sources, rows, half=settings.half))
+            stack.enter_context(Patching(adapter, runs.sources, chunk, half=settings.half))
             rec = stack.enter_context(ActivationRecorder(adapter, [readout_site(adapter)], reduction="mean"))
-            out = generate(adapter, prompts, hf_settings(generation), seeds=seeds, max_new_tokens=steps)
+            out = generate(adapter, prompts, generation.on_hf_engine(), seeds=seeds, max_new_tokens=steps)
         for i, c in enumerate(chunk):
             attribute = attribute_for(runs.concepts[c.source])
-            attrs.append(clip_attribute(out.audio[i].numpy(), adapter.sample_rate, attribute, metrics))
+            attrs.append(clip_attribute(out.audio[i].numpy(), adapter.sample_rate, attribute, metrics.tempo))
         readouts.append(rec.results[readout_site(adapter)].numpy())
         progress(f"patched rows {start + len(chunk)}/{len(cells)}")
     return np.array(attrs), np.concatenate(readouts)
@@ -199,7 +183,7 @@ def bootstrap_ci(
 
 
 def cell_effects(
-    runs: PairRuns, cells: Sequence[PatchCell], attrs: np.ndarray, readouts: np.ndarray, min_gap: float
+    runs: PairRuns, cells: Sequence[PatchRow], attrs: np.ndarray, readouts: np.ndarray, min_gap: float
 ) -> dict[str, np.ndarray]:
     """Per-cell normalised effects: ``attribute`` (log space; NaN where the pair's gap < ``min_gap``) and
     ``readout`` (projection on the concept's mean source − target readout difference)."""
@@ -222,12 +206,12 @@ def cell_effects(
 
 
 def summarise(
-    runs: PairRuns, cells: Sequence[PatchCell], effects: Mapping[str, np.ndarray], settings: PatchSettings
+    runs: PairRuns, cells: Sequence[PatchRow], effects: Mapping[str, np.ndarray], settings: PatchSettings
 ) -> list[dict]:
     """One row per (concept, measure, site, window): the statistic over pairs and its bootstrap CI."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cells):
-        groups.setdefault((runs.concepts[c.source], c.site, c.window), []).append(i)
+        groups.setdefault((runs.concepts[c.source], *c.sites, c.window), []).append(i)  # one site per cell
     rows = []
     for measure, values in effects.items():
         for (concept, site, window), idx in groups.items():
@@ -326,7 +310,7 @@ def run_patching(
     out_dir.mkdir(parents=True, exist_ok=True)
     clock, seconds = time.perf_counter(), {}
     runs = run_pair_runs(adapter, probe_sets, settings, generation, metrics)
-    cells = patch_cells(runs, patch_sites(adapter, settings), windows)
+    cells = patch_grid(runs.n_sources, [(site,) for site in patch_sites(adapter, settings)], windows)
     attrs, readouts = run_patch_rows(adapter, runs, cells, settings, generation, metrics, progress=progress)
     maps = summarise(runs, cells, cell_effects(runs, cells, attrs, readouts, settings.min_gap), settings)
     files = save_patch_maps(maps, out_dir, settings)

@@ -10,7 +10,6 @@ from steerlit.directions.head_probes import (
     record_head_activations,
     save_head_directions,
     save_heatmap,
-    top_k_heads,
     train_head_probes,
 )
 from steerlit.directions.io import DirectionSet, load_directions
@@ -18,6 +17,7 @@ from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
 from steerlit.engines.hf import generate
 from steerlit.engines.settings import GenerationSettings
+from steerlit.intervene.injection import best_heads
 from steerlit.models.sites import list_head_sites
 
 SETTINGS = ProbeTrainSettings(
@@ -43,7 +43,7 @@ def test_vectorised_head_probes_find_the_informative_head():
     assert acc["attn_head.2.1"] == 1.0
     others = [v for s, v in acc.items() if s != "attn_head.2.1"]
     assert max(others) < 0.85 and 0.35 < np.mean(others) < 0.65
-    assert top_k_heads(acc, 1) == ["attn_head.2.1"]
+    assert best_heads(acc, 1) == ["attn_head.2.1"]
     grid = accuracy_map(acc, 4, 4)
     assert grid.shape == (4, 4) and grid[2, 1] == 1.0
     direction = module.directions("unit")["attn_head.2.1"]

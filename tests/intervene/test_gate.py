@@ -4,7 +4,7 @@ import torch
 
 from steerlit.directions.probes import LinearProbeModule
 from steerlit.engines.hf import generate
-from steerlit.intervene.gate import GateError, ProbeGate, load_probe_gate
+from steerlit.intervene.gate import GateError, ProbeGate, check_gate_levels, load_probe_gate
 from steerlit.intervene.steer import Intervention, Steering, SteeringError, hook_only_reason
 
 PROMPTS = ["a fast techno track", "slow jazz piano"]
@@ -90,6 +90,13 @@ def test_rows_gated_at_different_sites_in_one_batch_equal_separate_runs(tiny_ada
     )
     assert torch.equal(batched.codes[0], base.codes[0]) and torch.equal(batched.codes[1], constant.codes[0])
     assert st.gate_openness("resid_post.0")[0] == 0.0 and st.gate_openness("resid_post.2")[0] == 1.0
+
+
+@pytest.mark.parametrize(("threshold", "smoothing"), [(0.0, 0.5), (1.0, 0.5), (0.5, 1.0), (0.5, -0.1)])
+def test_gate_levels_refuse_the_edges_a_gate_cannot_use(threshold, smoothing):
+    check_gate_levels(0.5, 0.0)  # a probability inside (0, 1), no smoothing
+    with pytest.raises(GateError, match="threshold" if smoothing == 0.5 else "smoothing"):
+        check_gate_levels(threshold, smoothing)
 
 
 def test_bad_gates(tiny_adapter):

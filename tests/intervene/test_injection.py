@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from steerlit.intervene.injection import explicit_map, gram_schmidt, inject, one_to_all, one_to_one, top_heads
+from steerlit.intervene.injection import (
+    best_heads,
+    explicit_map,
+    gram_schmidt,
+    inject,
+    one_to_all,
+    one_to_one,
+    top_heads,
+)
 
 DIRS = {f"resid_post.{i}": torch.full((4,), float(i)) for i in range(3)}
 
@@ -49,6 +57,7 @@ def test_top_heads_picks_the_most_accurate_heads():
         "attn_head.1.0": 0.8,
     }
     assert list(top_heads(directions, accuracy, 3)) == ["attn_head.1.3", "attn_head.0.2", "attn_head.1.0"]
+    assert best_heads(accuracy | {"resid_post.0": 1.0}, 1) == ["attn_head.1.3"]  # heads only
     with pytest.raises(ValueError, match="only 8 head accuracies"):
         top_heads(directions, accuracy, 9)
     with pytest.raises(ValueError, match="per-head directions"):

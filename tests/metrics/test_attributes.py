@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from steerlit.metrics.attributes import ATTRIBUTE_NAMES, compute_attribute, compute_attributes
+from steerlit.metrics.attributes import ATTRIBUTE_NAMES, clip_attribute, compute_attribute, compute_attributes
 from steerlit.metrics.beat_confidence import EstimatorUnavailableError
 from steerlit.metrics.brightness import spectral_centroid
 from steerlit.metrics.settings import TempoSettings
@@ -70,6 +70,13 @@ def test_no_beat_gives_nan_bpm_with_low_confidence():
 def test_min_confidence_gates_the_bpm(clip):
     strict = dataclasses.asdict(TempoSettings(min_confidence=1.01))
     assert np.isnan(compute_attributes(clip, SR, tempo_kwargs=strict)["bpm"])
+
+
+def test_clip_attribute_reads_the_tempo_settings(clip):
+    assert clip_attribute(clip, SR, "bpm", TempoSettings()) == pytest.approx(
+        compute_attribute(clip, SR, "bpm")
+    )
+    assert np.isnan(clip_attribute(clip, SR, "bpm", TempoSettings(min_confidence=1.01)))
 
 
 def test_missing_beat_this_checkpoint_is_one_clear_error(clip, tmp_path):

@@ -7,12 +7,12 @@ import torch
 import yaml
 
 from steerlit.data.probe_set import load_probe_set
-from steerlit.directions.head_probes import top_k_heads
 from steerlit.directions.io import load_directions
 from steerlit.directions.settings import ProbeTrainSettings
 from steerlit.engines.grid import GridRow, SteerTerm, row_steering
 from steerlit.engines.hf import generate
 from steerlit.engines.settings import GenerationSettings
+from steerlit.intervene.injection import best_heads
 from steerlit.study.gating import HEAD_METHOD, run_head_probe_maps
 from steerlit.study.layout import RunLayout
 from steerlit.study.patch_settings import GateSettings
@@ -54,7 +54,7 @@ def test_head_probe_stage_saves_directions_that_top_heads_steers_from(tiny_adapt
     assert saved_accuracy == probes["toy_tempo"].head_accuracy
     term = SteerTerm("toy_tempo", HEAD_METHOD, 3, 0.0, "top_heads", site_kind="attn_head")
     (iv,) = row_steering(GridRow("a loop", 0, (term,)), {"toy_tempo": directions}, tiny_adapter.num_layers)
-    assert sorted(iv.vectors) == sorted(top_k_heads(saved_accuracy, 3))
+    assert sorted(iv.vectors) == sorted(best_heads(saved_accuracy, 3))
     assert all(v.shape == (8,) for v in iv.vectors.values())
     base = generate(tiny_adapter, ["a loop"], max_new_tokens=16)
     assert torch.equal(generate(tiny_adapter, ["a loop"], max_new_tokens=16, steering=[iv]).codes, base.codes)

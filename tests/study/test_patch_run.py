@@ -54,6 +54,8 @@ def test_patch_keys_are_typed():
         compose(["patch.gate.poles=[up,down]"])
     with pytest.raises(ConfigError, match="patch.statistic"):
         compose(["patch.statistic=mode"])
+    with pytest.raises(ConfigError, match=r"patch.half.*expected one of \['both', 'cond'\]"):
+        compose(["patch.half=uncond"])  # a steering half that patching refuses
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,8 @@ def test_patch_keys_are_typed():
         (["patch.gate.eval_set=nope"], "patch.gate.eval_set 'nope'"),
         (["patch.gate.split=[0.5,0.5,0.5]"], "summing to 1"),
         (["patch.threads=0"], "patch.threads must be >= 1"),
+        (["patch.gate.threshold=1"], r"patch.gate.threshold.*threshold 1.0 is not a probability in \(0, 1\)"),
+        (["patch.gate.smoothing=1"], r"patch.gate.smoothing.*smoothing 1.0 is not in \[0, 1\)"),
     ],
 )
 def test_bad_patch_settings_fail_with_the_key(overrides, message):
@@ -112,6 +116,17 @@ def test_bad_patch_settings_stop_the_cli_before_any_folder(tmp_path):
     )
     assert done.returncode == 2 and "patch.windows" in done.stderr, done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_gate_threshold_the_gate_refuses_stops_the_cli_before_any_folder(tmp_path):
+    done = steerlit(
+        ["patch", "experiment=patching_testbed", "patch.gate.threshold=1", f"output_dir={tmp_path / 'runs'}"],
+        cli_env(tmp_path),
+        tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2 and "patch.gate.threshold" in done.stderr, done.stderr
+    assert "not a probability in (0, 1)" in done.stderr and not (tmp_path / "runs").exists()
 
 
 def test_a_finished_patching_folder_is_never_overwritten(tmp_path):
