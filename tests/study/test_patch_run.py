@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_info
 from steerlit.cli import main
 from steerlit.config import compose
 from steerlit.directions.io import load_directions
+from steerlit.models.tiny import build_tiny_musicgen, install_in_hub_cache
 from steerlit.study.patch_run import (
     limited_threads,
     run_patch_study,
@@ -185,3 +186,34 @@ def test_patch_command_writes_a_run_folder_and_logs_to_wandb(tmp_path, tiny_mode
     logged = read_offline_run(offline[0])
     assert logged["job_type"] == "patch" and logged["config"]["patch"]["n_pairs"] == 2
     assert "patching/map_table" in logged["summary"]
+
+
+@pytest.mark.slow  # the MusicGen experiment on a tiny MusicGen found by hub id, in a subprocess
+def test_musicgen_patching_experiment_runs_on_a_model_found_by_hub_id(tmp_path):
+    """`steerlit patch experiment=patching_musicgen` as a user with musicgen-small's weights runs it: the model is
+    looked up by hub id in an HF cache (here a tiny random MusicGen installed as facebook/musicgen-small), the real
+    tempo and timbre probe files give the twins, the default metrics measure; only the sizes are overridden."""
+    cache = tmp_path / "hub"
+    install_in_hub_cache(build_tiny_musicgen(tmp_path / "tiny", seed=0), cache, "facebook/musicgen-small")
+    runs = tmp_path / "runs"
+    per_concept = ("patch.concepts=", "patch.gate.layers=", "patch.gate.strategies=", "patch.gate.poles=")
+    sizes = [a for a in TINY_PATCH if not a.startswith(per_concept)]
+    args = [
+        "patch", "experiment=patching_musicgen", f"model.hf_cache_dir={cache}", "trainer=cpu",
+        "logger=none", *sizes, "patch.gate.layers=[1,2]", f"output_dir={runs}", "run_name=mg",
+    ]  # fmt: skip
+    done = steerlit(args, cli_env(tmp_path), tmp_path)
+    run = runs / "mg"
+    assert done.stdout.strip().splitlines()[-1] == str(run)
+    with open(run / "patching_map.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["concept"] for r in rows} == {"tempo", "timbre"}
+    assert {(r["layer"], r["window"]) for r in rows} == {
+        (L, w) for L in ("0", "3") for w in ("0-10", "0-end")
+    }
+    for concept in ("tempo", "timbre"):
+        assert (run / f"patching_{concept}_xattn_out_attribute.png").read_bytes()[:4] == b"\x89PNG"
+        heads = load_directions(run / concept / "directions.safetensors")
+        assert heads.metadata["model_id"] == "facebook/musicgen-small"
+    summary = json.loads((run / "summary.json").read_text())
+    assert {r["mode"] for r in summary["tradeoff"]} == {"constant", "stop", "proportional"}
