@@ -41,9 +41,12 @@ def metrics(folder):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, tiny_model_dir):
-    """The metrics of the cheap study in one process (what every launcher must reproduce)."""
+    """The metrics of the cheap study in one process (what every launcher must reproduce), measured in that
+    process as DDP ranks measure theirs (the measuring pool gives the same values: tests/engines/test_runner.py)."""
     out = tmp_path_factory.mktemp("one")
-    one = steerlit_run([*CHEAP, f"model={tiny_model_dir}", f"output_dir={out}", "run_name=one"])
+    one = steerlit_run(
+        [*CHEAP, "metrics.workers=0", f"model={tiny_model_dir}", f"output_dir={out}", "run_name=one"]
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     return metrics(out / "one")
 
