@@ -1,4 +1,7 @@
-"""The callback inside real Lightning fit loops, logging to a real offline W&B run."""
+"""The callback inside real Lightning fit loops, logging to a real offline W&B run.
+
+Clips are measured in the test's own process (``workers=0``): the measuring pool has its own tests
+(tests/metrics/test_pool.py, tests/engines/test_runner.py), and its spawned worker costs 10-20 s per test."""
 
 import csv
 
@@ -81,7 +84,7 @@ def test_callback_logs_each_epoch_and_at_fit_end(tiny_adapter, tmp_path, loaders
     )
     evaluation = Evaluation(
         tiny_adapter,
-        MetricsSettings(clap_path=str(clap_dir)),
+        MetricsSettings(clap_path=str(clap_dir), workers=0),
         trainer=TrainerSettings(enable_progress_bar=False),
     )
     plan = GridPlan(steer, ("a calm folk song",), ("tempo",), (1,))
@@ -120,7 +123,9 @@ def test_every_n_epochs_and_fit_end_switches(tiny_adapter, tmp_path, loaders):
     layout = RunLayout(tmp_path / "run")
     steer = SteerSettings(layers=(1,), alphas=(0.0, 3.0), methods=("diffmean",), seconds=0.3, batch_size=4)
     evaluation = Evaluation(
-        tiny_adapter, MetricsSettings(quality="none"), trainer=TrainerSettings(enable_progress_bar=False)
+        tiny_adapter,
+        MetricsSettings(quality="none", workers=0),
+        trainer=TrainerSettings(enable_progress_bar=False),
     )
     seen = []
 
@@ -171,6 +176,7 @@ def test_run_study_steers_while_probes_train(tmp_path, tiny_model_dir):
             "steer.strategies=[one_to_all]",
             "steer.every_n_epochs=2",
             "trainer.enable_progress_bar=false",
+            "metrics.workers=0",
             f"output_dir={tmp_path}",
             "run_name=probes",
         ]

@@ -4,15 +4,20 @@ model; spawn with ranks that load a bfloat16 model by hub id through ``hf_cache_
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from safetensors import safe_open
 
+import steerlit
 from steerlit.data.datamodule import PromptDataModule
 from steerlit.data.probe_set import ProbeSet
 from steerlit.data.settings import ProbeSettings
@@ -31,6 +36,7 @@ BATCH, N_PER_POLE = 4, 20  # as in conftest.py
 CPU = TrainerSettings(enable_progress_bar=False)
 PROBE = ProbeSettings()
 SETTINGS = ExtractSettings(batch_size=BATCH)
+REPO = Path(steerlit.__file__).resolve().parents[1]
 
 
 def _assert_same_cache(run_a, run_b):
@@ -230,6 +236,23 @@ def hub_bf16_run(tmp_path_factory, tiny_model_dir, small_probe_set):
     return model, root / "one"
 
 
+def extract_in_fresh_interpreter(arguments: tuple, pickled: Path) -> None:
+    """``extract_activations(*arguments)`` in a new single-threaded ``python`` (its ranks fork from it)."""
+    pickled.write_bytes(pickle.dumps(arguments))
+    code = (
+        "import pickle, sys\n"
+        "from steerlit.directions.extraction import extract_activations\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    extract_activations(*pickle.load(f))\n"
+    )
+    paths = (str(REPO), os.environ.get("PYTHONPATH", ""))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(pickled)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("strategy", ["ddp_fork", pytest.param("ddp_spawn", marks=pytest.mark.slow)])
 def test_ranks_that_load_the_model_get_every_setting(
     tmp_path, hub_bf16_run, cache_run, small_probe_set, strategy
@@ -237,9 +260,11 @@ def test_ranks_that_load_the_model_get_every_setting(
     """Ranks get only ModelSettings and load the model themselves: same cache as one process, in bfloat16."""
     model, one = hub_bf16_run
     two = tmp_path / "two"
-    extract_activations(
-        two, small_probe_set, model, SETTINGS, PROBE, replace(CPU, devices=2, strategy=strategy)
-    )
+    arguments = (two, small_probe_set, model, SETTINGS, PROBE, replace(CPU, devices=2, strategy=strategy))
+    if strategy == "ddp_fork":  # forked ranks need a caller without threads: not a pytest-xdist worker
+        extract_in_fresh_interpreter(arguments, tmp_path / "arguments.pickle")
+    else:
+        extract_activations(*arguments)
     _assert_same_cache(one, two)
     assert _writer_ranks(two) == {"0", "1"}
     assert C.read_index(two)["model_id"] == "facebook/musicgen-small"

@@ -40,14 +40,12 @@ def result_files(root) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_three_kills_at_random_points_give_the_uninterrupted_results(tmp_path):
+def test_three_kills_at_random_points_give_the_uninterrupted_results(finished_run, tmp_path):
     """Kill -9 at three random moments of the run (spread over its stages by the uninterrupted run's
     duration), resume each time; the final folder's result files equal the uninterrupted run's."""
     env = cli_env(tmp_path)
     args = ["run", *TINY_TESTBED, f"output_dir={tmp_path / 'runs'}"]
-    started = time.monotonic()
-    steerlit([*args, "run_name=clean"], env, tmp_path)
-    duration = time.monotonic() - started
+    duration = finished_run.seconds  # the uninterrupted TINY_TESTBED run
     seed = int(time.time())
     rng = random.Random(seed)
     moments = sorted(rng.uniform(0.15, 0.95) * duration for _ in range(3))
@@ -65,7 +63,7 @@ def test_three_kills_at_random_points_give_the_uninterrupted_results(tmp_path):
             proc.send_signal(signal.SIGKILL)
         proc.wait()
     steerlit([*args, "run_name=killed"], env, tmp_path)
-    clean, killed = result_files(tmp_path / "runs" / "clean"), result_files(tmp_path / "runs" / "killed")
+    clean, killed = result_files(finished_run.folder), result_files(tmp_path / "runs" / "killed")
     detail = f"seed {seed}, kills at {[round(m, 1) for m in moments]} s of {duration:.0f} s"
     assert set(clean) == set(killed), detail
     different = [k for k in clean if clean[k] != killed[k]]

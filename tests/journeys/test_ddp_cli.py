@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from steerlit.config import compose
+
 CHEAP = [
     "logger=none",
     "model.dtype=bfloat16",
@@ -39,21 +41,23 @@ def metrics(folder):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, tiny_model_dir):
-    """The metrics of the cheap study in one process (what every launcher must reproduce)."""
+    """The metrics of the cheap study in one process (what every launcher must reproduce), measured in that
+    process as DDP ranks measure theirs (the measuring pool gives the same values: tests/engines/test_runner.py)."""
     out = tmp_path_factory.mktemp("one")
-    one = steerlit_run([*CHEAP, f"model={tiny_model_dir}", f"output_dir={out}", "run_name=one"])
+    one = steerlit_run(
+        [*CHEAP, "metrics.workers=0", f"model={tiny_model_dir}", f"output_dir={out}", "run_name=one"]
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     return metrics(out / "one")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn", "ddp_fork"])
-def test_ddp_cli_makes_one_folder_equal_to_one_process(strategy, tmp_path, tiny_model_dir, one_process):
-    base = [*CHEAP, f"model={tiny_model_dir}"]
-    two = steerlit_run([*base, *DDP, f"trainer.strategy={strategy}", f"output_dir={tmp_path / 'ddp'}"])
-    assert two.returncode == 0, two.stderr[-3000:]
-    folders = list((tmp_path / "ddp").iterdir())  # the default (timestamped) name: one folder for both ranks
+def assert_one_folder_equal_to_one_process(done, out, one_process):
+    """A finished multi-process run wrote one (default, timestamped) folder for both ranks with the metrics of one
+    process."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    folders = list(out.iterdir())  # the default (timestamped) name: one folder for both ranks
     assert len(folders) == 1, folders
+    assert (folders[0] / "summary.csv").exists()
     got, want = metrics(folders[0]), one_process
     assert [r["codes_sha1"] for r in got] == [r["codes_sha1"] for r in want]
     drop = {"wav"}
@@ -63,19 +67,25 @@ def test_ddp_cli_makes_one_folder_equal_to_one_process(strategy, tmp_path, tiny_
 
 
 @pytest.mark.slow
-def test_ddp_cpu_twice_on_a_fresh_numba_cache(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork"])
+def test_ddp_cli_makes_one_folder_equal_to_one_process(strategy, tmp_path, tiny_model_dir, one_process):
+    base = [*CHEAP, f"model={tiny_model_dir}"]
+    two = steerlit_run([*base, *DDP, f"trainer.strategy={strategy}", f"output_dir={tmp_path / 'ddp'}"])
+    assert_one_folder_equal_to_one_process(two, tmp_path / "ddp", one_process)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_twice_on_a_fresh_numba_cache_makes_one_folder_equal_to_one_process(
+    tmp_path, tiny_model_dir, one_process
+):
+    """``trainer=ddp_cpu`` (Lightning's ``ddp`` launcher, which re-runs the command line per rank as on GPUs),
+    twice in a row on a fresh numba cache folder: both runs complete, each equal to one process."""
+    assert compose(["trainer=ddp_cpu"]).trainer.strategy == "ddp"
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     for attempt in ("a", "b"):
-        args = [
-            *CHEAP,
-            f"model={tiny_model_dir}",
-            "trainer=ddp_cpu",
-            f"output_dir={tmp_path}",
-            f"run_name={attempt}",
-        ]
-        done = steerlit_run(args, env)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert (tmp_path / attempt / "summary.csv").exists()
+        out = tmp_path / attempt
+        done = steerlit_run([*CHEAP, f"model={tiny_model_dir}", "trainer=ddp_cpu", f"output_dir={out}"], env)
+        assert_one_folder_equal_to_one_process(done, out, one_process)
 
 
 def test_sigterm_stops_the_run_with_143_and_a_resume_line(tmp_path, tiny_model_dir):

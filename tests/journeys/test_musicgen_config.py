@@ -57,7 +57,8 @@ def test_musicgen_study_on_a_tiny_model_found_by_hub_id(tmp_path):
         "run", "model=musicgen_small", f"model.hf_cache_dir={cache}", "model.device=cpu", "trainer=cpu",
         "logger=none", "trainer.enable_progress_bar=false", "probe.max_per_pole=4", "fit.probe.max_epochs=1",
         "steer.layers=[1]", "steer.alphas=[0,1]", "steer.seeds=[0]", "steer.n_prompts=1", "steer.seconds=0.5",
-        "steer.methods=[diffmean]", "metrics.quality=none", f"output_dir={tmp_path / 'runs'}", "run_name=mg",
+        "steer.methods=[diffmean]", "metrics.quality=none", "metrics.workers=0",
+        f"output_dir={tmp_path / 'runs'}", "run_name=mg",
     ]  # fmt: skip
     steerlit(args, cli_env(tmp_path), tmp_path)
     run = tmp_path / "runs" / "mg"

@@ -14,19 +14,9 @@ from steerlit.cli import main
 from steerlit.study.launch import LOCK_FILE
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A finished tiny testbed run folder ``runs/R`` (copy it before changing it)."""
-    base = tmp_path_factory.mktemp("finished")
-    runs = base / "runs"
-    steerlit(["run", *TINY_TESTBED, f"output_dir={runs}", "run_name=R"], cli_env(base), base)
-    assert (runs / "R" / "summary.csv").exists()
-    return runs / "R"
-
-
-def copy_run(source, tmp_path):
-    target = tmp_path / "runs" / source.name
-    shutil.copytree(source, target)
+def copy_run(finished, tmp_path):
+    target = tmp_path / "runs" / finished.folder.name
+    shutil.copytree(finished.folder, target)
     return target
 
 

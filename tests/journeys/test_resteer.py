@@ -2,17 +2,16 @@
 
 import hashlib
 import json
+import shutil
 
 import pytest
-from support.journeys import TINY_TESTBED, cli_env, steerlit, tree_hashes
+from support.journeys import cli_env, steerlit, tree_hashes
 
 
 @pytest.mark.slow
-def test_steer_out_leaves_the_source_run_byte_identical(tmp_path):
+def test_steer_out_leaves_the_source_run_byte_identical(finished_run, tmp_path):
     env = cli_env(tmp_path)
-    runs = tmp_path / "runs"
-    steerlit(["run", *TINY_TESTBED, f"output_dir={runs}", "run_name=R"], env, tmp_path)
-    source = runs / "R"
+    source = shutil.copytree(finished_run.folder, tmp_path / "runs" / "R")  # a TINY_TESTBED run
     assert (source / "summary.csv").exists()
     before = tree_hashes(source)
 

@@ -63,6 +63,7 @@ def test_wheel_installed_outside_the_repo_runs_config_and_a_tiny_study(tmp_path)
     printed = run_installed(target, ["config"], outside, env).stdout
     assert "testbed_tempo" in printed and "name: testbed" in printed
 
-    run_installed(target, ["run", *TINY_TESTBED, "output_dir=runs", "run_name=installed"], outside, env)
+    study = [*TINY_TESTBED, "metrics.workers=1"]  # the measuring pool's spawned worker imports the wheel too
+    run_installed(target, ["run", *study, "output_dir=runs", "run_name=installed"], outside, env)
     run = outside / "runs" / "installed"
     assert (run / "summary.csv").exists() and (run / "testbed_tempo" / "directions.safetensors").exists()

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# A testbed study small enough for a shared CPU: one concept, 8 prompts per pole, diff-mean only, 2 grid rows.
+# A testbed study small enough for a shared CPU: one concept, 8 prompts per pole, diff-mean only, 2 grid rows,
+# measured in the run's own process (the measuring pool's spawned worker costs 10-20 s per run; its journeys are
+# tests/journeys/test_ddp_cli.py, tests/journeys/test_wheel.py and tests/sweeps).
 TINY_TESTBED = [
     "logger=none",
     "trainer.enable_progress_bar=false",
@@ -22,6 +24,7 @@ TINY_TESTBED = [
     "steer.seconds=0.5",
     "steer.alphas=[0,1]",
     "metrics.quality=none",
+    "metrics.workers=0",
 ]
 
 

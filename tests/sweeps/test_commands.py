@@ -18,11 +18,12 @@ from steerlit.sweeps.definition import sweep_points
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = REPO / "configs" / "sweep" / "alpha_layer_grid.yaml"
-SMALL = {
+SMALL = {  # measured in each run's own process: the measuring pool is not what these tests are about
     "logger.mode": "offline",
     "steer.n_prompts": 2,
     "steer.seconds": 1,
     "steer.strategies": ["one_to_all"],
+    "metrics.workers": 0,
 }
 
 
