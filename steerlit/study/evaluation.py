@@ -20,8 +20,6 @@ It is the steer → measure → report part of :func:`steerlit.study.run.run_stu
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,13 +33,12 @@ from steerlit.engines.results import ResultStore
 from steerlit.engines.runner import run_grid
 from steerlit.engines.settings import GenerationSettings
 from steerlit.files import atomic_write_csv
-from steerlit.metrics.attributes import compute_attributes
 from steerlit.metrics.clap import ClapScorer
 from steerlit.metrics.kernel_distance import kernel_distance
 from steerlit.metrics.numba_cache import warm_metrics
-from steerlit.metrics.pool import ClipMeasurer, MeasurerSpec
+from steerlit.metrics.pool import ClipMeasurer, MeasurerSpec, attribute_measure
 from steerlit.metrics.quality import dsp_frechet
-from steerlit.metrics.settings import MetricsSettings, TempoSettings
+from steerlit.metrics.settings import MetricsSettings
 from steerlit.models.settings import ModelSettings
 from steerlit.runtime import TrainerSettings
 from steerlit.study.layer_comparison import layer_comparison_rows, write_layer_comparison
@@ -109,11 +106,6 @@ class Tables:
     degenerate: int = 0  # grid rows left out of both (non-finite or constant output)
 
 
-def measure_clip(audio: np.ndarray, sr: int, tempo: TempoSettings) -> dict[str, float]:
-    """Every attribute of one clip (module level, so it pickles for spawned DDP workers)."""
-    return compute_attributes(audio, sr, tempo_kwargs=dataclasses.asdict(tempo))
-
-
 def grid_devices(trainer: TrainerSettings) -> int:
     """Processes for the steering grid: ``trainer.devices`` under DDP (:func:`uses_ddp`), else 1."""
     devices = trainer.devices
@@ -141,7 +133,7 @@ def steer(
     Under a DDP ``trainer`` the rows are sharded over processes, each loading ``model`` with every setting
     and measuring its clips in ``metrics.workers`` processes of its own. In one process, ``measurer`` measures
     the clips in its workers while the grid generates (None: in this process)."""
-    metrics_fn = functools.partial(measure_clip, tempo=metrics.tempo)
+    metrics_fn = attribute_measure(metrics)  # every attribute of one clip; it pickles for the DDP ranks
     devices = grid_devices(trainer)
     if devices > 1:  # rank 0 gathers and writes the store
         if model is None:
