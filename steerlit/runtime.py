@@ -3,6 +3,8 @@ DDP grid) and read by the model loader for its device."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +36,22 @@ def quiet_lightning() -> None:
     for name in LIGHTNING_INFO_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+@contextmanager
+def limited_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (threadpoolctl) at ``threads``
+    inside the block, restored after it (None: left as they are)."""
+    if threads is None:
+        yield
+        return
+    import torch  # deferred: the trainer settings stay importable without torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)

@@ -10,19 +10,17 @@ its top level, W&B under ``wandb/``), logging to W&B with job type ``patch`` whe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
-import torch
-from threadpoolctl import threadpool_limits
 
 from steerlit.data.probe_set import load_eval_prompts, load_probe_set
 from steerlit.intervene.gate import GateError, check_gate_levels
 from steerlit.intervene.patching import StepWindow
 from steerlit.models.loading import load_adapter
 from steerlit.models.sites import SITE_KINDS
+from steerlit.runtime import limited_threads
 from steerlit.study.launch import resolve_run_root
 from steerlit.study.layout import RunLayout
 from steerlit.study.patch_settings import PatchSettings, check_gate_alignment
@@ -118,22 +116,6 @@ def validate_patch(settings: StudySettings) -> None:
     validate_gate(settings.patch)
     validate_patch_axes(settings.patch, model_num_layers(settings.model))
     validate_patch_files(settings.patch)
-
-
-@contextmanager
-def limited_threads(threads: int | None) -> Iterator[None]:
-    """Torch's intra-op threads and the BLAS/OpenMP pools of numpy and scipy (threadpoolctl) at ``threads``
-    inside the block, restored after it (None: left as they are)."""
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_patch_study(

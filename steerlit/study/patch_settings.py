@@ -49,7 +49,7 @@ class PatchSettings:
     ``"start-end"``: to the end), CFG ``half`` patched; maps summarise pairs by ``statistic`` (median | mean) with a ``ci`` bootstrap
     interval (``n_boot`` resamples); pairs whose |log source / target| attribute gap is below ``min_gap`` are
     dropped; ``gate``: the head-probe maps and the gated trade-off; ``threads``: torch's intra-op threads and
-    the BLAS pools while ``steerlit patch`` runs (:func:`steerlit.study.patch_run.limited_threads`; None:
+    the BLAS pools while ``steerlit patch`` runs (:func:`steerlit.runtime.limited_threads`; None:
     left as they are, one per core; the testbed experiments use 1: its small matrices gain little from a
     second thread, and on a shared machine two spinning threads run several times slower)."""
 

@@ -4,17 +4,14 @@ import csv
 import json
 
 import pytest
-import torch
 from support.journeys import cli_env, steerlit
 from support.offline_runs import read_offline_run
-from threadpoolctl import threadpool_info
 
 from steerlit.cli import main
 from steerlit.config import compose
 from steerlit.directions.io import load_directions
 from steerlit.models.tiny import build_tiny_musicgen, install_in_hub_cache
 from steerlit.study.patch_run import (
-    limited_threads,
     run_patch_study,
     validate_gate,
     validate_patch,
@@ -81,15 +78,7 @@ def test_bad_patch_settings_fail_with_the_key(overrides, message):
         validate_patch(compose(["experiment=patching_testbed", *overrides]))
 
 
-def test_limited_threads_sets_torch_and_blas_threads_and_restores_them():
-    before, blas_before = torch.get_num_threads(), [p["num_threads"] for p in threadpool_info()]
-    with limited_threads(1):
-        assert torch.get_num_threads() == 1
-        assert all(p["num_threads"] == 1 for p in threadpool_info())
-    assert torch.get_num_threads() == before
-    assert [p["num_threads"] for p in threadpool_info()] == blas_before
-    with limited_threads(None):
-        assert torch.get_num_threads() == before
+def test_the_testbed_experiments_run_on_one_thread():
     assert compose(["experiment=patching_testbed"]).patch.threads == 1 and compose([]).patch.threads is None
 
 
