@@ -77,7 +77,7 @@ def test_grid_devices_follow_a_ddp_trainer():
 
 @pytest.mark.slow
 def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, tmp_path):
-    """Two CPU processes (gloo) with a non-default dtype give the codes of one process with that dtype, and each
+    """Two spawned CPU processes (gloo; not forked from a threaded test worker) with a non-default dtype give the codes of one process with that dtype, and each
     rank measures its clips in a metric worker of its own, with the values of one process measuring in itself."""
     model = ModelSettings(name=str(tiny_model_dir), dtype="bfloat16")
     adapter = load_adapter(model)
@@ -86,7 +86,7 @@ def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, t
     generation, metrics = STEER.generation(), MetricsSettings(workers=1)
     layout = RunLayout(tmp_path)
     one = steer(adapter, rows, directions, generation, layout.evaluation("one"), metrics=metrics)
-    ddp = TrainerSettings(devices=2, strategy="ddp_fork", enable_progress_bar=False)
+    ddp = TrainerSettings(devices=2, strategy="ddp_spawn", enable_progress_bar=False)
     with pytest.raises(ValueError, match="needs the model settings"):
         steer(adapter, rows, directions, generation, layout.evaluation("two"), metrics=metrics, trainer=ddp)
     two = steer(
