@@ -77,8 +77,9 @@ def test_grid_devices_follow_a_ddp_trainer():
 
 @pytest.mark.slow
 def test_a_ddp_grid_loads_the_full_model_settings_on_each_rank(tiny_model_dir, tmp_path):
-    """Two spawned CPU processes (gloo; not forked from a threaded test worker) with a non-default dtype give the codes of one process with that dtype, and each
-    rank measures its clips in a metric worker of its own, with the values of one process measuring in itself."""
+    """Two spawned CPU processes (gloo; not forked from a threaded test worker) with a non-default dtype give the
+    codes of one process with that dtype, and each rank measures its clips in a metric worker of its own, with
+    the values of one process measuring in itself."""
     model = ModelSettings(name=str(tiny_model_dir), dtype="bfloat16")
     adapter = load_adapter(model)
     rows = GridPlan(STEER, ("a calm folk song",), ("tempo",), (1,)).rows({"tempo": big_directions()})
